@@ -1,0 +1,444 @@
+//! The GPU context: adapter choice, device and queue, features and limits, the kernel registry and
+//! the buffer pool. A `Context` is a cheap handle (`Clone + Send + Sync`); clones share everything.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, KernelKey, Registry};
+use crate::pool::{BufferKind, BufferPool, PoolStats};
+use crate::record::Recording;
+use crate::tensor::{DType, Tensor};
+
+/// Features chunkwise uses when the adapter has them; none is required.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+/// How to pick an adapter. [`ContextOptions::from_env`] reads the variables wgpu users know.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Backends to consider (`WGPU_BACKEND`, e.g. `vulkan`, `metal`, `dx12`, `gl`); all when unset.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring of the adapter name (`WGPU_ADAPTER_NAME`).
+    pub adapter_name: Option<String>,
+    /// `WGPU_POWER_PREF` (`low` or `high`).
+    pub power_preference: Option<wgpu::PowerPreference>,
+}
+
+impl ContextOptions {
+    pub fn from_env() -> Self {
+        ContextOptions {
+            backends: wgpu::Backends::from_env(),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            power_preference: wgpu::PowerPreference::from_env(),
+        }
+    }
+}
+
+/// What `chunkwise info` shows of an adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub backend: String,
+    pub name: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub device_type: String,
+    pub vendor: u32,
+    pub device: u32,
+}
+
+impl From<&wgpu::AdapterInfo> for AdapterSummary {
+    fn from(i: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            backend: format!("{:?}", i.backend),
+            name: i.name.clone(),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            device_type: format!("{:?}", i.device_type),
+            vendor: i.vendor,
+            device: i.device,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) features: wgpu::Features,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) registry: Registry,
+    pub(crate) pool: BufferPool,
+    lost: Arc<Mutex<Option<String>>>,
+    warned_f16: AtomicBool,
+}
+
+/// The handle to one GPU device and everything chunkwise keeps for it.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Context({} on {:?})", self.inner.info.name, self.inner.info.backend)
+    }
+}
+
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu finds for the backends in `WGPU_BACKEND` (all when unset).
+pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(instance(Some(backends)).enumerate_adapters(backends))
+}
+
+impl Context {
+    /// Opens the adapter chosen by `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    pub async fn new() -> Result<Context> {
+        Self::with_options(ContextOptions::from_env()).await
+    }
+
+    /// Blocking twin of [`Context::new`].
+    pub fn new_blocking() -> Result<Context> {
+        pollster::block_on(Self::new())
+    }
+
+    /// Opens an adapter chosen by explicit options.
+    pub async fn with_options(opts: ContextOptions) -> Result<Context> {
+        let backends = opts.backends.unwrap_or(wgpu::Backends::all());
+        let inst = instance(Some(backends));
+        let adapter = match &opts.adapter_name {
+            Some(want) => {
+                let all = inst.enumerate_adapters(backends).await;
+                let names: Vec<String> = all.iter().map(|a| format!("'{}'", a.get_info().name)).collect();
+                let want_lc = want.to_lowercase();
+                all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want_lc)).ok_or_else(|| {
+                    Error::NoAdapter {
+                        reason: format!(
+                            "WGPU_ADAPTER_NAME='{want}' matches none of the adapters found: [{}]",
+                            names.join(", ")
+                        ),
+                    }
+                })?
+            }
+            None => inst
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: opts.power_preference.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter { reason: e.to_string() })?,
+        };
+        Self::from_adapter(&adapter).await
+    }
+
+    /// Opens a device on an adapter the caller already chose.
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        // The adapter's own limits, not wgpu's conservative defaults (128/256 MiB bindings and buffers).
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("chunkwise"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        // Our own device: errors outside any scope must not panic the host process.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("uncaptured wgpu error: {e}")));
+        let ctx = Self::build(device, queue, info);
+        let lost = ctx.inner.lost.clone();
+        ctx.inner.device.set_device_lost_callback(move |reason, msg| {
+            *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+        });
+        Ok(ctx)
+    }
+
+    /// Wraps a host application's existing device and queue. chunkwise only uses the features and
+    /// limits the device was created with, and it leaves the device's error handlers alone (every
+    /// chunkwise call checks errors through error scopes).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, adapter_info: wgpu::AdapterInfo) -> Context {
+        Self::build(device, queue, adapter_info)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Context {
+        let features = device.features();
+        let limits = device.limits();
+        log::info!(
+            "chunkwise: adapter '{}' ({:?}, {:?}, driver '{} {}')",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        log::info!(
+            "chunkwise: features {:?}; max_storage_buffer_binding_size {} B, max_buffer_size {} B, \
+             max_compute_workgroup_storage_size {} B, max_compute_invocations_per_workgroup {}",
+            features & WANTED_FEATURES,
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+            limits.max_compute_workgroup_storage_size,
+            limits.max_compute_invocations_per_workgroup
+        );
+        let pool = BufferPool::new(device.clone());
+        Context {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                features,
+                limits,
+                registry: Registry::new(),
+                pool,
+                lost: Arc::new(Mutex::new(None)),
+                warned_f16: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    pub fn supports_f16(&self) -> bool {
+        self.inner.features.contains(wgpu::Features::SHADER_F16)
+    }
+    pub fn supports_timestamps(&self) -> bool {
+        self.inner.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+    /// Frees the pool's cached buffers.
+    pub fn trim_pool(&self) {
+        self.inner.pool.trim()
+    }
+    pub fn pipelines_compiled(&self) -> usize {
+        self.inner.registry.pipelines_compiled()
+    }
+
+    /// The dtype tensors will actually be stored in: f16 falls back to f32 (with one warning) when
+    /// the device lacks `SHADER_F16`.
+    pub fn resolve_dtype(&self, dtype: DType) -> DType {
+        if dtype == DType::F16 && !self.supports_f16() {
+            if !self.inner.warned_f16.swap(true, Ordering::Relaxed) {
+                log::warn!("adapter '{}' has no SHADER_F16: storing f16 tensors as f32", self.inner.info.name);
+            }
+            return DType::F32;
+        }
+        dtype
+    }
+
+    /// Fails with `DeviceLost` once the device is gone.
+    pub fn check_alive(&self) -> Result<()> {
+        match &*self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(Error::DeviceLost { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// The compiled pipeline for a kernel key (cached).
+    pub fn kernel(&self, key: &KernelKey) -> Result<Arc<Kernel>> {
+        self.inner.registry.get(&self.inner.device, &self.inner.limits, key)
+    }
+
+    /// A new, empty recording of dispatches; nothing runs until [`Recording::submit`].
+    pub fn record(&self) -> Recording {
+        Recording::new(self.clone())
+    }
+
+    /// Records with `f`, submits once, and returns what `f` returned.
+    pub fn run<T>(&self, f: impl FnOnce(&mut Recording) -> Result<T>) -> Result<T> {
+        let mut rec = self.record();
+        let out = f(&mut rec)?;
+        rec.submit()?;
+        Ok(out)
+    }
+
+    /// Waits until all submitted work has finished.
+    pub fn sync(&self) -> Result<()> {
+        self.check_alive()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(format!("waiting for the GPU: {e}")))?;
+        self.check_alive()
+    }
+
+    /// Checks a buffer request against the adapter's limits before wgpu sees it.
+    pub(crate) fn check_buffer_bytes(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = &self.inner.limits;
+        if bytes > l.max_buffer_size {
+            return Err(Error::LimitExceeded {
+                what: what.to_string(),
+                requested: bytes,
+                limit_name: "max_buffer_size",
+                limit: l.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// An uninitialised tensor from the pool.
+    pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.check_alive()?;
+        let dtype = self.resolve_dtype(dtype);
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
+            Error::LimitExceeded { what: format!("tensor {shape:?}"), requested: u64::MAX, limit_name: "max_buffer_size", limit: self.inner.limits.max_buffer_size }
+        })?;
+        let bytes = (numel as u64).saturating_mul(dtype.size() as u64);
+        self.check_buffer_bytes(&format!("tensor {shape:?} {dtype:?}"), bytes)?;
+        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.inner.pool.get(BufferKind::Storage, bytes);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::from_wgpu(format!("allocating tensor {shape:?} ({bytes} bytes)"), e));
+        }
+        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype })
+    }
+
+    /// Uploads f32 host data, stored as `dtype` (converted on the host for f16).
+    pub fn upload(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape("upload", format!("shape {shape:?} holds {n} elements but {} were given", data.len())));
+        }
+        let t = self.alloc(shape, dtype)?;
+        match t.dtype {
+            DType::F32 => self.write_padded(&t, bytemuck::cast_slice(data)),
+            DType::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                self.write_padded(&t, bytemuck::cast_slice(&h))
+            }
+        }
+        Ok(t)
+    }
+
+    /// Uploads f16 host data as an f16 tensor (or f32 where the device has no f16).
+    pub fn upload_f16(&self, data: &[half::f16], shape: &[usize]) -> Result<Tensor> {
+        if self.resolve_dtype(DType::F16) == DType::F32 {
+            let f: Vec<f32> = data.iter().map(|x| x.to_f32()).collect();
+            return self.upload(&f, shape, DType::F32);
+        }
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape("upload_f16", format!("shape {shape:?} holds {n} elements but {} were given", data.len())));
+        }
+        let t = self.alloc(shape, DType::F16)?;
+        self.write_padded(&t, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    fn write_padded(&self, t: &Tensor, bytes: &[u8]) {
+        // Copies must be a multiple of 4 bytes; an odd f16 count gets one padding element.
+        if bytes.len() % 4 == 0 {
+            self.inner.queue.write_buffer(t.buffer(), 0, bytes);
+        } else {
+            let mut v = bytes.to_vec();
+            v.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.inner.queue.write_buffer(t.buffer(), 0, &v);
+        }
+    }
+
+    /// Reads a tensor back as f32, waiting for the GPU.
+    pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let staging = self.stage(t)?;
+        let slice = staging.buffer().slice(..t.padded_bytes());
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        rx.recv()
+            .map_err(|_| Error::Readback("map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.unstage(&staging, t)
+    }
+
+    /// Reads a tensor back as f32 without blocking the calling thread's executor: the future
+    /// polls the device each time it is polled, so it works under any executor (pollster included).
+    pub fn download_async(&self, t: &Tensor) -> impl std::future::Future<Output = Result<Vec<f32>>> + '_ {
+        let t = t.clone();
+        async move {
+            let staging = self.stage(&t)?;
+            let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
+            let d = done.clone();
+            staging.buffer().slice(..t.padded_bytes()).map_async(wgpu::MapMode::Read, move |r| {
+                *d.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+            std::future::poll_fn(|cx| {
+                if let Some(r) = done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    return std::task::Poll::Ready(r.map_err(|e| Error::Readback(e.to_string())));
+                }
+                if let Err(e) = self.check_alive() {
+                    return std::task::Poll::Ready(Err(e));
+                }
+                let _ = self.inner.device.poll(wgpu::PollType::Poll);
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await?;
+            self.unstage(&staging, &t)
+        }
+    }
+
+    fn stage(&self, t: &Tensor) -> Result<crate::pool::PooledBuffer> {
+        self.check_alive()?;
+        let bytes = t.padded_bytes();
+        let staging = self.inner.pool.get(BufferKind::Staging, bytes);
+        let mut enc = self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("download") });
+        enc.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
+        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.inner.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::from_wgpu("copying a tensor for read-back", e));
+        }
+        Ok(staging)
+    }
+
+    fn unstage(&self, staging: &crate::pool::PooledBuffer, t: &Tensor) -> Result<Vec<f32>> {
+        let out = {
+            let view = staging
+                .buffer()
+                .slice(..t.padded_bytes())
+                .get_mapped_range()
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            let bytes = &view[..t.bytes() as usize];
+            match t.dtype {
+                DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
+                DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).iter().map(|h| h.to_f32()).collect(),
+            }
+        };
+        staging.buffer().unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,94 @@
+//! Elementwise activations and binary maps.
+
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use crate::record::Recording;
+use crate::tensor::Tensor;
+
+use super::{check_u32, grid_1d, same_dtype};
+
+const WG: u64 = 256;
+
+/// The activations of `shaders/elementwise.wgsl` (the numbers are the shader's op codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Sigmoid = 0,
+    Silu = 1,
+    /// Exact erf form.
+    Gelu = 2,
+    LogSigmoid = 3,
+    Softplus = 4,
+}
+
+/// Binary maps; `b` is broadcast over `a` by repetition (its shape must be a suffix of `a`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Mul = 16,
+    Add = 17,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    nb: u32,
+    op: u32,
+    _pad: u32,
+}
+
+/// `y = f(x)` elementwise.
+pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(x.shape(), x.dtype())?;
+    let n = x.numel();
+    let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "unary", x.dtype()))?;
+    let params = Params { n: check_u32("unary", n)?, nb: 1, op: op as u32, _pad: 0 };
+    let groups = grid_1d(&ctx, "unary", (n as u64).div_ceil(WG))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    Ok(y)
+}
+
+/// `y = a op b`, with `b` repeated over the leading dimensions of `a`.
+pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+    let dtype = same_dtype("binary", &[a, b])?;
+    let (sa, sb) = (a.shape(), b.shape());
+    if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb {
+        return Err(Error::shape(
+            "binary",
+            format!("b {sb:?} must equal a {sa:?} or a trailing part of it (b is repeated over the leading dimensions)"),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(sa, dtype)?;
+    let n = a.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "binary", dtype))?;
+    let params = Params { n: check_u32("binary", n)?, nb: check_u32("binary", b.numel())?, op: op as u32, _pad: 0 };
+    let groups = grid_1d(&ctx, "binary", (n as u64).div_ceil(WG))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a, b, &y], groups)?;
+    Ok(y)
+}
+
+pub fn sigmoid(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    unary(rec, x, Unary::Sigmoid)
+}
+pub fn silu(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    unary(rec, x, Unary::Silu)
+}
+pub fn gelu(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    unary(rec, x, Unary::Gelu)
+}
+pub fn logsigmoid(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    unary(rec, x, Unary::LogSigmoid)
+}
+pub fn softplus(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    unary(rec, x, Unary::Softplus)
+}
+pub fn mul(rec: &mut Recording, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, a, b, Binary::Mul)
+}
+pub fn add(rec: &mut Recording, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, a, b, Binary::Add)
+}

@@ -1,0 +1,103 @@
+//! GEMM `y = x · Wᵀ` in the Linear layout of the reference implementations (weight `[out, in]`).
+
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use crate::record::Recording;
+use crate::tensor::Tensor;
+
+use super::{check_u32, same_dtype};
+
+/// Which schedule of `shaders/gemm.wgsl` to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmSchedule {
+    /// `Direct` on CPU adapters (lavapipe, llvmpipe, WARP), `Tiled` on GPUs.
+    #[default]
+    Auto,
+    /// Workgroup-memory tiling with 4×4 register blocks (the GPU schedule).
+    Tiled,
+    /// Register blocks straight from storage, no barriers (the CPU-adapter schedule).
+    Direct,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    x_bstride: u32,
+    w_bstride: u32,
+    y_bstride: u32,
+    _p: [u32; 2],
+}
+
+/// `y = x · Wᵀ` for `x [..., K]` and `w [N, K]`: the Linear layer. Returns `[..., N]`.
+pub fn linear(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.shape().is_empty() || w.shape().len() != 2 {
+        return Err(Error::shape("linear", format!("need x [..., K] and w [N, K], got x {:?}, w {:?}", x.shape(), w.shape())));
+    }
+    let k = x.last_dim();
+    let m = x.numel() / k.max(1);
+    let y = gemm_with(rec, &x.reshape(&[1, m, k])?, w, GemmSchedule::Auto)?;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = w.shape()[0];
+    y.reshape(&shape)
+}
+
+/// Batched `y[b] = x[b] · W[b]ᵀ` for `x [B, M, K]` and `w [N, K]` (shared) or `[B, N, K]`. Returns `[B, M, N]`.
+pub fn gemm(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    gemm_with(rec, x, w, GemmSchedule::Auto)
+}
+
+/// [`gemm`] with an explicit schedule.
+pub fn gemm_with(rec: &mut Recording, x: &Tensor, w: &Tensor, schedule: GemmSchedule) -> Result<Tensor> {
+    let dtype = same_dtype("gemm", &[x, w])?;
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() != 3 {
+        return Err(Error::shape("gemm", format!("x must be [batch, M, K], got {xs:?}")));
+    }
+    let (b, m, k) = (xs[0], xs[1], xs[2]);
+    let (wb, n, wk) = match ws.len() {
+        2 => (1, ws[0], ws[1]),
+        3 => (ws[0], ws[1], ws[2]),
+        _ => return Err(Error::shape("gemm", format!("w must be [N, K] or [batch, N, K], got {ws:?}"))),
+    };
+    if wk != k {
+        return Err(Error::shape("gemm", format!("inner dimensions differ: x {xs:?} has K={k}, w {ws:?} has K={wk}")));
+    }
+    if wb != 1 && wb != b {
+        return Err(Error::shape("gemm", format!("w batch {wb} must be 1 or equal x batch {b}")));
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(&[b, m, n], dtype)?;
+    if b * m * n == 0 {
+        return Ok(y);
+    }
+    if k == 0 {
+        return Err(Error::shape("gemm", "K = 0: the product is empty; fill zeros instead"));
+    }
+    let params = Params {
+        m: check_u32("gemm", m)?,
+        n: check_u32("gemm", n)?,
+        k: check_u32("gemm", k)?,
+        x_bstride: check_u32("gemm", m * k)?,
+        w_bstride: if wb == 1 { 0 } else { check_u32("gemm", n * k)? },
+        y_bstride: check_u32("gemm", m * n)?,
+        _p: [0; 2],
+    };
+    let tiled = match schedule {
+        GemmSchedule::Auto => !ctx.is_cpu_adapter(),
+        GemmSchedule::Tiled => true,
+        GemmSchedule::Direct => false,
+    };
+    let (entry, tile) = if tiled { ("gemm_tiled", 64) } else { ("gemm_direct", 32) };
+    let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", entry, dtype))?;
+    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, b as u32];
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
+    Ok(y)
+}
+
+/// FLOPs of a GEMM (multiply and add counted separately).
+pub fn flops(b: usize, m: usize, n: usize, k: usize) -> f64 {
+    2.0 * b as f64 * m as f64 * n as f64 * k as f64
+}

@@ -1,0 +1,52 @@
+//! One typed launch wrapper per kernel family. Each checks shapes and dtypes, allocates its output
+//! from the pool, and records a dispatch; nothing runs until the recording is submitted.
+
+pub mod elementwise;
+pub mod gemm;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// Workgroup counts for `groups` workgroups of a 1-D problem, folded into 2-D when one dimension
+/// is not enough (kernels flatten it back with `flat_group`).
+pub(crate) fn grid_1d(ctx: &Context, what: &str, groups: u64) -> Result<[u32; 3]> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    if groups <= max {
+        return Ok([groups as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(max);
+    if y > max {
+        return Err(Error::LimitExceeded {
+            what: format!("{what}: {groups} workgroups"),
+            requested: groups,
+            limit_name: "max_compute_workgroups_per_dimension (squared)",
+            limit: max * max,
+        });
+    }
+    Ok([max as u32, y as u32, 1])
+}
+
+/// All tensors of one op share a storage dtype.
+pub(crate) fn same_dtype(op: &'static str, ts: &[&Tensor]) -> Result<DType> {
+    let d = ts[0].dtype();
+    for t in &ts[1..] {
+        if t.dtype() != d {
+            return Err(Error::DType { op, expected: d, got: t.dtype() });
+        }
+    }
+    Ok(d)
+}
+
+/// Element counts must fit the u32 indices the kernels use.
+pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 index range of the kernels")))
+}
+
+/// Workgroup size for one-row-per-workgroup reductions: a power of two, 32 ≤ WG ≤ 256, near the row length.
+pub(crate) fn row_workgroup(d: usize) -> u32 {
+    (d.next_power_of_two().clamp(32, 256)) as u32
+}
