@@ -51,18 +51,13 @@ pub fn gemm(ctx: &Context, m: usize, n: usize, k: usize, dtype: DType, schedule:
         times.push(rec.submit_timed()?);
     }
     let time = summarize(&times);
-    let schedule = match schedule {
-        GemmSchedule::Auto if ctx.is_cpu_adapter() => "auto(direct)",
-        GemmSchedule::Auto => "auto(tiled)",
-        GemmSchedule::Tiled => "tiled",
-        GemmSchedule::Direct => "direct",
-    };
+    let schedule = format!("{:?}", schedule.resolve(ctx)).to_lowercase();
     Ok(GemmResult {
         m,
         n,
         k,
         dtype: ctx.resolve_dtype(dtype),
-        schedule: schedule.into(),
+        schedule,
         gflops: gemm::flops(1, m, n, k) / (time.median_ms * 1e-3) / 1e9,
         time,
     })

@@ -89,3 +89,20 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn out_of_memory_stays_distinct_from_validation_and_limits() {
+        let oom = wgpu::Error::OutOfMemory { source: "heap exhausted".into() };
+        let e = Error::from_wgpu("allocating", oom);
+        assert!(matches!(e, Error::OutOfMemory { .. }), "{e}");
+        assert!(e.to_string().contains("out of GPU memory while allocating"));
+        let val = wgpu::Error::Validation { source: "bad".into(), description: "binding too large".into() };
+        assert!(matches!(Error::from_wgpu("submitting", val), Error::Validation { .. }));
+        let lim = Error::LimitExceeded { what: "x".into(), requested: 2, limit_name: "max_buffer_size", limit: 1 };
+        assert!(lim.to_string().contains("max_buffer_size") && !lim.to_string().contains("out of GPU memory"));
+    }
+}

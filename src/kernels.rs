@@ -236,6 +236,12 @@ pub struct Kernel {
     pub info: EntryInfo,
 }
 
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel({} {:?})", self.name(), self.key.dtype)
+    }
+}
+
 impl Kernel {
     pub fn name(&self) -> String {
         format!("{}::{}", self.key.file, self.key.entry)

@@ -1,1 +1,153 @@
-fn main() {}
+//! The `chunkwise` command line: `info`, `bench`.
+
+use std::process::ExitCode;
+
+use chunkwise::ops::gemm::GemmSchedule;
+use chunkwise::{bench, AdapterSummary, Context, DType};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "chunkwise", version, about = "RAT, Mesa and softmax-attention layers as WGSL compute shaders on wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List every adapter wgpu finds, and the features and limits of the selected one.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Schedule {
+    Auto,
+    Tiled,
+    Direct,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// GEMM y = x·Wᵀ GFLOP/s at several sizes (1024³ among them).
+    Gemm {
+        /// Sizes as MxNxK, comma separated.
+        #[arg(long, default_value = "256x256x256,1024x1024x1024,4096x256x256,4096x768x256")]
+        sizes: String,
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        #[arg(long, value_enum, default_value = "auto")]
+        schedule: Schedule,
+        /// Timed samples per size (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Info { json } => info(json),
+        Cmd::Bench { what: BenchCmd::Gemm { sizes, dtype, schedule, samples, json } } => {
+            let ctx = Context::new_blocking()?;
+            let schedule = match schedule {
+                Schedule::Auto => GemmSchedule::Auto,
+                Schedule::Tiled => GemmSchedule::Tiled,
+                Schedule::Direct => GemmSchedule::Direct,
+            };
+            let info = ctx.adapter_info();
+            if !json {
+                println!("# GEMM y = x·Wᵀ on {} ({:?}, {})", info.name, info.backend, info.driver_info);
+                println!("| M | N | K | dtype | schedule | median ms | min ms | max ms | GFLOP/s |");
+                println!("|---|---|---|---|---|---|---|---|---|");
+            }
+            for size in sizes.split(',') {
+                let dims: Vec<usize> = size.split('x').map(|s| s.trim().parse()).collect::<Result<_, _>>()
+                    .map_err(|_| format!("bad size '{size}': use MxNxK, e.g. 1024x1024x1024"))?;
+                let [m, n, k] = dims[..] else { return Err(format!("bad size '{size}': use MxNxK").into()) };
+                let r = bench::gemm(&ctx, m, n, k, dtype, schedule, samples)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "| {} | {} | {} | {:?} | {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                        r.m, r.n, r.k, r.dtype, r.schedule, r.time.median_ms, r.time.min_ms, r.time.max_ms, r.gflops
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let adapters: Vec<AdapterSummary> = chunkwise::context::enumerate_adapters().iter().map(|a| (&a.get_info()).into()).collect();
+    let selected = Context::new_blocking();
+    if json {
+        let sel = match &selected {
+            Ok(ctx) => selected_json(ctx),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "adapters": adapters, "selected": sel }))?);
+    } else {
+        println!("adapters ({}):", adapters.len());
+        for a in &adapters {
+            println!("  - {:<7} {} [{}] driver: {} {}", a.backend, a.name, a.device_type, a.driver, a.driver_info);
+        }
+        match &selected {
+            Ok(ctx) => {
+                let v = selected_json(ctx);
+                println!("selected: {}", v["adapter"]["name"].as_str().unwrap_or("?"));
+                println!("  features used: {}", v["features"]);
+                for (k, val) in v["limits"].as_object().into_iter().flatten() {
+                    println!("  {k}: {val}");
+                }
+            }
+            Err(e) => println!("selected: none ({e})"),
+        }
+    }
+    selected.map(|_| ()).map_err(Into::into)
+}
+
+fn selected_json(ctx: &Context) -> serde_json::Value {
+    let l = ctx.limits();
+    let features: Vec<String> = ctx.features().iter_names().map(|(n, _)| n.to_string())
+        .filter(|n| chunkwise::context::WANTED_FEATURES.iter_names().any(|(w, _)| w == n)).collect();
+    serde_json::json!({
+        "adapter": AdapterSummary::from(ctx.adapter_info()),
+        "features": features,
+        "limits": {
+            "max_buffer_size": l.max_buffer_size,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+            "min_uniform_buffer_offset_alignment": l.min_uniform_buffer_offset_alignment,
+            "subgroup_min_size": ctx.adapter_info().subgroup_min_size,
+            "subgroup_max_size": ctx.adapter_info().subgroup_max_size,
+        }
+    })
+}

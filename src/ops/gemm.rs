@@ -15,8 +15,20 @@ pub enum GemmSchedule {
     Auto,
     /// Workgroup-memory tiling with 4×4 register blocks (the GPU schedule).
     Tiled,
-    /// Register blocks straight from storage, no barriers (the CPU-adapter schedule).
+    /// Register blocks straight from storage, no barriers, over a transposed copy of W (the
+    /// CPU-adapter schedule: contiguous loads across SIMD lanes). Needs K % 4 == 0; other K run tiled.
     Direct,
+}
+
+impl GemmSchedule {
+    /// The concrete schedule `Auto` stands for on this adapter.
+    pub fn resolve(self, ctx: &crate::Context) -> GemmSchedule {
+        match self {
+            GemmSchedule::Auto if ctx.is_cpu_adapter() => GemmSchedule::Direct,
+            GemmSchedule::Auto => GemmSchedule::Tiled,
+            s => s,
+        }
+    }
 }
 
 #[repr(C)]
@@ -85,15 +97,26 @@ pub fn gemm_with(rec: &mut Recording, x: &Tensor, w: &Tensor, schedule: GemmSche
         y_bstride: check_u32("gemm", m * n)?,
         _p: [0; 2],
     };
-    let tiled = match schedule {
-        GemmSchedule::Auto => !ctx.is_cpu_adapter(),
-        GemmSchedule::Tiled => true,
-        GemmSchedule::Direct => false,
-    };
-    let (entry, tile) = if tiled { ("gemm_tiled", 64) } else { ("gemm_direct", 32) };
-    let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", entry, dtype))?;
-    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, b as u32];
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
+    let batch = u32::try_from(b).ok().filter(|&b| b <= ctx.limits().max_compute_workgroups_per_dimension);
+    let batch = batch.ok_or_else(|| Error::LimitExceeded {
+        what: format!("gemm batch {b}"),
+        requested: b as u64,
+        limit_name: "max_compute_workgroups_per_dimension",
+        limit: ctx.limits().max_compute_workgroups_per_dimension as u64,
+    })?;
+    // The direct schedule reads x as vec4 along K.
+    if schedule.resolve(&ctx) == GemmSchedule::Tiled || k % 4 != 0 {
+        let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", "gemm_tiled", dtype))?;
+        let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch];
+        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
+    } else {
+        // The transpose costs N·K reads and writes against M·N·K multiply-adds.
+        let wt = super::transpose::transpose_padded(rec, w, 4)?;
+        let params = Params { w_bstride: if wb == 1 { 0 } else { check_u32("gemm", k * n.div_ceil(4) * 4)? }, ..params };
+        let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", "gemm_direct", dtype))?;
+        let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch];
+        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &wt, &y], groups)?;
+    }
     Ok(y)
 }
 

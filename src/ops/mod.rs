@@ -6,6 +6,7 @@ pub mod gemm;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
+pub mod transpose;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
