@@ -47,7 +47,8 @@ pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 index range of the kernels")))
 }
 
-/// Workgroup size for one-row-per-workgroup reductions: a power of two, 32 ≤ WG ≤ 256, near the row length.
+/// Workgroup size for one-row-per-workgroup reductions: a power of two in 32..=256 giving each
+/// invocation about 4 elements (fewer reduction rounds, each a barrier, for the same memory traffic).
 pub(crate) fn row_workgroup(d: usize) -> u32 {
-    (d.next_power_of_two().clamp(32, 256)) as u32
+    (d.div_ceil(4).next_power_of_two().clamp(32, 256)) as u32
 }
