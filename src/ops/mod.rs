@@ -1,6 +1,7 @@
 //! One typed launch wrapper per kernel family. Each checks shapes and dtypes, allocates its output
 //! from the pool, and records a dispatch; nothing runs until the recording is submitted.
 
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod norm;

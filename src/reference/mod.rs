@@ -1,6 +1,7 @@
 //! CPU float64 references, one per kernel family, mirroring `ops/`. They are the oracle of every
 //! GPU test: written from the spec, as plain loops, with no attempt at speed.
 
+pub mod attention;
 pub mod basic;
 
 pub use basic::*;

@@ -1,0 +1,108 @@
+// Decode attention (flash-decoding): one new query per (batch, head) against a KV cache
+// [B, H, cap, dh] holding `len` valid entries. The cache is cut into splits of SPLIT keys so a long
+// cache fills the GPU; each workgroup writes a partial (max, sum, accumulator) for its split, and
+// `attention_decode_reduce` combines the splits. Scores are computed one key per invocation, the
+// weighted sum of values one vec4 of the head dimension per invocation.
+
+const WG: u32 = 64u;
+const MAX_DH4: u32 = 32u;
+
+struct Params {
+    b: u32,
+    h: u32,
+    dh: u32,
+    cap: u32,
+    len: u32,
+    split: u32,
+    nsplit: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;      // [B, H, dh]
+@group(0) @binding(2) var<storage, read> kc: array<vec4<ST>>;     // [B, H, cap, dh]
+@group(0) @binding(3) var<storage, read> vc: array<vec4<ST>>;     // [B, H, cap, dh]
+@group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;  // [B, H, nsplit]
+@group(0) @binding(5) var<storage, read_write> part_acc: array<vec4<f32>>; // [B, H, nsplit, dh]
+
+var<workgroup> qs: array<vec4<f32>, MAX_DH4>;
+var<workgroup> sc: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let dh4 = p.dh / 4u;
+    let sp = wid.x;
+    let bh = wid.y;
+    let cache = bh * p.cap * dh4;
+    if (lid < dh4) {
+        qs[lid] = vec4<f32>(q[bh * dh4 + lid]) * p.scale;
+    }
+    workgroupBarrier();
+    let k_begin = sp * p.split;
+    let k_end = min(k_begin + p.split, p.len);
+    var m = -3.4028235e38;
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    for (var kt = k_begin; kt < k_end; kt += WG) {
+        let j = kt + lid;
+        var s = -3.4028235e38;
+        if (j < k_end) {
+            var d = 0.0;
+            for (var i = 0u; i < dh4; i++) {
+                d += dot(qs[i], vec4<f32>(kc[cache + j * dh4 + i]));
+            }
+            s = d;
+        }
+        sc[lid] = s;
+        workgroupBarrier();
+        let n = min(WG, k_end - kt);
+        var tile_max = -3.4028235e38;
+        for (var jj = 0u; jj < n; jj++) {
+            tile_max = max(tile_max, sc[jj]);
+        }
+        let m_new = max(m, tile_max);
+        let corr = exp(m - m_new);
+        l *= corr;
+        acc *= corr;
+        for (var jj = 0u; jj < n; jj++) {
+            let pj = exp(sc[jj] - m_new);
+            l += pj;
+            if (lid < dh4) {
+                acc += pj * vec4<f32>(vc[cache + (kt + jj) * dh4 + lid]);
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+    let slot = bh * p.nsplit + sp;
+    if (lid == 0u) {
+        part_ml[slot] = vec2<f32>(m, l);
+    }
+    if (lid < dh4) {
+        part_acc[slot * dh4 + lid] = acc;
+    }
+}
+
+@group(0) @binding(6) var<storage, read_write> o: array<vec4<ST>>; // [B, H, dh]
+
+@compute @workgroup_size(MAX_DH4)
+fn attention_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let dh4 = p.dh / 4u;
+    let bh = wid.x;
+    if (lid >= dh4) {
+        return;
+    }
+    var m = -3.4028235e38;
+    for (var s = 0u; s < p.nsplit; s++) {
+        m = max(m, part_ml[bh * p.nsplit + s].x);
+    }
+    var l = 0.0;
+    var acc = vec4<f32>(0.0);
+    for (var s = 0u; s < p.nsplit; s++) {
+        let ml = part_ml[bh * p.nsplit + s];
+        let w = exp(ml.x - m);
+        l += ml.y * w;
+        acc += w * part_acc[(bh * p.nsplit + s) * dh4 + lid];
+    }
+    o[bh * dh4 + lid] = vec4<ST>(acc / l);
+}

@@ -1,0 +1,189 @@
+//! Softmax attention: flash-style causal / sliding-window forward, KV-cache writes and
+//! flash-decoding. Tensors use the projection layout `[B, T, D]` with `D = heads × dh`.
+
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use crate::record::Recording;
+use crate::tensor::{DType, Tensor};
+
+use super::{check_u32, grid_1d, same_dtype};
+
+const BQ: usize = 64;
+
+/// Head dims the kernels take: a multiple of 4 (vec4 loads), at most 128 (registers per query).
+pub fn check_head_dim(op: &'static str, dh: usize) -> Result<()> {
+    if dh == 0 || dh % 4 != 0 || dh > 128 {
+        return Err(Error::invalid(op, format!("head dim {dh} is not supported: it must be a multiple of 4 and at most 128")));
+    }
+    Ok(())
+}
+
+fn split_heads(op: &'static str, d: usize, heads: usize) -> Result<usize> {
+    if heads == 0 || d % heads != 0 {
+        return Err(Error::invalid(op, format!("{heads} heads do not divide the model width {d}")));
+    }
+    let dh = d / heads;
+    check_head_dim(op, dh)?;
+    Ok(dh)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FwdParams {
+    b: u32,
+    t: u32,
+    h: u32,
+    dh: u32,
+    window: u32,
+    scale: f32,
+    _p: [u32; 2],
+}
+
+/// Causal attention over `q, k, v [B, T, D]` (`D = heads × dh`), returning `[B, T, D]`.
+/// `window = Some(W)`: query t sees keys t−W … t (W+1 keys). `scale` defaults to `dh^-1/2`.
+pub fn attention(
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    window: Option<usize>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
+    let dtype = same_dtype("attention", &[q, k, v])?;
+    let s = q.shape();
+    if s.len() != 3 || k.shape() != s || v.shape() != s {
+        return Err(Error::shape("attention", format!("q, k, v must all be [B, T, D]; got {:?}, {:?}, {:?}", s, k.shape(), v.shape())));
+    }
+    let (b, t, d) = (s[0], s[1], s[2]);
+    let dh = split_heads("attention", d, heads)?;
+    let ctx = rec.context().clone();
+    let o = ctx.alloc(s, dtype)?;
+    if b * t == 0 {
+        return Ok(o);
+    }
+    let window = match window {
+        Some(w) => u32::try_from(w).ok().filter(|&w| w != u32::MAX).unwrap_or(u32::MAX - 1),
+        None => u32::MAX,
+    };
+    let params = FwdParams {
+        b: check_u32("attention", b)?,
+        t: check_u32("attention", t)?,
+        h: check_u32("attention", heads)?,
+        dh: dh as u32,
+        window,
+        scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
+        _p: [0; 2],
+    };
+    let kernel = ctx.kernel(&KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype))?;
+    let groups = [t.div_ceil(BQ) as u32, check_u32("attention", b * heads)?, 1];
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q, k, v, &o], groups)?;
+    Ok(o)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WriteParams {
+    b: u32,
+    n: u32,
+    h: u32,
+    dh4: u32,
+    cap: u32,
+    pos0: u32,
+    _p: [u32; 2],
+}
+
+/// Writes `src [B, n, D]` (tokens at positions `pos0 .. pos0+n`) into `cache [B, heads, cap, dh]`
+/// at slots `pos mod cap`. `n` must not exceed `cap` (slots would collide inside one dispatch).
+pub fn kv_write(rec: &mut Recording, src: &Tensor, cache: &Tensor, pos0: usize) -> Result<()> {
+    same_dtype("kv_write", &[src, cache])?;
+    let (ss, cs) = (src.shape(), cache.shape());
+    if ss.len() != 3 || cs.len() != 4 || ss[0] != cs[0] || ss[2] != cs[1] * cs[3] {
+        return Err(Error::shape("kv_write", format!("src must be [B, n, H·dh] for a cache [B, H, cap, dh]; got {ss:?} and {cs:?}")));
+    }
+    let (b, n, h, cap, dh) = (ss[0], ss[1], cs[1], cs[2], cs[3]);
+    if n > cap {
+        return Err(Error::invalid("kv_write", format!("{n} tokens do not fit a cache of {cap} slots in one write")));
+    }
+    if n == 0 || b == 0 {
+        return Ok(());
+    }
+    let ctx = rec.context().clone();
+    let params = WriteParams {
+        b: b as u32,
+        n: n as u32,
+        h: h as u32,
+        dh4: (dh / 4) as u32,
+        cap: check_u32("kv_write", cap)?,
+        pos0: check_u32("kv_write", pos0 % cap)?,
+        _p: [0; 2],
+    };
+    let kernel = ctx.kernel(&KernelKey::new("kv_write.wgsl", "kv_write", src.dtype()))?;
+    let groups = grid_1d(&ctx, "kv_write", ((b * n * h * dh / 4) as u64).div_ceil(64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[src, cache], groups)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DecodeParams {
+    b: u32,
+    h: u32,
+    dh: u32,
+    cap: u32,
+    len: u32,
+    split: u32,
+    nsplit: u32,
+    scale: f32,
+}
+
+/// Keys per decode split: enough splits that `B·H·splits` covers a large GPU (≥ 256 workgroups)
+/// for long caches, and at least 64 keys (one workgroup width) per split.
+pub fn decode_split(b: usize, heads: usize, len: usize) -> usize {
+    let want_splits = 256usize.div_ceil((b * heads).max(1));
+    len.div_ceil(want_splits).div_ceil(64).max(1) * 64
+}
+
+/// One query per sequence, `q [B, 1, D]` or `[B, D]`, against the first `len` slots of
+/// `k_cache, v_cache [B, heads, cap, dh]`. Returns `[B, 1, D]`.
+pub fn decode(rec: &mut Recording, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, len: usize, scale: Option<f32>) -> Result<Tensor> {
+    let dtype = same_dtype("attention decode", &[q, k_cache, v_cache])?;
+    let cs = k_cache.shape();
+    if cs.len() != 4 || v_cache.shape() != cs {
+        return Err(Error::shape("attention decode", format!("caches must both be [B, H, cap, dh]; got {cs:?} and {:?}", v_cache.shape())));
+    }
+    let (b, h, cap, dh) = (cs[0], cs[1], cs[2], cs[3]);
+    check_head_dim("attention decode", dh)?;
+    if q.numel() != b * h * dh {
+        return Err(Error::shape("attention decode", format!("q {:?} must hold B·H·dh = {} values for caches {cs:?}", q.shape(), b * h * dh)));
+    }
+    if len == 0 || len > cap {
+        return Err(Error::invalid("attention decode", format!("cache length {len} must be in 1..={cap}")));
+    }
+    let ctx = rec.context().clone();
+    let split = decode_split(b, h, len);
+    let nsplit = len.div_ceil(split);
+    let part_ml = ctx.alloc(&[b, h, nsplit, 2], DType::F32)?;
+    let part_acc = ctx.alloc(&[b, h, nsplit, dh], DType::F32)?;
+    let o = ctx.alloc(&[b, 1, h * dh], dtype)?;
+    let params = DecodeParams {
+        b: b as u32,
+        h: h as u32,
+        dh: dh as u32,
+        cap: check_u32("attention decode", cap)?,
+        len: len as u32,
+        split: split as u32,
+        nsplit: nsplit as u32,
+        scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
+    };
+    let bh = check_u32("attention decode", b * h)?;
+    let k1 = ctx.kernel(&KernelKey::new("attention_decode.wgsl", "attention_decode", dtype))?;
+    rec.dispatch(&k1, bytemuck::bytes_of(&params), &[q, k_cache, v_cache, &part_ml, &part_acc], [nsplit as u32, bh, 1])?;
+    let k2 = ctx.kernel(&KernelKey::new("attention_decode.wgsl", "attention_decode_reduce", dtype))?;
+    rec.dispatch(&k2, bytemuck::bytes_of(&params), &[&part_ml, &part_acc, &o], [bh, 1, 1])?;
+    Ok(o)
+}
+
+/// FLOPs of causal attention as counted in the benchmarks: 2·T²·D (QKᵀ and PV over the causal half).
+pub fn causal_flops(b: usize, t: usize, d: usize) -> f64 {
+    2.0 * b as f64 * (t as f64).powi(2) * d as f64
+}

@@ -1,0 +1,114 @@
+//! Attention kernels vs the f64 reference: causal and sliding window at odd T, batch > 1, several
+//! head dims, f32 and f16; KV-cache writes and flash-decoding.
+
+mod common;
+use chunkwise::ops::attention as attn;
+use chunkwise::{reference as r, DType, Error};
+use common::*;
+
+fn check_fwd(b: usize, t: usize, heads: usize, dh: usize, window: Option<usize>, dtype: DType) {
+    let ctx = ctx();
+    let d = heads * dh;
+    let q = stored(&rand(b * t * d, 1 + t as u64, 1.0), dtype);
+    let k = stored(&rand(b * t * d, 2 + t as u64, 1.0), dtype);
+    let v = stored(&rand(b * t * d, 3 + t as u64, 1.0), dtype);
+    let up = |x: &[f32]| ctx.upload(x, &[b, t, d], dtype).unwrap();
+    let (qt, kt, vt) = (up(&q), up(&k), up(&v));
+    let o = ctx.run(|rec| attn::attention(rec, &qt, &kt, &vt, heads, window, None)).unwrap();
+    let want = r::attention::attention(&q, &k, &v, b, t, heads, window, 1.0 / (dh as f64).sqrt());
+    assert_close(&ctx.download(&o).unwrap(), &want, dtype, &format!("attention b{b} t{t} h{heads} dh{dh} w{window:?}"));
+}
+
+#[test]
+fn causal_attention_at_odd_lengths_and_head_dims() {
+    for dtype in dtypes() {
+        check_fwd(1, 37, 2, 32, None, dtype);
+        check_fwd(2, 130, 2, 64, None, dtype);
+        check_fwd(1, 70, 1, 128, None, dtype);
+        check_fwd(1, 65, 3, 60, None, dtype);
+        check_fwd(1, 1, 1, 4, None, dtype);
+    }
+}
+
+#[test]
+fn sliding_window_attention_for_several_windows() {
+    for dtype in dtypes() {
+        for w in [0usize, 1, 8, 50, 63, 64, 200] {
+            check_fwd(2, 150, 2, 32, Some(w), dtype);
+        }
+    }
+}
+
+#[test]
+fn unsupported_head_dims_and_mismatched_heads_are_errors() {
+    let ctx = ctx();
+    let x = ctx.upload(&rand(2 * 3 * 12, 1, 1.0), &[2, 3, 12], DType::F32).unwrap();
+    let e = ctx.run(|rec| attn::attention(rec, &x, &x, &x, 5, None, None)).unwrap_err();
+    assert!(e.to_string().contains("5 heads do not divide the model width 12"), "{e}");
+    let e = ctx.run(|rec| attn::attention(rec, &x, &x, &x, 2, None, None)).unwrap_err(); // dh = 6
+    assert!(matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("head dim 6"), "{e}");
+    let y = ctx.upload(&rand(2 * 4 * 12, 1, 1.0), &[2, 4, 12], DType::F32).unwrap();
+    let e = ctx.run(|rec| attn::attention(rec, &x, &y, &x, 3, None, None)).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}
+
+/// One query against `len` cached keys, computed on the host.
+fn decode_ref(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, cap: usize, dh: usize, len: usize) -> Vec<f64> {
+    let mut o = vec![0.0; b * h * dh];
+    for bh in 0..b * h {
+        let s: Vec<f64> = (0..len)
+            .map(|j| (0..dh).map(|i| q[bh * dh + i] as f64 * k[(bh * cap + j) * dh + i] as f64).sum::<f64>() / (dh as f64).sqrt())
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        for i in 0..dh {
+            o[bh * dh + i] = (0..len).map(|j| w[j] * v[(bh * cap + j) * dh + i] as f64).sum::<f64>() / z;
+        }
+    }
+    o
+}
+
+#[test]
+fn flash_decoding_over_short_and_long_caches() {
+    let ctx = ctx();
+    for dtype in dtypes() {
+        for &(b, h, dh, cap, len) in &[(1usize, 2usize, 32usize, 40usize, 1usize), (3, 2, 64, 300, 257), (16, 4, 64, 4096, 4096), (1, 1, 128, 5000, 4999)] {
+            let q = stored(&rand(b * h * dh, len as u64, 1.0), dtype);
+            let k = stored(&rand(b * h * cap * dh, 7, 1.0), dtype);
+            let v = stored(&rand(b * h * cap * dh, 8, 1.0), dtype);
+            let qt = ctx.upload(&q, &[b, 1, h * dh], dtype).unwrap();
+            let kc = ctx.upload(&k, &[b, h, cap, dh], dtype).unwrap();
+            let vc = ctx.upload(&v, &[b, h, cap, dh], dtype).unwrap();
+            let o = ctx.run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None)).unwrap();
+            assert_eq!(o.shape(), [b, 1, h * dh]);
+            let want = decode_ref(&q, &k, &v, b, h, cap, dh, len);
+            assert_close(&ctx.download(&o).unwrap(), &want, dtype, &format!("decode b{b} h{h} dh{dh} len{len}"));
+        }
+    }
+}
+
+#[test]
+fn kv_write_places_tokens_at_their_ring_slots() {
+    let ctx = ctx();
+    let (b, h, dh, cap) = (2usize, 2usize, 4usize, 5usize);
+    let cache = ctx.upload(&vec![0.0; b * h * cap * dh], &[b, h, cap, dh], DType::F32).unwrap();
+    let n = 3;
+    let src: Vec<f32> = (0..b * n * h * dh).map(|i| i as f32 + 1.0).collect();
+    let st = ctx.upload(&src, &[b, n, h * dh], DType::F32).unwrap();
+    ctx.run(|rec| attn::kv_write(rec, &st, &cache, 4)).unwrap(); // positions 4, 5, 6 -> slots 4, 0, 1
+    let got = ctx.download(&cache).unwrap();
+    for bi in 0..b {
+        for tok in 0..n {
+            let slot = (4 + tok) % cap;
+            for hh in 0..h {
+                for i in 0..dh {
+                    assert_eq!(got[((bi * h + hh) * cap + slot) * dh + i], src[((bi * n + tok) * h + hh) * dh + i]);
+                }
+            }
+        }
+    }
+    let q = ctx.upload(&vec![0.0; b * h * dh], &[b, 1, h * dh], DType::F32).unwrap();
+    let e = ctx.run(|rec| attn::decode(rec, &q, &cache, &cache, 6, None)).unwrap_err();
+    assert!(e.to_string().contains("cache length 6 must be in 1..=5"), "{e}");
+}
