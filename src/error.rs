@@ -64,6 +64,18 @@ pub enum Error {
     #[error("kernel '{kernel}': {msg}")]
     Binding { kernel: String, msg: String },
 
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+
+    /// A checkpoint that is malformed, lacks a tensor, or holds one of the wrong shape or dtype.
+    #[error("checkpoint {file}: {msg}")]
+    Checkpoint { file: String, msg: String },
+
+    /// A golden case or model config that cannot be run as written.
+    #[error("case {file}: {msg}")]
+    Case { file: String, msg: String },
+
     /// The operation needs a device feature this adapter lacks.
     #[error("{what} needs the device feature {feature}, which this adapter does not have")]
     MissingFeature { what: String, feature: &'static str },

@@ -14,7 +14,10 @@
 pub mod bench;
 pub mod context;
 pub mod error;
+pub mod golden;
 pub mod kernels;
+pub mod layers;
+pub mod model;
 pub mod ops;
 pub mod pool;
 pub mod record;

@@ -21,6 +21,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a golden case (shared/golden/README.md): build the layer from the case's weights, run it,
+    /// optionally write the outputs and compare them with the expected tensors.
+    Run {
+        /// The case's JSON file (its safetensors file lies beside it).
+        case: std::path::PathBuf,
+        /// Write every computed output, as float32, under the expected tensor's name.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Compare with the expected tensors; exit non-zero if any fails.
+        #[arg(long)]
+        check: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -70,6 +82,30 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
         Cmd::Info { json } => info(json),
+        Cmd::Run { case, out, check } => {
+            let ctx = Context::new_blocking()?;
+            let run = chunkwise::golden::run_case(&ctx, &case)?;
+            if let Some(path) = out {
+                chunkwise::model::checkpoint::save_f32(&path, &run.outputs)?;
+            }
+            for (name, shape, _) in &run.outputs {
+                if !check {
+                    println!("{name} {shape:?}");
+                }
+            }
+            if check {
+                for c in &run.checks {
+                    println!("{c}");
+                }
+                if run.checks.iter().any(|c| !c.ok) {
+                    return Err("some outputs are outside tolerance".into());
+                }
+                if run.checks.is_empty() {
+                    return Err("the case holds no expected tensor to check against".into());
+                }
+            }
+            Ok(())
+        }
         Cmd::Bench { what: BenchCmd::Gemm { sizes, dtype, schedule, samples, json } } => {
             let ctx = Context::new_blocking()?;
             let schedule = match schedule {

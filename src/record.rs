@@ -22,7 +22,7 @@ struct Dispatch {
 
 enum Cmd {
     Dispatch(Dispatch),
-    Copy { src: Arc<PooledBuffer>, dst: Arc<PooledBuffer>, bytes: u64 },
+    Copy { src: Arc<PooledBuffer>, src_off: u64, dst: Arc<PooledBuffer>, dst_off: u64, bytes: u64 },
 }
 
 /// Collects dispatches; nothing reaches the GPU until [`Recording::submit`].
@@ -122,7 +122,27 @@ impl Recording {
             ));
         }
         if src.bytes() > 0 {
-            self.cmds.push(Cmd::Copy { src: src.buf.clone(), dst: dst.buf.clone(), bytes: src.padded_bytes() });
+            self.cmds.push(Cmd::Copy { src: src.buf.clone(), src_off: 0, dst: dst.buf.clone(), dst_off: 0, bytes: src.padded_bytes() });
+        }
+        Ok(())
+    }
+
+    /// Records a copy of `len` elements from `src` (starting at element `src_at`) into `dst`
+    /// (starting at `dst_at`). Byte offsets and sizes must be multiples of 4 (even counts for f16).
+    pub fn copy_region(&mut self, src: &Tensor, src_at: u64, dst: &Tensor, dst_at: u64, len: u64) -> Result<()> {
+        if src.dtype() != dst.dtype() {
+            return Err(Error::DType { op: "copy_region", expected: src.dtype(), got: dst.dtype() });
+        }
+        let es = src.dtype().size() as u64;
+        if src_at + len > src.numel() as u64 || dst_at + len > dst.numel() as u64 {
+            return Err(Error::shape("copy_region", format!("{len} elements at {src_at} -> {dst_at} overrun {:?} or {:?}", src.shape(), dst.shape())));
+        }
+        let (so, dof, b) = (src_at * es, dst_at * es, len * es);
+        if so % 4 != 0 || dof % 4 != 0 || b % 4 != 0 {
+            return Err(Error::invalid("copy_region", "offsets and sizes must be multiples of 4 bytes"));
+        }
+        if b > 0 {
+            self.cmds.push(Cmd::Copy { src: src.buf.clone(), src_off: so, dst: dst.buf.clone(), dst_off: dof, bytes: b });
         }
         Ok(())
     }
@@ -188,8 +208,8 @@ impl Recording {
         let mut i = 0;
         while i < n {
             match &self.cmds[i] {
-                Cmd::Copy { src, dst, bytes } => {
-                    enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, *bytes);
+                Cmd::Copy { src, src_off, dst, dst_off, bytes } => {
+                    enc.copy_buffer_to_buffer(src.buffer(), *src_off, dst.buffer(), *dst_off, *bytes);
                     i += 1;
                 }
                 Cmd::Dispatch(_) => {

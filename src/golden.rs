@@ -1,0 +1,162 @@
+//! The case runner behind `chunkwise run CASE.json` (contract: shared/golden/README.md): one code
+//! path that reads a case, builds the layer from its weights by their upstream names, runs it on
+//! the GPU, and compares each output with the expected tensor of the same name.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::layers::{AttentionConfig, AttentionLayer};
+use crate::model::Checkpoint;
+use crate::reference::rel_rms;
+use crate::{Context, DType};
+
+/// One compared output.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub max_abs: f64,
+    pub rel_rms: f64,
+    pub tol: f64,
+    pub ok: bool,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}  max_abs={:.3e}  rel_rms={:.3e}  tol={:.3e}  {}",
+            self.name,
+            self.max_abs,
+            self.rel_rms,
+            self.tol,
+            if self.ok { "ok" } else { "FAIL" }
+        )
+    }
+}
+
+/// What a case run produced: outputs under the expected tensors' names, and their checks.
+pub struct CaseRun {
+    pub outputs: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub checks: Vec<Check>,
+}
+
+struct Case {
+    json_path: PathBuf,
+    json: Value,
+    ckpt: Checkpoint,
+}
+
+impl Case {
+    fn err(&self, msg: impl Into<String>) -> Error {
+        Error::Case { file: self.json_path.display().to_string(), msg: msg.into() }
+    }
+    fn cfg_usize(&self, key: &str) -> Result<usize> {
+        self.json["config"][key].as_u64().map(|v| v as usize).ok_or_else(|| self.err(format!("config.{key} is missing or not an integer")))
+    }
+    fn cfg_f64(&self, key: &str) -> Option<f64> {
+        self.json["config"][key].as_f64()
+    }
+}
+
+fn load(json_path: &Path) -> Result<Case> {
+    let text = std::fs::read_to_string(json_path).map_err(|source| Error::Io { path: json_path.display().to_string(), source })?;
+    let json: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Case { file: json_path.display().to_string(), msg: format!("not valid JSON: {e}") })?;
+    let st = match json["file"].as_str() {
+        Some(f) => json_path.with_file_name(f),
+        None => json_path.with_extension("safetensors"),
+    };
+    let ckpt = Checkpoint::open(&st)?;
+    Ok(Case { json_path: json_path.to_path_buf(), json, ckpt })
+}
+
+/// Runs the case at `json_path` and checks every output that has an expected tensor.
+pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
+    let case = load(json_path)?;
+    let kind = case.json["layer"].as_str().or_else(|| case.json["kind"].as_str()).map(str::to_string);
+    let outputs = match kind.as_deref() {
+        Some("local_attention") => run_attention_layer(ctx, &case)?,
+        Some(k @ ("rat" | "model" | "core_op" | "core_decode" | "layer" | "layer_decode")) => {
+            return Err(case.err(format!("case kind '{k}' is not implemented yet in this version of chunkwise")))
+        }
+        Some(other) => return Err(case.err(format!("unknown case kind '{other}'"))),
+        None => return Err(case.err("the JSON names no case kind (expected a `layer` or `kind` field)")),
+    };
+    let checks = outputs.iter().filter_map(|(name, shape, got)| check(&case, name, shape, got).transpose()).collect::<Result<_>>()?;
+    Ok(CaseRun { outputs, checks })
+}
+
+/// max|ours − expected| ≤ 1e-4 · max(1, max|y − x|): the golden README's bound for an f32
+/// implementation, relative to the size of the layer's residual branch. Compared with the f64
+/// tensor when the case has one.
+fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option<Check>> {
+    let want_name = if case.ckpt.contains(&format!("{name}_f64")) { format!("{name}_f64") } else { name.to_string() };
+    if !case.ckpt.contains(&want_name) {
+        return Ok(None);
+    }
+    let (want, want_shape) = case.ckpt.f64(&want_name)?;
+    if want_shape != shape {
+        return Err(case.err(format!("output '{name}' has shape {shape:?} but the expected tensor is {want_shape:?}")));
+    }
+    let (x, _) = case.ckpt.f64("x")?;
+    let d = *shape.last().unwrap_or(&1);
+    // The residual branch y − x, aligned by token when the output covers only the decoded tokens.
+    let t_out = want.len() / d;
+    let t_in = x.len() / d / shape[0].max(1);
+    let t_o = t_out / shape[0].max(1);
+    let mut branch = 0.0f64;
+    for (i, w) in want.iter().enumerate() {
+        let (b, rest) = (i / (t_o * d), i % (t_o * d));
+        let xi = b * t_in * d + (t_in - t_o) * d + rest;
+        branch = branch.max((w - x[xi]).abs());
+    }
+    let tol = 1e-4 * branch.max(1.0);
+    let max_abs = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+    let finite = got.iter().all(|v| v.is_finite());
+    Ok(Some(Check { name: name.into(), max_abs, rel_rms: rel_rms(got, &want), tol, ok: finite && max_abs <= tol }))
+}
+
+fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    let d = case.cfg_usize("d_model")?;
+    let heads = case.cfg_usize("num_head")?;
+    let window = case.cfg_usize("window_size").ok();
+    let (x, xs) = case.ckpt.f32("x", None)?;
+    if xs.len() != 3 || xs[2] != d {
+        return Err(case.err(format!("tensor 'x' has shape {xs:?}, expected [B, T, {d}]")));
+    }
+    let (b, t) = (xs[0], xs[1]);
+    let cfg = AttentionConfig {
+        d_model: d,
+        heads,
+        window,
+        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
+        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
+        max_positions: t.max(1),
+        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
+    };
+    let layer = AttentionLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
+    let xt = ctx.upload(&x, &xs, DType::F32)?;
+    let y = ctx.run(|rec| layer.forward(rec, &xt))?;
+    let mut out = vec![("y".to_string(), xs.clone(), ctx.download(&y)?)];
+    if let Ok(p) = case.cfg_usize("prefill_len") {
+        if p == 0 || p > t {
+            return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
+        }
+        let token = |i: usize| -> Vec<f32> { (0..b).flat_map(|bi| x[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec()).collect() };
+        let prompt: Vec<f32> = (0..b).flat_map(|bi| x[bi * t * d..(bi * t + p) * d].to_vec()).collect();
+        let pt = ctx.upload(&prompt, &[b, p, d], DType::F32)?;
+        let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
+        let mut steps = vec![Vec::new(); b];
+        for i in p..t {
+            let xt = ctx.upload(&token(i), &[b, 1, d], DType::F32)?;
+            let y = ctx.run(|rec| layer.step(rec, &mut cache, &xt))?;
+            for (bi, row) in ctx.download(&y)?.chunks(d).enumerate() {
+                steps[bi].extend_from_slice(row);
+            }
+        }
+        out.push(("y_decode".to_string(), vec![b, t - p, d], steps.concat()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! Softmax attention layers of the RAT reference code (spec/rat.md §5): `LocalAttention`
+//! (sliding window) and full causal `Attention`. Both: pre-RMSNorm (`input_norm.weight`),
+//! `in_proj.weight [3D, D]` split as value, query, key; token-level rotate-half RoPE; `out_proj.weight`;
+//! residual on the un-normalised input.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::ops::{attention as attn, elementwise as ew, gemm, norm, rope::RopeTable};
+use crate::record::Recording;
+use crate::tensor::{DType, Tensor};
+
+/// Shape and hyper-parameters of an attention layer.
+#[derive(Clone, Debug)]
+pub struct AttentionConfig {
+    pub d_model: usize,
+    pub heads: usize,
+    /// `Some(W)`: query t sees keys t−W … t. `None`: full causal attention.
+    pub window: Option<usize>,
+    pub rope_base: f64,
+    pub eps: f32,
+    /// Largest position the layer will see (sizes the RoPE table and the full-attention cache).
+    pub max_positions: usize,
+    /// Softmax scale; `None` is `dh^-1/2`.
+    pub scale: Option<f32>,
+}
+
+impl AttentionConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.heads.max(1)
+    }
+}
+
+/// The layer, its weights on the GPU.
+pub struct AttentionLayer {
+    cfg: AttentionConfig,
+    norm_w: Tensor,
+    w_v: Tensor,
+    w_q: Tensor,
+    w_k: Tensor,
+    w_out: Tensor,
+    rope: RopeTable,
+}
+
+/// Rotated keys and values of the tokens seen so far: a ring of W+1 slots for a window W, else
+/// a growing cache of `max_positions` slots. Position `pos` lives in slot `pos mod capacity`.
+pub struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    next_pos: usize,
+}
+
+impl KvCache {
+    /// The position the next step decodes.
+    pub fn position(&self) -> usize {
+        self.next_pos
+    }
+    pub fn capacity(&self) -> usize {
+        self.k.shape()[2]
+    }
+    /// Bytes held on the GPU for this cache.
+    pub fn bytes(&self) -> u64 {
+        self.k.bytes() + self.v.bytes()
+    }
+}
+
+impl AttentionLayer {
+    /// Builds the layer from a checkpoint; `prefix` is prepended to the parameter names
+    /// (`""` for a standalone layer, `backbone.layers.{i}.seq_layer.` inside a model).
+    pub fn load(ctx: &Context, cfg: AttentionConfig, ckpt: &Checkpoint, prefix: &str, dtype: DType) -> Result<AttentionLayer> {
+        let d = cfg.d_model;
+        if cfg.heads == 0 || d % cfg.heads != 0 {
+            return Err(Error::invalid("attention layer", format!("{} heads do not divide d_model {d}", cfg.heads)));
+        }
+        attn::check_head_dim("attention layer", cfg.head_dim())?;
+        let (w_in, _) = ckpt.f32(&format!("{prefix}in_proj.weight"), Some(&[3 * d, d]))?;
+        let (norm_w, _) = ckpt.f32(&format!("{prefix}input_norm.weight"), Some(&[d]))?;
+        let (w_out, _) = ckpt.f32(&format!("{prefix}out_proj.weight"), Some(&[d, d]))?;
+        let part = |i: usize| ctx.upload(&w_in[i * d * d..(i + 1) * d * d], &[d, d], dtype);
+        Ok(AttentionLayer {
+            w_v: part(0)?,
+            w_q: part(1)?,
+            w_k: part(2)?,
+            norm_w: ctx.upload(&norm_w, &[d], dtype)?,
+            w_out: ctx.upload(&w_out, &[d, d], dtype)?,
+            rope: RopeTable::new(ctx, cfg.head_dim(), cfg.max_positions, cfg.rope_base)?,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &AttentionConfig {
+        &self.cfg
+    }
+
+    fn check_input(&self, x: &Tensor, pos0: usize) -> Result<(usize, usize)> {
+        let s = x.shape();
+        if s.len() != 3 || s[2] != self.cfg.d_model {
+            return Err(Error::shape("attention layer", format!("input must be [B, T, {}], got {s:?}", self.cfg.d_model)));
+        }
+        if pos0 + s[1] > self.cfg.max_positions {
+            return Err(Error::invalid(
+                "attention layer",
+                format!("positions up to {} exceed max_positions {}", pos0 + s[1], self.cfg.max_positions),
+            ));
+        }
+        Ok((s[0], s[1]))
+    }
+
+    /// Normalised input projected to rotated q, k and v, each `[B, T, D]`, for tokens at `pos0..`.
+    fn qkv(&self, rec: &mut Recording, x: &Tensor, pos0: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let t = x.shape()[1];
+        let ctx = rec.context().clone();
+        let positions = self.rope.positions(&ctx, &(pos0..pos0 + t).collect::<Vec<_>>())?;
+        let u = norm::rmsnorm(rec, x, &self.norm_w, self.cfg.eps)?;
+        let v = gemm::linear(rec, &u, &self.w_v)?;
+        let q = gemm::linear(rec, &u, &self.w_q)?;
+        let q = crate::ops::rope::rope(rec, &q, &self.rope, &positions)?;
+        let k = gemm::linear(rec, &u, &self.w_k)?;
+        let k = crate::ops::rope::rope(rec, &k, &self.rope, &positions)?;
+        Ok((q, k, v))
+    }
+
+    fn output(&self, rec: &mut Recording, x: &Tensor, o: &Tensor) -> Result<Tensor> {
+        let y = gemm::linear(rec, o, &self.w_out)?;
+        ew::add(rec, x, &y)
+    }
+
+    /// Parallel forward over `x [B, T, D]` at positions `0..T`.
+    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x, 0)?;
+        let (q, k, v) = self.qkv(rec, x, 0)?;
+        let o = attn::attention(rec, &q, &k, &v, self.cfg.heads, self.cfg.window, self.cfg.scale)?;
+        self.output(rec, x, &o)
+    }
+
+    /// An empty cache for `batch` sequences.
+    pub fn new_cache(&self, ctx: &Context, batch: usize, dtype: DType) -> Result<KvCache> {
+        let cap = match self.cfg.window {
+            Some(w) => (w + 1).min(self.cfg.max_positions),
+            None => self.cfg.max_positions,
+        };
+        let shape = [batch, self.cfg.heads, cap, self.cfg.head_dim()];
+        Ok(KvCache { k: ctx.alloc(&shape, dtype)?, v: ctx.alloc(&shape, dtype)?, next_pos: 0 })
+    }
+
+    /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.
+    pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, KvCache)> {
+        let (b, p) = self.check_input(x, 0)?;
+        let ctx = rec.context().clone();
+        let mut cache = self.new_cache(&ctx, b, self.norm_w.dtype())?;
+        let (q, k, v) = self.qkv(rec, x, 0)?;
+        let o = attn::attention(rec, &q, &k, &v, self.cfg.heads, self.cfg.window, self.cfg.scale)?;
+        // Only the last `capacity` tokens survive in a ring; earlier ones would be overwritten.
+        let keep = p.min(cache.capacity());
+        let (k_tail, v_tail) = if keep == p { (k, v) } else { (tail(rec, &k, keep)?, tail(rec, &v, keep)?) };
+        attn::kv_write(rec, &k_tail, &cache.k, p - keep)?;
+        attn::kv_write(rec, &v_tail, &cache.v, p - keep)?;
+        cache.next_pos = p;
+        Ok((self.output(rec, x, &o)?, cache))
+    }
+
+    /// One token per sequence, `x [B, 1, D]`, at the cache's position; advances the cache.
+    pub fn step(&self, rec: &mut Recording, cache: &mut KvCache, x: &Tensor) -> Result<Tensor> {
+        let (b, t) = self.check_input(x, cache.next_pos)?;
+        if t != 1 || cache.k.shape()[0] != b {
+            return Err(Error::shape("attention step", format!("input must be [{}, 1, D], got {:?}", cache.k.shape()[0], x.shape())));
+        }
+        let pos = cache.next_pos;
+        let (q, k, v) = self.qkv(rec, x, pos)?;
+        attn::kv_write(rec, &k, &cache.k, pos)?;
+        attn::kv_write(rec, &v, &cache.v, pos)?;
+        let len = (pos + 1).min(cache.capacity());
+        let o = attn::decode(rec, &q, &cache.k, &cache.v, len, self.cfg.scale)?;
+        cache.next_pos += 1;
+        self.output(rec, x, &o)
+    }
+}
+
+/// The last `n` tokens of `x [B, T, D]`, as a new tensor.
+fn tail(rec: &mut Recording, x: &Tensor, n: usize) -> Result<Tensor> {
+    let s = x.shape();
+    let (b, t, d) = (s[0], s[1], s[2]);
+    let ctx = rec.context().clone();
+    let out = ctx.alloc(&[b, n, d], x.dtype())?;
+    for bi in 0..b {
+        rec.copy_region(x, ((bi * t + t - n) * d) as u64, &out, (bi * n * d) as u64, (n * d) as u64)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,5 @@
+//! Loading weights saved by the reference implementations.
+
+pub mod checkpoint;
+
+pub use checkpoint::Checkpoint;
