@@ -15,8 +15,16 @@ pub struct Summary {
 pub fn summarize(samples_s: &[f64]) -> Summary {
     let mut v: Vec<f64> = samples_s.iter().map(|s| s * 1e3).collect();
     v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { 0.5 * (v[v.len() / 2 - 1] + v[v.len() / 2]) };
-    Summary { median_ms: median, min_ms: v[0], max_ms: v[v.len() - 1] }
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        0.5 * (v[v.len() / 2 - 1] + v[v.len() / 2])
+    };
+    Summary {
+        median_ms: median,
+        min_ms: v[0],
+        max_ms: v[v.len() - 1],
+    }
 }
 
 /// One GEMM measurement.
@@ -34,15 +42,29 @@ pub struct GemmResult {
 
 /// Times `y = x · Wᵀ` at `m×n×k`: one warm-up, then `samples` timed runs (GPU timestamps where
 /// available). The warm-up result is read back and checked finite, so a failed run is never timed.
-pub fn gemm(ctx: &Context, m: usize, n: usize, k: usize, dtype: DType, schedule: GemmSchedule, samples: usize) -> Result<GemmResult> {
-    let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5).collect();
-    let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729 % 1000) as f32 / 1000.0) - 0.5).collect();
+pub fn gemm(
+    ctx: &Context,
+    m: usize,
+    n: usize,
+    k: usize,
+    dtype: DType,
+    schedule: GemmSchedule,
+    samples: usize,
+) -> Result<GemmResult> {
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+        .collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 104729 % 1000) as f32 / 1000.0) - 0.5)
+        .collect();
     let xt = ctx.upload(&x, &[1, m, k], dtype)?;
     let wt = ctx.upload(&w, &[n, k], dtype)?;
     let y = ctx.run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))?;
     let out = ctx.download(&y)?;
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(crate::Error::Readback("GEMM warm-up produced non-finite values".into()));
+        return Err(crate::Error::Readback(
+            "GEMM warm-up produced non-finite values".into(),
+        ));
     }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
@@ -59,6 +81,120 @@ pub fn gemm(ctx: &Context, m: usize, n: usize, k: usize, dtype: DType, schedule:
         dtype: ctx.resolve_dtype(dtype),
         schedule,
         gflops: gemm::flops(1, m, n, k) / (time.median_ms * 1e-3) / 1e9,
+        time,
+    })
+}
+
+/// One attention measurement (kernel only: q, k, v already projected).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttentionResult {
+    pub mode: &'static str,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub window: Option<usize>,
+    #[serde(flatten)]
+    pub time: Summary,
+    pub gflops: f64,
+}
+
+fn checked_finite(ctx: &Context, t: &crate::Tensor, what: &str) -> Result<()> {
+    if ctx.download(t)?.iter().any(|v| !v.is_finite()) {
+        return Err(crate::Error::Readback(format!(
+            "{what} warm-up produced non-finite values"
+        )));
+    }
+    Ok(())
+}
+
+/// Causal (or windowed) attention forward over `[batch, t, d]`: FLOPs counted as 2·T²·D for
+/// causal, 4·T·(W+1)·D for a window (QKᵀ and PV over the visible keys).
+pub fn attention_forward(
+    ctx: &Context,
+    batch: usize,
+    t: usize,
+    d: usize,
+    heads: usize,
+    window: Option<usize>,
+    samples: usize,
+) -> Result<AttentionResult> {
+    use crate::ops::attention as attn;
+    let n = batch * t * d;
+    let q = ctx.upload(
+        &(0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+            .collect::<Vec<_>>(),
+        &[batch, t, d],
+        DType::F32,
+    )?;
+    let k = ctx.upload(
+        &(0..n)
+            .map(|i| ((i * 104729 % 1000) as f32 / 1000.0) - 0.5)
+            .collect::<Vec<_>>(),
+        &[batch, t, d],
+        DType::F32,
+    )?;
+    let o = ctx.run(|rec| attn::attention(rec, &q, &k, &q, heads, window, None))?;
+    checked_finite(ctx, &o, "attention")?;
+    let mut times = Vec::new();
+    for _ in 0..samples.max(1) {
+        let mut rec = ctx.record();
+        attn::attention(&mut rec, &q, &k, &q, heads, window, None)?;
+        times.push(rec.submit_timed()?);
+    }
+    let time = summarize(&times);
+    let flops = match window {
+        None => attn::causal_flops(batch, t, d),
+        Some(w) => 4.0 * batch as f64 * t as f64 * (w + 1).min(t) as f64 * d as f64,
+    };
+    Ok(AttentionResult {
+        mode: "forward",
+        batch,
+        seq_len: t,
+        d_model: d,
+        heads,
+        window,
+        gflops: flops / (time.median_ms * 1e-3) / 1e9,
+        time,
+    })
+}
+
+/// One decode step at `position` (a cache of `position + 1` entries): 4·(position+1)·D FLOPs per sequence.
+pub fn attention_decode(
+    ctx: &Context,
+    batch: usize,
+    position: usize,
+    d: usize,
+    heads: usize,
+    samples: usize,
+) -> Result<AttentionResult> {
+    use crate::ops::attention as attn;
+    let dh = d / heads;
+    let cap = position + 1;
+    let cache: Vec<f32> = (0..batch * heads * cap * dh)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+        .collect();
+    let kc = ctx.upload(&cache, &[batch, heads, cap, dh], DType::F32)?;
+    let q = ctx.upload(&vec![0.1; batch * d], &[batch, 1, d], DType::F32)?;
+    let o = ctx.run(|rec| attn::decode(rec, &q, &kc, &kc, cap, None))?;
+    checked_finite(ctx, &o, "attention decode")?;
+    let mut times = Vec::new();
+    for _ in 0..samples.max(1) {
+        let mut rec = ctx.record();
+        attn::decode(&mut rec, &q, &kc, &kc, cap, None)?;
+        times.push(rec.submit_timed()?);
+    }
+    let time = summarize(&times);
+    let flops = 4.0 * batch as f64 * cap as f64 * d as f64;
+    Ok(AttentionResult {
+        mode: "decode",
+        batch,
+        seq_len: cap,
+        d_model: d,
+        heads,
+        window: None,
+        gflops: flops / (time.median_ms * 1e-3) / 1e9,
         time,
     })
 }

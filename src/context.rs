@@ -32,7 +32,9 @@ impl ContextOptions {
     pub fn from_env() -> Self {
         ContextOptions {
             backends: wgpu::Backends::from_env(),
-            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
             power_preference: wgpu::PowerPreference::from_env(),
         }
     }
@@ -84,7 +86,11 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Context({} on {:?})", self.inner.info.name, self.inner.info.backend)
+        write!(
+            f,
+            "Context({} on {:?})",
+            self.inner.info.name, self.inner.info.backend
+        )
     }
 }
 
@@ -120,16 +126,19 @@ impl Context {
         let adapter = match &opts.adapter_name {
             Some(want) => {
                 let all = inst.enumerate_adapters(backends).await;
-                let names: Vec<String> = all.iter().map(|a| format!("'{}'", a.get_info().name)).collect();
+                let names: Vec<String> = all
+                    .iter()
+                    .map(|a| format!("'{}'", a.get_info().name))
+                    .collect();
                 let want_lc = want.to_lowercase();
-                all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want_lc)).ok_or_else(|| {
-                    Error::NoAdapter {
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want_lc))
+                    .ok_or_else(|| Error::NoAdapter {
                         reason: format!(
                             "WGPU_ADAPTER_NAME='{want}' matches none of the adapters found: [{}]",
                             names.join(", ")
                         ),
-                    }
-                })?
+                    })?
             }
             None => inst
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -137,7 +146,9 @@ impl Context {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| Error::NoAdapter { reason: e.to_string() })?,
+                .map_err(|e| Error::NoAdapter {
+                    reason: e.to_string(),
+                })?,
         };
         Self::from_adapter(&adapter).await
     }
@@ -158,21 +169,33 @@ impl Context {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
         // Our own device: errors outside any scope must not panic the host process.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("uncaptured wgpu error: {e}")));
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}")
+        }));
         let ctx = Self::build(device, queue, info);
         let lost = ctx.inner.lost.clone();
-        ctx.inner.device.set_device_lost_callback(move |reason, msg| {
-            *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
-        });
+        ctx.inner
+            .device
+            .set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{reason:?}: {msg}"));
+            });
         Ok(ctx)
     }
 
     /// Wraps a host application's existing device and queue. chunkwise only uses the features and
     /// limits the device was created with, and it leaves the device's error handlers alone (every
     /// chunkwise call checks errors through error scopes).
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, adapter_info: wgpu::AdapterInfo) -> Context {
+    pub fn from_wgpu(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter_info: wgpu::AdapterInfo,
+    ) -> Context {
         Self::build(device, queue, adapter_info)
     }
 
@@ -231,7 +254,9 @@ impl Context {
         self.inner.features.contains(wgpu::Features::SHADER_F16)
     }
     pub fn supports_timestamps(&self) -> bool {
-        self.inner.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+        self.inner
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
@@ -252,7 +277,10 @@ impl Context {
     pub fn resolve_dtype(&self, dtype: DType) -> DType {
         if dtype == DType::F16 && !self.supports_f16() {
             if !self.inner.warned_f16.swap(true, Ordering::Relaxed) {
-                log::warn!("adapter '{}' has no SHADER_F16: storing f16 tensors as f32", self.inner.info.name);
+                log::warn!(
+                    "adapter '{}' has no SHADER_F16: storing f16 tensors as f32",
+                    self.inner.info.name
+                );
             }
             return DType::F32;
         }
@@ -262,14 +290,18 @@ impl Context {
     /// Fails with `DeviceLost` once the device is gone.
     pub fn check_alive(&self) -> Result<()> {
         match &*self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(reason) => Err(Error::DeviceLost { reason: reason.clone() }),
+            Some(reason) => Err(Error::DeviceLost {
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
 
     /// The compiled pipeline for a kernel key (cached).
     pub fn kernel(&self, key: &KernelKey) -> Result<Arc<Kernel>> {
-        self.inner.registry.get(&self.inner.device, &self.inner.limits, key)
+        self.inner
+            .registry
+            .get(&self.inner.device, &self.inner.limits, key)
     }
 
     /// A new, empty recording of dispatches; nothing runs until [`Recording::submit`].
@@ -313,24 +345,46 @@ impl Context {
     pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         self.check_alive()?;
         let dtype = self.resolve_dtype(dtype);
-        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-            Error::LimitExceeded { what: format!("tensor {shape:?}"), requested: u64::MAX, limit_name: "max_buffer_size", limit: self.inner.limits.max_buffer_size }
-        })?;
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::LimitExceeded {
+                what: format!("tensor {shape:?}"),
+                requested: u64::MAX,
+                limit_name: "max_buffer_size",
+                limit: self.inner.limits.max_buffer_size,
+            })?;
         let bytes = (numel as u64).saturating_mul(dtype.size() as u64);
         self.check_buffer_bytes(&format!("tensor {shape:?} {dtype:?}"), bytes)?;
-        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.inner.pool.get(BufferKind::Storage, bytes);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(format!("allocating tensor {shape:?} ({bytes} bytes)"), e));
+            return Err(Error::from_wgpu(
+                format!("allocating tensor {shape:?} ({bytes} bytes)"),
+                e,
+            ));
         }
-        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// Uploads f32 host data, stored as `dtype` (converted on the host for f16).
     pub fn upload(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::shape("upload", format!("shape {shape:?} holds {n} elements but {} were given", data.len())));
+            return Err(Error::shape(
+                "upload",
+                format!(
+                    "shape {shape:?} holds {n} elements but {} were given",
+                    data.len()
+                ),
+            ));
         }
         let t = self.alloc(shape, dtype)?;
         match t.dtype {
@@ -351,7 +405,13 @@ impl Context {
         }
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::shape("upload_f16", format!("shape {shape:?} holds {n} elements but {} were given", data.len())));
+            return Err(Error::shape(
+                "upload_f16",
+                format!(
+                    "shape {shape:?} holds {n} elements but {} were given",
+                    data.len()
+                ),
+            ));
         }
         let t = self.alloc(shape, DType::F16)?;
         self.write_padded(&t, bytemuck::cast_slice(data));
@@ -386,15 +446,22 @@ impl Context {
 
     /// Reads a tensor back as f32 without blocking the calling thread's executor: the future
     /// polls the device each time it is polled, so it works under any executor (pollster included).
-    pub fn download_async(&self, t: &Tensor) -> impl std::future::Future<Output = Result<Vec<f32>>> + '_ {
+    pub fn download_async(
+        &self,
+        t: &Tensor,
+    ) -> impl std::future::Future<Output = Result<Vec<f32>>> + '_ {
         let t = t.clone();
         async move {
             let staging = self.stage(&t)?;
-            let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
+            let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+                Arc::new(Mutex::new(None));
             let d = done.clone();
-            staging.buffer().slice(..t.padded_bytes()).map_async(wgpu::MapMode::Read, move |r| {
-                *d.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            });
+            staging
+                .buffer()
+                .slice(..t.padded_bytes())
+                .map_async(wgpu::MapMode::Read, move |r| {
+                    *d.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                });
             std::future::poll_fn(|cx| {
                 if let Some(r) = done.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     return std::task::Poll::Ready(r.map_err(|e| Error::Readback(e.to_string())));
@@ -415,9 +482,17 @@ impl Context {
         self.check_alive()?;
         let bytes = t.padded_bytes();
         let staging = self.inner.pool.get(BufferKind::Staging, bytes);
-        let mut enc = self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("download") });
+        let mut enc = self
+            .inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("download"),
+            });
         enc.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
-        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         self.inner.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::from_wgpu("copying a tensor for read-back", e));
@@ -435,7 +510,10 @@ impl Context {
             let bytes = &view[..t.bytes() as usize];
             match t.dtype {
                 DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
-                DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).iter().map(|h| h.to_f32()).collect(),
+                DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes)
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect(),
             }
         };
         staging.buffer().unmap();

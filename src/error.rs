@@ -21,16 +21,27 @@ pub enum Error {
 
     /// A tensor of the wrong dtype, or two tensors whose dtypes disagree.
     #[error("dtype error in {op}: expected {expected:?}, got {got:?}")]
-    DType { op: &'static str, expected: DType, got: DType },
+    DType {
+        op: &'static str,
+        expected: DType,
+        got: DType,
+    },
 
     /// A parameter outside its valid range (chunk size 0, eps < 0, …).
     #[error("invalid argument to {op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
 
     /// The request exceeds a limit of this adapter (not an allocation failure: a smaller request would work).
-    #[error("{what} needs {requested} but this adapter's limit `{limit_name}` is {limit}; \
-             use smaller sizes (batch, sequence length) or an adapter with larger limits")]
-    LimitExceeded { what: String, requested: u64, limit_name: &'static str, limit: u64 },
+    #[error(
+        "{what} needs {requested} but this adapter's limit `{limit_name}` is {limit}; \
+             use smaller sizes (batch, sequence length) or an adapter with larger limits"
+    )]
+    LimitExceeded {
+        what: String,
+        requested: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
 
     /// The device ran out of memory while allocating or executing.
     #[error("out of GPU memory while {during}: {detail}")]
@@ -54,7 +65,12 @@ pub enum Error {
 
     /// A WGSL shader failed to parse or validate (a bug in chunkwise, or in a user-supplied shader).
     #[error("shader {file}:{line}: {message}\n{diagnostic}")]
-    Shader { file: String, line: u32, message: String, diagnostic: String },
+    Shader {
+        file: String,
+        line: u32,
+        message: String,
+        diagnostic: String,
+    },
 
     /// A kernel or entry point name that the registry does not know.
     #[error("unknown kernel '{0}'")]
@@ -66,7 +82,10 @@ pub enum Error {
 
     /// A file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 
     /// A checkpoint that is malformed, lacks a tensor, or holds one of the wrong shape or dtype.
     #[error("checkpoint {file}: {msg}")]
@@ -86,18 +105,33 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, msg: msg.into() }
+        Error::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
     /// Turns a wgpu error captured by an error scope into ours, keeping out-of-memory distinct.
     pub(crate) fn from_wgpu(during: impl Into<String>, e: wgpu::Error) -> Self {
         let during = during.into();
         match e {
-            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory { during, detail: source.to_string() },
-            wgpu::Error::Validation { description, .. } => Error::Validation { during, detail: description },
-            wgpu::Error::Internal { description, .. } => Error::Internal { during, detail: description },
+            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
+                during,
+                detail: source.to_string(),
+            },
+            wgpu::Error::Validation { description, .. } => Error::Validation {
+                during,
+                detail: description,
+            },
+            wgpu::Error::Internal { description, .. } => Error::Internal {
+                during,
+                detail: description,
+            },
         }
     }
 }
@@ -108,13 +142,29 @@ mod tests {
 
     #[test]
     fn out_of_memory_stays_distinct_from_validation_and_limits() {
-        let oom = wgpu::Error::OutOfMemory { source: "heap exhausted".into() };
+        let oom = wgpu::Error::OutOfMemory {
+            source: "heap exhausted".into(),
+        };
         let e = Error::from_wgpu("allocating", oom);
         assert!(matches!(e, Error::OutOfMemory { .. }), "{e}");
         assert!(e.to_string().contains("out of GPU memory while allocating"));
-        let val = wgpu::Error::Validation { source: "bad".into(), description: "binding too large".into() };
-        assert!(matches!(Error::from_wgpu("submitting", val), Error::Validation { .. }));
-        let lim = Error::LimitExceeded { what: "x".into(), requested: 2, limit_name: "max_buffer_size", limit: 1 };
-        assert!(lim.to_string().contains("max_buffer_size") && !lim.to_string().contains("out of GPU memory"));
+        let val = wgpu::Error::Validation {
+            source: "bad".into(),
+            description: "binding too large".into(),
+        };
+        assert!(matches!(
+            Error::from_wgpu("submitting", val),
+            Error::Validation { .. }
+        ));
+        let lim = Error::LimitExceeded {
+            what: "x".into(),
+            requested: 2,
+            limit_name: "max_buffer_size",
+            limit: 1,
+        };
+        assert!(
+            lim.to_string().contains("max_buffer_size")
+                && !lim.to_string().contains("out of GPU memory")
+        );
     }
 }

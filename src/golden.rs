@@ -50,10 +50,16 @@ struct Case {
 
 impl Case {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Case { file: self.json_path.display().to_string(), msg: msg.into() }
+        Error::Case {
+            file: self.json_path.display().to_string(),
+            msg: msg.into(),
+        }
     }
     fn cfg_usize(&self, key: &str) -> Result<usize> {
-        self.json["config"][key].as_u64().map(|v| v as usize).ok_or_else(|| self.err(format!("config.{key} is missing or not an integer")))
+        self.json["config"][key]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| self.err(format!("config.{key} is missing or not an integer")))
     }
     fn cfg_f64(&self, key: &str) -> Option<f64> {
         self.json["config"][key].as_f64()
@@ -61,30 +67,49 @@ impl Case {
 }
 
 fn load(json_path: &Path) -> Result<Case> {
-    let text = std::fs::read_to_string(json_path).map_err(|source| Error::Io { path: json_path.display().to_string(), source })?;
-    let json: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Case { file: json_path.display().to_string(), msg: format!("not valid JSON: {e}") })?;
+    let text = std::fs::read_to_string(json_path).map_err(|source| Error::Io {
+        path: json_path.display().to_string(),
+        source,
+    })?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| Error::Case {
+        file: json_path.display().to_string(),
+        msg: format!("not valid JSON: {e}"),
+    })?;
     let st = match json["file"].as_str() {
         Some(f) => json_path.with_file_name(f),
         None => json_path.with_extension("safetensors"),
     };
     let ckpt = Checkpoint::open(&st)?;
-    Ok(Case { json_path: json_path.to_path_buf(), json, ckpt })
+    Ok(Case {
+        json_path: json_path.to_path_buf(),
+        json,
+        ckpt,
+    })
 }
 
 /// Runs the case at `json_path` and checks every output that has an expected tensor.
 pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
     let case = load(json_path)?;
-    let kind = case.json["layer"].as_str().or_else(|| case.json["kind"].as_str()).map(str::to_string);
+    let kind = case.json["layer"]
+        .as_str()
+        .or_else(|| case.json["kind"].as_str())
+        .map(str::to_string);
     let outputs = match kind.as_deref() {
         Some("local_attention") => run_attention_layer(ctx, &case)?,
         Some(k @ ("rat" | "model" | "core_op" | "core_decode" | "layer" | "layer_decode")) => {
-            return Err(case.err(format!("case kind '{k}' is not implemented yet in this version of chunkwise")))
+            return Err(case.err(format!(
+                "case kind '{k}' is not implemented yet in this version of chunkwise"
+            )))
         }
         Some(other) => return Err(case.err(format!("unknown case kind '{other}'"))),
-        None => return Err(case.err("the JSON names no case kind (expected a `layer` or `kind` field)")),
+        None => {
+            return Err(case.err("the JSON names no case kind (expected a `layer` or `kind` field)"))
+        }
     };
-    let checks = outputs.iter().filter_map(|(name, shape, got)| check(&case, name, shape, got).transpose()).collect::<Result<_>>()?;
+    let checks = outputs
+        .iter()
+        .filter_map(|(name, shape, got)| check(&case, name, shape, got).transpose())
+        .collect::<Result<_>>()?;
     Ok(CaseRun { outputs, checks })
 }
 
@@ -92,13 +117,19 @@ pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
 /// implementation, relative to the size of the layer's residual branch. Compared with the f64
 /// tensor when the case has one.
 fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option<Check>> {
-    let want_name = if case.ckpt.contains(&format!("{name}_f64")) { format!("{name}_f64") } else { name.to_string() };
+    let want_name = if case.ckpt.contains(&format!("{name}_f64")) {
+        format!("{name}_f64")
+    } else {
+        name.to_string()
+    };
     if !case.ckpt.contains(&want_name) {
         return Ok(None);
     }
     let (want, want_shape) = case.ckpt.f64(&want_name)?;
     if want_shape != shape {
-        return Err(case.err(format!("output '{name}' has shape {shape:?} but the expected tensor is {want_shape:?}")));
+        return Err(case.err(format!(
+            "output '{name}' has shape {shape:?} but the expected tensor is {want_shape:?}"
+        )));
     }
     let (x, _) = case.ckpt.f64("x")?;
     let d = *shape.last().unwrap_or(&1);
@@ -113,9 +144,19 @@ fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option
         branch = branch.max((w - x[xi]).abs());
     }
     let tol = 1e-4 * branch.max(1.0);
-    let max_abs = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+    let max_abs = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max);
     let finite = got.iter().all(|v| v.is_finite());
-    Ok(Some(Check { name: name.into(), max_abs, rel_rms: rel_rms(got, &want), tol, ok: finite && max_abs <= tol }))
+    Ok(Some(Check {
+        name: name.into(),
+        max_abs,
+        rel_rms: rel_rms(got, &want),
+        tol,
+        ok: finite && max_abs <= tol,
+    }))
 }
 
 fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
@@ -144,8 +185,14 @@ fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<(String, Vec<us
         if p == 0 || p > t {
             return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
         }
-        let token = |i: usize| -> Vec<f32> { (0..b).flat_map(|bi| x[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec()).collect() };
-        let prompt: Vec<f32> = (0..b).flat_map(|bi| x[bi * t * d..(bi * t + p) * d].to_vec()).collect();
+        let token = |i: usize| -> Vec<f32> {
+            (0..b)
+                .flat_map(|bi| x[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec())
+                .collect()
+        };
+        let prompt: Vec<f32> = (0..b)
+            .flat_map(|bi| x[bi * t * d..(bi * t + p) * d].to_vec())
+            .collect();
         let pt = ctx.upload(&prompt, &[b, p, d], DType::F32)?;
         let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
         let mut steps = vec![Vec::new(); b];

@@ -24,12 +24,18 @@ pub use files::SHADER_FILES;
 
 /// The source of one embedded file by its path under `shaders/`.
 pub fn shader_source(path: &str) -> Option<&'static str> {
-    SHADER_FILES.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
+    SHADER_FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, s)| *s)
 }
 
 /// Kernel files (not snippets): every embedded file outside `shaders/common/`.
 pub fn kernel_files() -> impl Iterator<Item = &'static str> {
-    SHADER_FILES.iter().map(|(p, _)| *p).filter(|p| !p.starts_with("common/"))
+    SHADER_FILES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !p.starts_with("common/"))
 }
 
 /// Lines of the assembled source that came from one file.
@@ -51,7 +57,10 @@ pub struct Assembled {
 impl Assembled {
     /// The same shader with text replaced on one line (for testing the line map); `to` must not add lines.
     pub fn patched(&self, from: &str, to: &str) -> Assembled {
-        Assembled { source: self.source.replacen(from, to, 1), segments: self.segments.clone() }
+        Assembled {
+            source: self.source.replacen(from, to, 1),
+            segments: self.segments.clone(),
+        }
     }
 
     /// Maps a 1-based line of the assembled source back to (file, line).
@@ -75,9 +84,17 @@ fn prelude(dtype: DType) -> &'static str {
 /// Builds the source of `path` for `dtype`: the prelude, then the file with its includes expanded.
 pub fn assemble(path: &str, dtype: DType) -> Result<Assembled> {
     let src = shader_source(path).ok_or_else(|| Error::UnknownKernel(path.into()))?;
-    let mut out = Assembled { source: String::new(), segments: Vec::new() };
+    let mut out = Assembled {
+        source: String::new(),
+        segments: Vec::new(),
+    };
     let pre = prelude(dtype);
-    out.segments.push(Segment { first_line: 1, file: "<prelude>".into(), file_line: 1, len: pre.lines().count() as u32 });
+    out.segments.push(Segment {
+        first_line: 1,
+        file: "<prelude>".into(),
+        file_line: 1,
+        len: pre.lines().count() as u32,
+    });
     out.source.push_str(pre);
     let mut included = Vec::new();
     splice(path, src, &mut out, &mut included)?;
@@ -89,7 +106,12 @@ fn splice(path: &str, src: &str, out: &mut Assembled, included: &mut Vec<String>
     let mut line_no = out.source.lines().count() as u32 + 1;
     let close = |out: &mut Assembled, run: &mut Option<(u32, u32)>, line_no: u32| {
         if let Some((first, file_line)) = run.take() {
-            out.segments.push(Segment { first_line: first, file: path.into(), file_line, len: line_no - first });
+            out.segments.push(Segment {
+                first_line: first,
+                file: path.into(),
+                file_line,
+                len: line_no - first,
+            });
         }
     };
     for (i, line) in src.lines().enumerate() {
@@ -126,20 +148,28 @@ pub fn validate(a: &Assembled) -> Result<(naga::Module, naga::valid::ModuleInfo)
     let module = naga::front::wgsl::parse_str(&a.source).map_err(|e| {
         let line = e.location(&a.source).map(|l| l.line_number).unwrap_or(0);
         let (file, line) = a.origin(line);
-        Error::Shader { file, line, message: e.message().to_string(), diagnostic: e.emit_to_string(&a.source) }
+        Error::Shader {
+            file,
+            line,
+            message: e.message().to_string(),
+            diagnostic: e.emit_to_string(&a.source),
+        }
     })?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
-        .map_err(|e| {
-            let line = e.location(&a.source).map(|l| l.line_number).unwrap_or(0);
-            let (file, line) = a.origin(line);
-            Error::Shader {
-                file,
-                line,
-                message: e.as_inner().to_string(),
-                diagnostic: e.emit_to_string(&a.source),
-            }
-        })?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| {
+        let line = e.location(&a.source).map(|l| l.line_number).unwrap_or(0);
+        let (file, line) = a.origin(line);
+        Error::Shader {
+            file,
+            line,
+            message: e.as_inner().to_string(),
+            diagnostic: e.emit_to_string(&a.source),
+        }
+    })?;
     Ok((module, info))
 }
 
@@ -158,7 +188,12 @@ pub struct EntryInfo {
     pub workgroup_bytes: u64,
 }
 
-fn reflect(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str, file: &str) -> Result<EntryInfo> {
+fn reflect(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    file: &str,
+) -> Result<EntryInfo> {
     let index = module
         .entry_points
         .iter()
@@ -166,12 +201,14 @@ fn reflect(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str, f
         .ok_or_else(|| Error::UnknownKernel(format!("{file}::{entry}")))?;
     let fi = info.get_entry_point(index);
     let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).map_err(|e| Error::Shader {
-        file: file.into(),
-        line: 0,
-        message: format!("layout: {e}"),
-        diagnostic: String::new(),
-    })?;
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| Error::Shader {
+            file: file.into(),
+            line: 0,
+            message: format!("layout: {e}"),
+            diagnostic: String::new(),
+        })?;
     let mut bindings = Vec::new();
     let mut workgroup_bytes = 0u64;
     for (handle, var) in module.global_variables.iter() {
@@ -199,10 +236,16 @@ fn reflect(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str, f
         }
     }
     if let Some(g) = bindings.iter().find(|b| b.0 != 0) {
-        return Err(Error::Binding { kernel: format!("{file}::{entry}"), msg: format!("uses bind group {}; kernels use group 0 only", g.0) });
+        return Err(Error::Binding {
+            kernel: format!("{file}::{entry}"),
+            msg: format!("uses bind group {}; kernels use group 0 only", g.0),
+        });
     }
     bindings.sort_by_key(|b| b.1);
-    Ok(EntryInfo { bindings: bindings.into_iter().map(|b| (b.1, b.2)).collect(), workgroup_bytes })
+    Ok(EntryInfo {
+        bindings: bindings.into_iter().map(|b| (b.1, b.2)).collect(),
+        workgroup_bytes,
+    })
 }
 
 /// What identifies a compiled pipeline.
@@ -217,7 +260,12 @@ pub struct KernelKey {
 
 impl KernelKey {
     pub fn new(file: &'static str, entry: &'static str, dtype: DType) -> Self {
-        KernelKey { file, entry, dtype, constants: Vec::new() }
+        KernelKey {
+            file,
+            entry,
+            dtype,
+            constants: Vec::new(),
+        }
     }
     /// Sets an `override` constant of the shader.
     pub fn with(mut self, name: &'static str, value: f64) -> Self {
@@ -250,13 +298,21 @@ impl Kernel {
 
 /// Compiles shaders once and caches pipelines by [`KernelKey`].
 pub struct Registry {
-    modules: Mutex<HashMap<(&'static str, DType), Arc<(wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo)>>>,
+    modules: Mutex<
+        HashMap<
+            (&'static str, DType),
+            Arc<(wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo)>,
+        >,
+    >,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
 }
 
 impl Registry {
     pub fn new() -> Self {
-        Registry { modules: Mutex::new(HashMap::new()), kernels: Mutex::new(HashMap::new()) }
+        Registry {
+            modules: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Number of pipelines compiled so far (tests use it to prove the cache works).
@@ -265,8 +321,18 @@ impl Registry {
     }
 
     /// The pipeline for `key`, compiling it on first use.
-    pub fn get(&self, device: &wgpu::Device, limits: &wgpu::Limits, key: &KernelKey) -> Result<Arc<Kernel>> {
-        if let Some(k) = self.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        key: &KernelKey,
+    ) -> Result<Arc<Kernel>> {
+        if let Some(k) = self
+            .kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
             return Ok(k.clone());
         }
         let module = self.module(device, key.file, key.dtype)?;
@@ -290,8 +356,12 @@ impl Registry {
                 ty: wgpu::BindingType::Buffer {
                     ty: match kind {
                         BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
-                        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
-                        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        BindingKind::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -301,13 +371,20 @@ impl Registry {
             .collect();
         let name = format!("{}::{}", key.file, key.entry);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&name), entries: &entries });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&name),
+            entries: &entries,
+        });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(&name),
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, b)| (*n, f64::from_bits(*b))).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|(n, b)| (*n, f64::from_bits(*b)))
+            .collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&name),
             layout: Some(&pipeline_layout),
@@ -323,8 +400,16 @@ impl Registry {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::from_wgpu(format!("creating pipeline {name}"), e));
         }
-        let kernel = Arc::new(Kernel { key: key.clone(), pipeline, layout, info });
-        self.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), kernel.clone());
+        let kernel = Arc::new(Kernel {
+            key: key.clone(),
+            pipeline,
+            layout,
+            info,
+        });
+        self.kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), kernel.clone());
         Ok(kernel)
     }
 
@@ -335,7 +420,12 @@ impl Registry {
         file: &'static str,
         dtype: DType,
     ) -> Result<Arc<(wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo)>> {
-        if let Some(m) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(&(file, dtype)) {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(file, dtype))
+        {
             return Ok(m.clone());
         }
         let assembled = assemble(file, dtype)?;
@@ -346,10 +436,16 @@ impl Registry {
             source: wgpu::ShaderSource::Wgsl(assembled.source.clone().into()),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(format!("compiling shader {file} ({dtype:?})"), e));
+            return Err(Error::from_wgpu(
+                format!("compiling shader {file} ({dtype:?})"),
+                e,
+            ));
         }
         let m = Arc::new((shader, naga_module, naga_info));
-        self.modules.lock().unwrap_or_else(|p| p.into_inner()).insert((file, dtype), m.clone());
+        self.modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((file, dtype), m.clone());
         Ok(m)
     }
 }

@@ -7,7 +7,11 @@ use chunkwise::{bench, AdapterSummary, Context, DType};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "chunkwise", version, about = "RAT, Mesa and softmax-attention layers as WGSL compute shaders on wgpu")]
+#[command(
+    name = "chunkwise",
+    version,
+    about = "RAT, Mesa and softmax-attention layers as WGSL compute shaders on wgpu"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -49,10 +53,34 @@ enum Schedule {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Attention kernels: causal forward at several lengths and decode at a position, next to GEMM GFLOP/s.
+    Attention {
+        #[arg(long, default_value = "1024,4096")]
+        seq: String,
+        #[arg(long, default_value_t = 256)]
+        d_model: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// Sliding window (keys t−W … t); full causal when absent.
+        #[arg(long)]
+        window: Option<usize>,
+        #[arg(long, default_value_t = 4096)]
+        position: usize,
+        /// Batch sizes for decode.
+        #[arg(long, default_value = "1,16")]
+        decode_batch: String,
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// GEMM y = x·Wᵀ GFLOP/s at several sizes (1024³ among them).
     Gemm {
         /// Sizes as MxNxK, comma separated.
-        #[arg(long, default_value = "256x256x256,1024x1024x1024,4096x256x256,4096x768x256")]
+        #[arg(
+            long,
+            default_value = "256x256x256,1024x1024x1024,4096x256x256,4096x768x256"
+        )]
         sizes: String,
         #[arg(long, default_value = "f32")]
         dtype: DType,
@@ -106,7 +134,82 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        Cmd::Bench { what: BenchCmd::Gemm { sizes, dtype, schedule, samples, json } } => {
+        Cmd::Bench {
+            what:
+                BenchCmd::Attention {
+                    seq,
+                    d_model,
+                    heads,
+                    window,
+                    position,
+                    decode_batch,
+                    samples,
+                    json,
+                },
+        } => {
+            let ctx = Context::new_blocking()?;
+            let list = |s: &str| -> Result<Vec<usize>, String> {
+                s.split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse()
+                            .map_err(|_| format!("bad number '{v}' in '{s}'"))
+                    })
+                    .collect()
+            };
+            let gemm = bench::gemm(&ctx, 1024, 1024, 1024, DType::F32, GemmSchedule::Auto, 3)?;
+            let info = ctx.adapter_info();
+            if !json {
+                println!(
+                    "# attention on {} ({:?}, {}); GEMM 1024³: {:.2} GFLOP/s",
+                    info.name, info.backend, info.driver_info, gemm.gflops
+                );
+                println!("| mode | batch | T / cache | D | heads | window | median ms | min ms | max ms | GFLOP/s |");
+                println!("|---|---|---|---|---|---|---|---|---|---|");
+            }
+            let mut results = Vec::new();
+            for t in list(&seq)? {
+                results.push(bench::attention_forward(
+                    &ctx, 1, t, d_model, heads, window, samples,
+                )?);
+            }
+            for b in list(&decode_batch)? {
+                results.push(bench::attention_decode(
+                    &ctx, b, position, d_model, heads, samples,
+                )?);
+            }
+            for r in results {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let w = r.window.map_or("-".to_string(), |w| w.to_string());
+                    println!(
+                        "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                        r.mode,
+                        r.batch,
+                        r.seq_len,
+                        r.d_model,
+                        r.heads,
+                        w,
+                        r.time.median_ms,
+                        r.time.min_ms,
+                        r.time.max_ms,
+                        r.gflops
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Gemm {
+                    sizes,
+                    dtype,
+                    schedule,
+                    samples,
+                    json,
+                },
+        } => {
             let ctx = Context::new_blocking()?;
             let schedule = match schedule {
                 Schedule::Auto => GemmSchedule::Auto,
@@ -115,21 +218,39 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let info = ctx.adapter_info();
             if !json {
-                println!("# GEMM y = x·Wᵀ on {} ({:?}, {})", info.name, info.backend, info.driver_info);
-                println!("| M | N | K | dtype | schedule | median ms | min ms | max ms | GFLOP/s |");
+                println!(
+                    "# GEMM y = x·Wᵀ on {} ({:?}, {})",
+                    info.name, info.backend, info.driver_info
+                );
+                println!(
+                    "| M | N | K | dtype | schedule | median ms | min ms | max ms | GFLOP/s |"
+                );
                 println!("|---|---|---|---|---|---|---|---|---|");
             }
             for size in sizes.split(',') {
-                let dims: Vec<usize> = size.split('x').map(|s| s.trim().parse()).collect::<Result<_, _>>()
+                let dims: Vec<usize> = size
+                    .split('x')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()
                     .map_err(|_| format!("bad size '{size}': use MxNxK, e.g. 1024x1024x1024"))?;
-                let [m, n, k] = dims[..] else { return Err(format!("bad size '{size}': use MxNxK").into()) };
+                let [m, n, k] = dims[..] else {
+                    return Err(format!("bad size '{size}': use MxNxK").into());
+                };
                 let r = bench::gemm(&ctx, m, n, k, dtype, schedule, samples)?;
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
                         "| {} | {} | {} | {:?} | {} | {:.3} | {:.3} | {:.3} | {:.2} |",
-                        r.m, r.n, r.k, r.dtype, r.schedule, r.time.median_ms, r.time.min_ms, r.time.max_ms, r.gflops
+                        r.m,
+                        r.n,
+                        r.k,
+                        r.dtype,
+                        r.schedule,
+                        r.time.median_ms,
+                        r.time.min_ms,
+                        r.time.max_ms,
+                        r.gflops
                     );
                 }
             }
@@ -139,18 +260,29 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let adapters: Vec<AdapterSummary> = chunkwise::context::enumerate_adapters().iter().map(|a| (&a.get_info()).into()).collect();
+    let adapters: Vec<AdapterSummary> = chunkwise::context::enumerate_adapters()
+        .iter()
+        .map(|a| (&a.get_info()).into())
+        .collect();
     let selected = Context::new_blocking();
     if json {
         let sel = match &selected {
             Ok(ctx) => selected_json(ctx),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "adapters": adapters, "selected": sel }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "adapters": adapters, "selected": sel })
+            )?
+        );
     } else {
         println!("adapters ({}):", adapters.len());
         for a in &adapters {
-            println!("  - {:<7} {} [{}] driver: {} {}", a.backend, a.name, a.device_type, a.driver, a.driver_info);
+            println!(
+                "  - {:<7} {} [{}] driver: {} {}",
+                a.backend, a.name, a.device_type, a.driver, a.driver_info
+            );
         }
         match &selected {
             Ok(ctx) => {
@@ -169,8 +301,16 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
 
 fn selected_json(ctx: &Context) -> serde_json::Value {
     let l = ctx.limits();
-    let features: Vec<String> = ctx.features().iter_names().map(|(n, _)| n.to_string())
-        .filter(|n| chunkwise::context::WANTED_FEATURES.iter_names().any(|(w, _)| w == n)).collect();
+    let features: Vec<String> = ctx
+        .features()
+        .iter_names()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| {
+            chunkwise::context::WANTED_FEATURES
+                .iter_names()
+                .any(|(w, _)| w == n)
+        })
+        .collect();
     serde_json::json!({
         "adapter": AdapterSummary::from(ctx.adapter_info()),
         "features": features,

@@ -82,11 +82,17 @@ impl std::fmt::Debug for PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        let (Some(buf), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) else { return };
+        let (Some(buf), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) else {
+            return;
+        };
         let mut inner = pool.lock().unwrap_or_else(|p| p.into_inner());
         inner.stats.bytes_in_use -= self.class;
         inner.stats.bytes_cached += self.class;
-        inner.free.entry((self.kind, self.class)).or_default().push(buf);
+        inner
+            .free
+            .entry((self.kind, self.class))
+            .or_default()
+            .push(buf);
     }
 }
 
@@ -103,7 +109,10 @@ pub fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub fn new(device: wgpu::Device) -> Self {
-        BufferPool { device, inner: Arc::new(Mutex::new(Inner::default())) }
+        BufferPool {
+            device,
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
     }
 
     /// A buffer of at least `bytes` bytes. The caller checks limits first (see `Context::alloc`).
@@ -130,7 +139,12 @@ impl BufferPool {
             }
         };
         inner.stats.bytes_in_use += class;
-        PooledBuffer { buffer: Some(buffer), kind, class, pool: Arc::downgrade(&self.inner) }
+        PooledBuffer {
+            buffer: Some(buffer),
+            kind,
+            class,
+            pool: Arc::downgrade(&self.inner),
+        }
     }
 
     pub fn stats(&self) -> PoolStats {

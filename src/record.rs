@@ -22,7 +22,13 @@ struct Dispatch {
 
 enum Cmd {
     Dispatch(Dispatch),
-    Copy { src: Arc<PooledBuffer>, src_off: u64, dst: Arc<PooledBuffer>, dst_off: u64, bytes: u64 },
+    Copy {
+        src: Arc<PooledBuffer>,
+        src_off: u64,
+        dst: Arc<PooledBuffer>,
+        dst_off: u64,
+        bytes: u64,
+    },
 }
 
 /// Collects dispatches; nothing reaches the GPU until [`Recording::submit`].
@@ -34,7 +40,11 @@ pub struct Recording {
 
 impl Recording {
     pub(crate) fn new(ctx: Context) -> Self {
-        Recording { ctx, cmds: Vec::new(), params: Vec::new() }
+        Recording {
+            ctx,
+            cmds: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     pub fn context(&self) -> &Context {
@@ -51,20 +61,43 @@ impl Recording {
 
     /// Records one dispatch. `params` goes to the kernel's uniform binding; `tensors` go to its
     /// storage bindings in binding order.
-    pub fn dispatch(&mut self, kernel: &Arc<Kernel>, params: &[u8], tensors: &[&Tensor], groups: [u32; 3]) -> Result<()> {
+    pub fn dispatch(
+        &mut self,
+        kernel: &Arc<Kernel>,
+        params: &[u8],
+        tensors: &[&Tensor],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let name = kernel.name();
-        let storage: Vec<_> = kernel.info.bindings.iter().filter(|b| b.1 != BindingKind::Uniform).collect();
-        let has_uniform = kernel.info.bindings.iter().any(|b| b.1 == BindingKind::Uniform);
+        let storage: Vec<_> = kernel
+            .info
+            .bindings
+            .iter()
+            .filter(|b| b.1 != BindingKind::Uniform)
+            .collect();
+        let has_uniform = kernel
+            .info
+            .bindings
+            .iter()
+            .any(|b| b.1 == BindingKind::Uniform);
         if storage.len() != tensors.len() {
             return Err(Error::Binding {
                 kernel: name,
-                msg: format!("the shader declares {} storage bindings but {} tensors were given", storage.len(), tensors.len()),
+                msg: format!(
+                    "the shader declares {} storage bindings but {} tensors were given",
+                    storage.len(),
+                    tensors.len()
+                ),
             });
         }
         // A buffer written by a dispatch may not be bound a second time in it (wgpu usage rules).
         for (i, (b, t)) in storage.iter().zip(tensors).enumerate() {
             if b.1 == BindingKind::StorageReadWrite {
-                if let Some(j) = tensors.iter().enumerate().position(|(j, u)| j != i && u.same_buffer(t)) {
+                if let Some(j) = tensors
+                    .iter()
+                    .enumerate()
+                    .position(|(j, u)| j != i && u.same_buffer(t))
+                {
                     return Err(Error::Binding {
                         kernel: name,
                         msg: format!("tensor {i} is written and also bound as tensor {j}; in-place use needs a separate output"),
@@ -109,7 +142,12 @@ impl Recording {
         if groups.contains(&0) {
             return Ok(()); // nothing to do (an empty tensor)
         }
-        self.cmds.push(Cmd::Dispatch(Dispatch { kernel: kernel.clone(), params, buffers, groups }));
+        self.cmds.push(Cmd::Dispatch(Dispatch {
+            kernel: kernel.clone(),
+            params,
+            buffers,
+            groups,
+        }));
         Ok(())
     }
 
@@ -118,31 +156,70 @@ impl Recording {
         if src.bytes() != dst.bytes() {
             return Err(Error::shape(
                 "copy",
-                format!("source {:?} {:?} and destination {:?} {:?} differ in size", src.shape(), src.dtype(), dst.shape(), dst.dtype()),
+                format!(
+                    "source {:?} {:?} and destination {:?} {:?} differ in size",
+                    src.shape(),
+                    src.dtype(),
+                    dst.shape(),
+                    dst.dtype()
+                ),
             ));
         }
         if src.bytes() > 0 {
-            self.cmds.push(Cmd::Copy { src: src.buf.clone(), src_off: 0, dst: dst.buf.clone(), dst_off: 0, bytes: src.padded_bytes() });
+            self.cmds.push(Cmd::Copy {
+                src: src.buf.clone(),
+                src_off: 0,
+                dst: dst.buf.clone(),
+                dst_off: 0,
+                bytes: src.padded_bytes(),
+            });
         }
         Ok(())
     }
 
     /// Records a copy of `len` elements from `src` (starting at element `src_at`) into `dst`
     /// (starting at `dst_at`). Byte offsets and sizes must be multiples of 4 (even counts for f16).
-    pub fn copy_region(&mut self, src: &Tensor, src_at: u64, dst: &Tensor, dst_at: u64, len: u64) -> Result<()> {
+    pub fn copy_region(
+        &mut self,
+        src: &Tensor,
+        src_at: u64,
+        dst: &Tensor,
+        dst_at: u64,
+        len: u64,
+    ) -> Result<()> {
         if src.dtype() != dst.dtype() {
-            return Err(Error::DType { op: "copy_region", expected: src.dtype(), got: dst.dtype() });
+            return Err(Error::DType {
+                op: "copy_region",
+                expected: src.dtype(),
+                got: dst.dtype(),
+            });
         }
         let es = src.dtype().size() as u64;
         if src_at + len > src.numel() as u64 || dst_at + len > dst.numel() as u64 {
-            return Err(Error::shape("copy_region", format!("{len} elements at {src_at} -> {dst_at} overrun {:?} or {:?}", src.shape(), dst.shape())));
+            return Err(Error::shape(
+                "copy_region",
+                format!(
+                    "{len} elements at {src_at} -> {dst_at} overrun {:?} or {:?}",
+                    src.shape(),
+                    dst.shape()
+                ),
+            ));
         }
         let (so, dof, b) = (src_at * es, dst_at * es, len * es);
         if so % 4 != 0 || dof % 4 != 0 || b % 4 != 0 {
-            return Err(Error::invalid("copy_region", "offsets and sizes must be multiples of 4 bytes"));
+            return Err(Error::invalid(
+                "copy_region",
+                "offsets and sizes must be multiples of 4 bytes",
+            ));
         }
         if b > 0 {
-            self.cmds.push(Cmd::Copy { src: src.buf.clone(), src_off: so, dst: dst.buf.clone(), dst_off: dof, bytes: b });
+            self.cmds.push(Cmd::Copy {
+                src: src.buf.clone(),
+                src_off: so,
+                dst: dst.buf.clone(),
+                dst_off: dof,
+                bytes: b,
+            });
         }
         Ok(())
     }
@@ -164,7 +241,11 @@ impl Recording {
             return Ok(t0.elapsed().as_secs_f64());
         }
         let device = ctx.device();
-        let qs = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("timing"), ty: wgpu::QueryType::Timestamp, count: 2 });
+        let qs = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
         let resolve = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("timing resolve"),
             size: 16,
@@ -183,38 +264,66 @@ impl Recording {
             let _ = tx.send(r);
         });
         ctx.sync()?;
-        rx.recv().map_err(|_| Error::Readback("map callback never ran".into()))?.map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|_| Error::Readback("map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
         let ticks: Vec<u64> = {
-            let view = read.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+            let view = read
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Readback(e.to_string()))?;
             bytemuck::pod_collect_to_vec(&view[..])
         };
-        let ns = ticks[1].saturating_sub(ticks[0]) as f64 * ctx.queue().get_timestamp_period() as f64;
+        let ns =
+            ticks[1].saturating_sub(ticks[0]) as f64 * ctx.queue().get_timestamp_period() as f64;
         Ok(ns * 1e-9)
     }
 
-    fn submit_inner(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer, &wgpu::Buffer)>) -> Result<()> {
+    fn submit_inner(
+        self,
+        timing: Option<(&wgpu::QuerySet, &wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> Result<()> {
         let ctx = &self.ctx;
         ctx.check_alive()?;
         let device = ctx.device();
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let uniform: Option<PooledBuffer> = (!self.params.is_empty()).then(|| {
-            let u = ctx.inner.pool.get(BufferKind::Uniform, self.params.len() as u64);
+            let u = ctx
+                .inner
+                .pool
+                .get(BufferKind::Uniform, self.params.len() as u64);
             ctx.queue().write_buffer(u.buffer(), 0, &self.params);
             u
         });
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("chunkwise recording") });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("chunkwise recording"),
+        });
         let n = self.cmds.len();
         let mut i = 0;
         while i < n {
             match &self.cmds[i] {
-                Cmd::Copy { src, src_off, dst, dst_off, bytes } => {
-                    enc.copy_buffer_to_buffer(src.buffer(), *src_off, dst.buffer(), *dst_off, *bytes);
+                Cmd::Copy {
+                    src,
+                    src_off,
+                    dst,
+                    dst_off,
+                    bytes,
+                } => {
+                    enc.copy_buffer_to_buffer(
+                        src.buffer(),
+                        *src_off,
+                        dst.buffer(),
+                        *dst_off,
+                        *bytes,
+                    );
                     i += 1;
                 }
                 Cmd::Dispatch(_) => {
                     // Consecutive dispatches share one compute pass; wgpu inserts the barriers.
-                    let end = (i..n).find(|&j| matches!(self.cmds[j], Cmd::Copy { .. })).unwrap_or(n);
+                    let end = (i..n)
+                        .find(|&j| matches!(self.cmds[j], Cmd::Copy { .. }))
+                        .unwrap_or(n);
                     let bind_groups: Vec<wgpu::BindGroup> = self.cmds[i..end]
                         .iter()
                         .map(|c| match c {
@@ -229,7 +338,10 @@ impl Recording {
                     });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("chunkwise"),
-                        timestamp_writes: ts.filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some()),
+                        timestamp_writes: ts.filter(|t| {
+                            t.beginning_of_pass_write_index.is_some()
+                                || t.end_of_pass_write_index.is_some()
+                        }),
                     });
                     for (c, bg) in self.cmds[i..end].iter().zip(&bind_groups) {
                         if let Cmd::Dispatch(d) = c {
@@ -244,8 +356,14 @@ impl Recording {
             }
         }
         if let Some((qs, resolve, read)) = timing {
-            if n == 0 || !matches!(self.cmds[0], Cmd::Dispatch(_)) || !matches!(self.cmds[n - 1], Cmd::Dispatch(_)) {
-                return Err(Error::invalid("submit_timed", "a timed recording must start and end with a dispatch"));
+            if n == 0
+                || !matches!(self.cmds[0], Cmd::Dispatch(_))
+                || !matches!(self.cmds[n - 1], Cmd::Dispatch(_))
+            {
+                return Err(Error::invalid(
+                    "submit_timed",
+                    "a timed recording must start and end with a dispatch",
+                ));
             }
             enc.resolve_query_set(qs, 0..2, resolve, 0);
             enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
@@ -260,7 +378,11 @@ impl Recording {
     }
 }
 
-fn bind_group(device: &wgpu::Device, d: &Dispatch, uniform: Option<&PooledBuffer>) -> wgpu::BindGroup {
+fn bind_group(
+    device: &wgpu::Device,
+    d: &Dispatch,
+    uniform: Option<&PooledBuffer>,
+) -> wgpu::BindGroup {
     let mut storage = d.buffers.iter();
     let entries: Vec<wgpu::BindGroupEntry> = d
         .kernel
@@ -278,7 +400,9 @@ fn bind_group(device: &wgpu::Device, d: &Dispatch, uniform: Option<&PooledBuffer
                     })
                 }
                 _ => {
-                    let (buf, bytes) = storage.next().expect("storage count checked at record time");
+                    let (buf, bytes) = storage
+                        .next()
+                        .expect("storage count checked at record time");
                     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: buf.buffer(),
                         offset: 0,
@@ -289,5 +413,9 @@ fn bind_group(device: &wgpu::Device, d: &Dispatch, uniform: Option<&PooledBuffer
             wgpu::BindGroupEntry { binding, resource }
         })
         .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &d.kernel.layout, entries: &entries })
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &d.kernel.layout,
+        entries: &entries,
+    })
 }

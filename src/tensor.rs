@@ -71,10 +71,20 @@ impl Tensor {
         if n != self.numel() {
             return Err(crate::Error::shape(
                 "reshape",
-                format!("cannot view {:?} ({} elements) as {:?} ({} elements)", self.shape, self.numel(), shape, n),
+                format!(
+                    "cannot view {:?} ({} elements) as {:?} ({} elements)",
+                    self.shape,
+                    self.numel(),
+                    shape,
+                    n
+                ),
             ));
         }
-        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
     }
     pub(crate) fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.buf, &other.buf)

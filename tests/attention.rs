@@ -14,9 +14,16 @@ fn check_fwd(b: usize, t: usize, heads: usize, dh: usize, window: Option<usize>,
     let v = stored(&rand(b * t * d, 3 + t as u64, 1.0), dtype);
     let up = |x: &[f32]| ctx.upload(x, &[b, t, d], dtype).unwrap();
     let (qt, kt, vt) = (up(&q), up(&k), up(&v));
-    let o = ctx.run(|rec| attn::attention(rec, &qt, &kt, &vt, heads, window, None)).unwrap();
+    let o = ctx
+        .run(|rec| attn::attention(rec, &qt, &kt, &vt, heads, window, None))
+        .unwrap();
     let want = r::attention::attention(&q, &k, &v, b, t, heads, window, 1.0 / (dh as f64).sqrt());
-    assert_close(&ctx.download(&o).unwrap(), &want, dtype, &format!("attention b{b} t{t} h{heads} dh{dh} w{window:?}"));
+    assert_close(
+        &ctx.download(&o).unwrap(),
+        &want,
+        dtype,
+        &format!("attention b{b} t{t} h{heads} dh{dh} w{window:?}"),
+    );
 }
 
 #[test]
@@ -42,28 +49,62 @@ fn sliding_window_attention_for_several_windows() {
 #[test]
 fn unsupported_head_dims_and_mismatched_heads_are_errors() {
     let ctx = ctx();
-    let x = ctx.upload(&rand(2 * 3 * 12, 1, 1.0), &[2, 3, 12], DType::F32).unwrap();
-    let e = ctx.run(|rec| attn::attention(rec, &x, &x, &x, 5, None, None)).unwrap_err();
-    assert!(e.to_string().contains("5 heads do not divide the model width 12"), "{e}");
-    let e = ctx.run(|rec| attn::attention(rec, &x, &x, &x, 2, None, None)).unwrap_err(); // dh = 6
-    assert!(matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("head dim 6"), "{e}");
-    let y = ctx.upload(&rand(2 * 4 * 12, 1, 1.0), &[2, 4, 12], DType::F32).unwrap();
-    let e = ctx.run(|rec| attn::attention(rec, &x, &y, &x, 3, None, None)).unwrap_err();
+    let x = ctx
+        .upload(&rand(2 * 3 * 12, 1, 1.0), &[2, 3, 12], DType::F32)
+        .unwrap();
+    let e = ctx
+        .run(|rec| attn::attention(rec, &x, &x, &x, 5, None, None))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("5 heads do not divide the model width 12"),
+        "{e}"
+    );
+    let e = ctx
+        .run(|rec| attn::attention(rec, &x, &x, &x, 2, None, None))
+        .unwrap_err(); // dh = 6
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("head dim 6"),
+        "{e}"
+    );
+    let y = ctx
+        .upload(&rand(2 * 4 * 12, 1, 1.0), &[2, 4, 12], DType::F32)
+        .unwrap();
+    let e = ctx
+        .run(|rec| attn::attention(rec, &x, &y, &x, 3, None, None))
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
 /// One query against `len` cached keys, computed on the host.
-fn decode_ref(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, cap: usize, dh: usize, len: usize) -> Vec<f64> {
+fn decode_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    h: usize,
+    cap: usize,
+    dh: usize,
+    len: usize,
+) -> Vec<f64> {
     let mut o = vec![0.0; b * h * dh];
     for bh in 0..b * h {
         let s: Vec<f64> = (0..len)
-            .map(|j| (0..dh).map(|i| q[bh * dh + i] as f64 * k[(bh * cap + j) * dh + i] as f64).sum::<f64>() / (dh as f64).sqrt())
+            .map(|j| {
+                (0..dh)
+                    .map(|i| q[bh * dh + i] as f64 * k[(bh * cap + j) * dh + i] as f64)
+                    .sum::<f64>()
+                    / (dh as f64).sqrt()
+            })
             .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
         let z: f64 = w.iter().sum();
         for i in 0..dh {
-            o[bh * dh + i] = (0..len).map(|j| w[j] * v[(bh * cap + j) * dh + i] as f64).sum::<f64>() / z;
+            o[bh * dh + i] = (0..len)
+                .map(|j| w[j] * v[(bh * cap + j) * dh + i] as f64)
+                .sum::<f64>()
+                / z;
         }
     }
     o
@@ -73,17 +114,29 @@ fn decode_ref(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, cap: usize, d
 fn flash_decoding_over_short_and_long_caches() {
     let ctx = ctx();
     for dtype in dtypes() {
-        for &(b, h, dh, cap, len) in &[(1usize, 2usize, 32usize, 40usize, 1usize), (3, 2, 64, 300, 257), (16, 4, 64, 4096, 4096), (1, 1, 128, 5000, 4999)] {
+        for &(b, h, dh, cap, len) in &[
+            (1usize, 2usize, 32usize, 40usize, 1usize),
+            (3, 2, 64, 300, 257),
+            (16, 4, 64, 4096, 4096),
+            (1, 1, 128, 5000, 4999),
+        ] {
             let q = stored(&rand(b * h * dh, len as u64, 1.0), dtype);
             let k = stored(&rand(b * h * cap * dh, 7, 1.0), dtype);
             let v = stored(&rand(b * h * cap * dh, 8, 1.0), dtype);
             let qt = ctx.upload(&q, &[b, 1, h * dh], dtype).unwrap();
             let kc = ctx.upload(&k, &[b, h, cap, dh], dtype).unwrap();
             let vc = ctx.upload(&v, &[b, h, cap, dh], dtype).unwrap();
-            let o = ctx.run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None)).unwrap();
+            let o = ctx
+                .run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None))
+                .unwrap();
             assert_eq!(o.shape(), [b, 1, h * dh]);
             let want = decode_ref(&q, &k, &v, b, h, cap, dh, len);
-            assert_close(&ctx.download(&o).unwrap(), &want, dtype, &format!("decode b{b} h{h} dh{dh} len{len}"));
+            assert_close(
+                &ctx.download(&o).unwrap(),
+                &want,
+                dtype,
+                &format!("decode b{b} h{h} dh{dh} len{len}"),
+            );
         }
     }
 }
@@ -92,7 +145,9 @@ fn flash_decoding_over_short_and_long_caches() {
 fn kv_write_places_tokens_at_their_ring_slots() {
     let ctx = ctx();
     let (b, h, dh, cap) = (2usize, 2usize, 4usize, 5usize);
-    let cache = ctx.upload(&vec![0.0; b * h * cap * dh], &[b, h, cap, dh], DType::F32).unwrap();
+    let cache = ctx
+        .upload(&vec![0.0; b * h * cap * dh], &[b, h, cap, dh], DType::F32)
+        .unwrap();
     let n = 3;
     let src: Vec<f32> = (0..b * n * h * dh).map(|i| i as f32 + 1.0).collect();
     let st = ctx.upload(&src, &[b, n, h * dh], DType::F32).unwrap();
@@ -103,12 +158,22 @@ fn kv_write_places_tokens_at_their_ring_slots() {
             let slot = (4 + tok) % cap;
             for hh in 0..h {
                 for i in 0..dh {
-                    assert_eq!(got[((bi * h + hh) * cap + slot) * dh + i], src[((bi * n + tok) * h + hh) * dh + i]);
+                    assert_eq!(
+                        got[((bi * h + hh) * cap + slot) * dh + i],
+                        src[((bi * n + tok) * h + hh) * dh + i]
+                    );
                 }
             }
         }
     }
-    let q = ctx.upload(&vec![0.0; b * h * dh], &[b, 1, h * dh], DType::F32).unwrap();
-    let e = ctx.run(|rec| attn::decode(rec, &q, &cache, &cache, 6, None)).unwrap_err();
-    assert!(e.to_string().contains("cache length 6 must be in 1..=5"), "{e}");
+    let q = ctx
+        .upload(&vec![0.0; b * h * dh], &[b, 1, h * dh], DType::F32)
+        .unwrap();
+    let e = ctx
+        .run(|rec| attn::decode(rec, &q, &cache, &cache, 6, None))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cache length 6 must be in 1..=5"),
+        "{e}"
+    );
 }

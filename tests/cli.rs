@@ -3,13 +3,20 @@
 use std::process::Command;
 
 fn chunkwise(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chunkwise")).args(args).output().expect("run chunkwise")
+    Command::new(env!("CARGO_BIN_EXE_chunkwise"))
+        .args(args)
+        .output()
+        .expect("run chunkwise")
 }
 
 #[test]
 fn info_json_lists_adapters_and_the_selected_limits() {
     let out = chunkwise(&["info", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let adapters = v["adapters"].as_array().expect("adapters array");
     assert!(!adapters.is_empty());
@@ -18,17 +25,44 @@ fn info_json_lists_adapters_and_the_selected_limits() {
             assert!(a.get(key).is_some(), "adapter without {key}: {a}");
         }
     }
-    assert!(v["selected"]["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    assert!(
+        v["selected"]["limits"]["max_storage_buffer_binding_size"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]
 fn bench_gemm_json_prints_one_object_per_size() {
-    let out = chunkwise(&["bench", "gemm", "--json", "--sizes", "64x48x32,33x17x9", "--samples", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let out = chunkwise(&[
+        "bench",
+        "gemm",
+        "--json",
+        "--sizes",
+        "64x48x32,33x17x9",
+        "--samples",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!((lines[0]["m"].as_u64(), lines[0]["n"].as_u64(), lines[0]["k"].as_u64()), (Some(64), Some(48), Some(32)));
+    assert_eq!(
+        (
+            lines[0]["m"].as_u64(),
+            lines[0]["n"].as_u64(),
+            lines[0]["k"].as_u64()
+        ),
+        (Some(64), Some(48), Some(32))
+    );
     for l in &lines {
         assert!(l["median_ms"].as_f64().unwrap() > 0.0);
         assert!(l["gflops"].as_f64().unwrap() > 0.0);
@@ -52,4 +86,50 @@ fn an_unknown_adapter_name_exits_non_zero() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-gpu-xyz"));
+}
+
+#[test]
+fn run_checks_a_golden_case_and_writes_its_outputs() {
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden/rat/local_attn_b1_t40_p20_d64_h2_w8.json");
+    if !case.exists() {
+        eprintln!("SKIP: {} is absent", case.display());
+        return;
+    }
+    let out_file =
+        std::env::temp_dir().join(format!("chunkwise-cli-{}.safetensors", std::process::id()));
+    let out = chunkwise(&[
+        "run",
+        case.to_str().unwrap(),
+        "--check",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("y ") && l.ends_with("ok")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("y_decode ") && l.ends_with("ok")),
+        "{text}"
+    );
+    let ck = chunkwise::model::Checkpoint::open(&out_file).unwrap();
+    assert_eq!(ck.shape("y"), Some(&[1usize, 40, 64][..]));
+    assert_eq!(ck.shape("y_decode"), Some(&[1usize, 20, 64][..]));
+    std::fs::remove_file(&out_file).ok();
+}
+
+#[test]
+fn run_on_a_missing_case_exits_non_zero_naming_the_file() {
+    let out = chunkwise(&["run", "no/such/case.json", "--check"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/case.json"));
 }

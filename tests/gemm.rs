@@ -5,7 +5,15 @@ use chunkwise::ops::gemm::{self, GemmSchedule};
 use chunkwise::{reference, DType, Error};
 use common::*;
 
-fn check(b: usize, m: usize, n: usize, k: usize, w_batched: bool, schedule: GemmSchedule, dtype: DType) {
+fn check(
+    b: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    w_batched: bool,
+    schedule: GemmSchedule,
+    dtype: DType,
+) {
     let ctx = ctx();
     let x = stored(&rand(b * m * k, 1 + m as u64, 1.0), dtype);
     let wb = if w_batched { b } else { 1 };
@@ -13,11 +21,18 @@ fn check(b: usize, m: usize, n: usize, k: usize, w_batched: bool, schedule: Gemm
     let xt = ctx.upload(&x, &[b, m, k], dtype).unwrap();
     let wshape: Vec<usize> = if w_batched { vec![b, n, k] } else { vec![n, k] };
     let wt = ctx.upload(&w, &wshape, dtype).unwrap();
-    let y = ctx.run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule)).unwrap();
+    let y = ctx
+        .run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))
+        .unwrap();
     assert_eq!(y.shape(), [b, m, n]);
     let got = ctx.download(&y).unwrap();
     let want = reference::gemm(&x, &w, b, m, n, k);
-    assert_close(&got, &want, dtype, &format!("gemm {b}x{m}x{n}x{k} w_batched={w_batched} {schedule:?}"));
+    assert_close(
+        &got,
+        &want,
+        dtype,
+        &format!("gemm {b}x{m}x{n}x{k} w_batched={w_batched} {schedule:?}"),
+    );
 }
 
 #[test]
@@ -49,13 +64,20 @@ fn linear_keeps_leading_dims() {
     let wt = ctx.upload(&w, &[7, 12], DType::F32).unwrap();
     let y = ctx.run(|rec| gemm::linear(rec, &xt, &wt)).unwrap();
     assert_eq!(y.shape(), [2, 5, 7]);
-    assert_close(&ctx.download(&y).unwrap(), &reference::gemm(&x, &w, 1, 10, 7, 12), DType::F32, "linear");
+    assert_close(
+        &ctx.download(&y).unwrap(),
+        &reference::gemm(&x, &w, 1, 10, 7, 12),
+        DType::F32,
+        "linear",
+    );
 }
 
 #[test]
 fn mismatched_inner_dimension_is_a_shape_error() {
     let ctx = ctx();
-    let x = ctx.upload(&rand(12, 1, 1.0), &[1, 3, 4], DType::F32).unwrap();
+    let x = ctx
+        .upload(&rand(12, 1, 1.0), &[1, 3, 4], DType::F32)
+        .unwrap();
     let w = ctx.upload(&rand(10, 1, 1.0), &[2, 5], DType::F32).unwrap();
     let err = ctx.run(|rec| gemm::gemm(rec, &x, &w)).unwrap_err();
     assert!(matches!(err, Error::Shape { op: "gemm", .. }), "{err}");
@@ -65,7 +87,9 @@ fn mismatched_inner_dimension_is_a_shape_error() {
 #[test]
 fn mixed_dtypes_are_a_dtype_error() {
     let ctx = ctx();
-    let x = ctx.upload(&rand(12, 1, 1.0), &[1, 3, 4], DType::F32).unwrap();
+    let x = ctx
+        .upload(&rand(12, 1, 1.0), &[1, 3, 4], DType::F32)
+        .unwrap();
     let w = ctx.upload(&rand(8, 1, 1.0), &[2, 4], DType::F16).unwrap();
     let res = ctx.run(|rec| gemm::gemm(rec, &x, &w));
     if ctx.supports_f16() {

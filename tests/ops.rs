@@ -15,7 +15,12 @@ fn rmsnorm_matches_reference_on_odd_widths() {
             let xt = ctx.upload(&x, &[rows, d], dtype).unwrap();
             let wt = ctx.upload(&w, &[d], dtype).unwrap();
             let y = ctx.run(|rec| norm::rmsnorm(rec, &xt, &wt, 1e-6)).unwrap();
-            assert_close(&ctx.download(&y).unwrap(), &r::rmsnorm(&x, &w, 1e-6), dtype, &format!("rmsnorm {rows}x{d}"));
+            assert_close(
+                &ctx.download(&y).unwrap(),
+                &r::rmsnorm(&x, &w, 1e-6),
+                dtype,
+                &format!("rmsnorm {rows}x{d}"),
+            );
         }
     }
 }
@@ -29,7 +34,10 @@ fn rmsnorm_rejects_a_wrong_weight_and_a_negative_eps() {
     assert!(matches!(e, Error::Shape { op: "rmsnorm", .. }), "{e}");
     let w = ctx.upload(&rand(4, 1, 1.0), &[4], DType::F32).unwrap();
     let e = ctx.run(|rec| norm::rmsnorm(rec, &x, &w, -1.0)).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { op: "rmsnorm", .. }), "{e}");
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "rmsnorm", .. }),
+        "{e}"
+    );
 }
 
 fn check_unary(op: ew::Unary, f: fn(f64) -> f64) {
@@ -77,10 +85,20 @@ fn mul_and_add_with_and_without_broadcast() {
         let at = ctx.upload(&a, &[6, 37], dtype).unwrap();
         for (b, shape) in [(&full, vec![6, 37]), (&row, vec![37])] {
             let bt = ctx.upload(b, &shape, dtype).unwrap();
-            let (m, s) = ctx.run(|rec| Ok((ew::mul(rec, &at, &bt)?, ew::add(rec, &at, &bt)?))).unwrap();
+            let (m, s) = ctx
+                .run(|rec| Ok((ew::mul(rec, &at, &bt)?, ew::add(rec, &at, &bt)?)))
+                .unwrap();
             let nb = b.len();
-            let wm: Vec<f64> = a.iter().enumerate().map(|(i, &v)| v as f64 * b[i % nb] as f64).collect();
-            let wa: Vec<f64> = a.iter().enumerate().map(|(i, &v)| v as f64 + b[i % nb] as f64).collect();
+            let wm: Vec<f64> = a
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f64 * b[i % nb] as f64)
+                .collect();
+            let wa: Vec<f64> = a
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f64 + b[i % nb] as f64)
+                .collect();
             assert_close(&ctx.download(&m).unwrap(), &wm, dtype, "mul");
             assert_close(&ctx.download(&s).unwrap(), &wa, dtype, "add");
         }
@@ -100,14 +118,24 @@ fn binary_rejects_a_non_suffix_broadcast() {
 fn softmax_with_temperature_matches_reference() {
     let ctx = ctx();
     for dtype in dtypes() {
-        for &(rows, d, temp) in &[(4usize, 10usize, 1.0f32), (9, 300, 0.5), (2, 4097, 2.0), (3, 1, 1.0)] {
+        for &(rows, d, temp) in &[
+            (4usize, 10usize, 1.0f32),
+            (9, 300, 0.5),
+            (2, 4097, 2.0),
+            (3, 1, 1.0),
+        ] {
             let mut x = rand(rows * d, d as u64, 10.0);
             x[0] = 80.0; // a large logit: max subtraction keeps exp finite
             let x = stored(&x, dtype);
             let xt = ctx.upload(&x, &[rows, d], dtype).unwrap();
             let y = ctx.run(|rec| softmax::softmax(rec, &xt, temp)).unwrap();
             let want = r::softmax(&x, d, temp as f64);
-            assert_close(&ctx.download(&y).unwrap(), &want, dtype, &format!("softmax {rows}x{d} T={temp}"));
+            assert_close(
+                &ctx.download(&y).unwrap(),
+                &want,
+                dtype,
+                &format!("softmax {rows}x{d} T={temp}"),
+            );
         }
     }
 }
@@ -117,14 +145,21 @@ fn softmax_rejects_a_zero_temperature() {
     let ctx = ctx();
     let x = ctx.upload(&rand(4, 1, 1.0), &[4], DType::F32).unwrap();
     let e = ctx.run(|rec| softmax::softmax(rec, &x, 0.0)).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { op: "softmax", .. }), "{e}");
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "softmax", .. }),
+        "{e}"
+    );
 }
 
 #[test]
 fn rope_at_arbitrary_positions_matches_reference() {
     let ctx = ctx();
     for dtype in dtypes() {
-        for &(b, t, h, dh) in &[(1usize, 5usize, 2usize, 64usize), (2, 7, 3, 60), (1, 3, 1, 2)] {
+        for &(b, t, h, dh) in &[
+            (1usize, 5usize, 2usize, 64usize),
+            (2, 7, 3, 60),
+            (1, 3, 1, 2),
+        ] {
             let table = rope::RopeTable::new(ctx, dh, 5000, 10000.0).unwrap();
             let pos: Vec<usize> = (0..t).map(|i| (i * 613 + 17) % 5000).collect();
             let x = stored(&rand(b * t * h * dh, dh as u64, 1.0), dtype);
@@ -132,7 +167,12 @@ fn rope_at_arbitrary_positions_matches_reference() {
             let p = table.positions(ctx, &pos).unwrap();
             let y = ctx.run(|rec| rope::rope(rec, &xt, &table, &p)).unwrap();
             let want = r::rope(&x, dh, h, &pos, 10000.0);
-            assert_close(&ctx.download(&y).unwrap(), &want, dtype, &format!("rope b{b} t{t} h{h} dh{dh}"));
+            assert_close(
+                &ctx.download(&y).unwrap(),
+                &want,
+                dtype,
+                &format!("rope b{b} t{t} h{h} dh{dh}"),
+            );
         }
     }
 }
@@ -144,7 +184,10 @@ fn rope_rejects_positions_outside_the_table_and_odd_head_dims() {
     let e = table.positions(ctx, &[3, 16]).unwrap_err();
     assert!(e.to_string().contains("position 16"), "{e}");
     let e = rope::RopeTable::new(ctx, 7, 16, 10000.0).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { op: "rope", .. }), "{e}");
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "rope", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -153,13 +196,19 @@ fn transpose_matches_host_transpose_with_padding() {
     let (b, rows, cols) = (2usize, 19usize, 35usize);
     let x = rand(b * rows * cols, 5, 1.0);
     let xt = ctx.upload(&x, &[b, rows, cols], DType::F32).unwrap();
-    let y = ctx.run(|rec| transpose::transpose_padded(rec, &xt, 4)).unwrap();
+    let y = ctx
+        .run(|rec| transpose::transpose_padded(rec, &xt, 4))
+        .unwrap();
     assert_eq!(y.shape(), [b, cols, 20]);
     let got = ctx.download(&y).unwrap();
     for bi in 0..b {
         for c in 0..cols {
             for rr in 0..20 {
-                let want = if rr < rows { x[bi * rows * cols + rr * cols + c] } else { 0.0 };
+                let want = if rr < rows {
+                    x[bi * rows * cols + rr * cols + c]
+                } else {
+                    0.0
+                };
                 assert_eq!(got[bi * cols * 20 + c * 20 + rr], want, "b{bi} c{c} r{rr}");
             }
         }

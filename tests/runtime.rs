@@ -12,8 +12,12 @@ use common::*;
 fn a_steady_loop_allocates_nothing_after_warm_up() {
     // Its own context, so other tests running in parallel do not move the counters.
     let ctx = Context::new_blocking().expect("adapter");
-    let x = ctx.upload(&rand(64 * 96, 1, 1.0), &[1, 64, 96], DType::F32).unwrap();
-    let w = ctx.upload(&rand(80 * 96, 2, 1.0), &[80, 96], DType::F32).unwrap();
+    let x = ctx
+        .upload(&rand(64 * 96, 1, 1.0), &[1, 64, 96], DType::F32)
+        .unwrap();
+    let w = ctx
+        .upload(&rand(80 * 96, 2, 1.0), &[80, 96], DType::F32)
+        .unwrap();
     let nw = ctx.upload(&rand(80, 3, 1.0), &[80], DType::F32).unwrap();
     let step = || {
         let y = ctx
@@ -31,7 +35,10 @@ fn a_steady_loop_allocates_nothing_after_warm_up() {
         assert_eq!(step(), first, "identical inputs give bit-identical outputs");
     }
     let after = ctx.pool_stats();
-    assert_eq!(after.allocations, warm.allocations, "no new buffers after warm-up: {warm:?} -> {after:?}");
+    assert_eq!(
+        after.allocations, warm.allocations,
+        "no new buffers after warm-up: {warm:?} -> {after:?}"
+    );
     assert!(after.reuses > warm.reuses);
     assert_eq!(after.bytes_in_use, warm.bytes_in_use);
 }
@@ -45,10 +52,18 @@ fn pipelines_are_compiled_once_per_key() {
     ctx.run(|rec| ew::sigmoid(rec, &x)).unwrap();
     ctx.run(|rec| ew::silu(rec, &x)).unwrap(); // same entry point, op is a parameter
     assert_eq!(ctx.pipelines_compiled(), n);
-    let a = ctx.kernel(&KernelKey::new("elementwise.wgsl", "unary", DType::F32).with("WG", 64.0)).unwrap();
-    let b = ctx.kernel(&KernelKey::new("elementwise.wgsl", "unary", DType::F32).with("WG", 64.0)).unwrap();
+    let a = ctx
+        .kernel(&KernelKey::new("elementwise.wgsl", "unary", DType::F32).with("WG", 64.0))
+        .unwrap();
+    let b = ctx
+        .kernel(&KernelKey::new("elementwise.wgsl", "unary", DType::F32).with("WG", 64.0))
+        .unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    assert_eq!(ctx.pipelines_compiled(), n + 1, "a new override value is a new pipeline");
+    assert_eq!(
+        ctx.pipelines_compiled(),
+        n + 1,
+        "a new override value is a new pipeline"
+    );
 }
 
 #[test]
@@ -82,7 +97,10 @@ fn f16_tensors_round_trip_through_f16_storage() {
     let t = ctx.upload(&data, &[5], DType::F16).unwrap();
     assert_eq!(t.dtype(), ctx.resolve_dtype(DType::F16));
     let back = ctx.download(&t).unwrap();
-    let want: Vec<f32> = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let want: Vec<f32> = data
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
     if ctx.supports_f16() {
         assert_eq!(back, want);
         assert_eq!(t.bytes(), 10);
@@ -92,8 +110,10 @@ fn f16_tensors_round_trip_through_f16_storage() {
 }
 
 fn own_device(features: wgpu::Features) -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_features: features & adapter.features(),
         ..Default::default()
@@ -112,8 +132,18 @@ fn a_host_apps_device_can_be_used() {
     let wt = ctx.upload(&w, &[6, 8], DType::F32).unwrap();
     let y = ctx.run(|rec| gemm::linear(rec, &xt, &wt)).unwrap();
     // The host keeps using its device alongside chunkwise.
-    let _own = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
-    assert_close(&ctx.download(&y).unwrap(), &r::gemm(&x, &w, 1, 15, 6, 8), DType::F32, "linear on a host device");
+    let _own = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert_close(
+        &ctx.download(&y).unwrap(),
+        &r::gemm(&x, &w, 1, 15, 6, 8),
+        DType::F32,
+        "linear on a host device",
+    );
 }
 
 #[test]
@@ -132,7 +162,16 @@ fn a_tensor_over_max_buffer_size_is_refused_by_name() {
     let ctx = ctx();
     let n = ctx.limits().max_buffer_size as usize / 4 + 1;
     let e = ctx.alloc(&[n], DType::F32).unwrap_err();
-    assert!(matches!(e, Error::LimitExceeded { limit_name: "max_buffer_size", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit_name: "max_buffer_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = ctx.alloc(&[usize::MAX, 4], DType::F32).unwrap_err();
     assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
 }
@@ -147,46 +186,93 @@ fn binding_a_tensor_over_the_binding_limit_is_an_error_not_a_panic() {
     let n = (limit / 4 + 1024) as usize;
     let t = ctx.alloc(&[n], DType::F32).unwrap();
     let e = ctx.run(|rec| ew::sigmoid(rec, &t)).unwrap_err();
-    assert!(matches!(e, Error::LimitExceeded { limit_name: "max_storage_buffer_binding_size", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit_name: "max_storage_buffer_binding_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains(&limit.to_string()), "{e}");
 }
 
 #[test]
 fn wrong_binding_counts_and_aliased_outputs_are_errors() {
     let ctx = ctx();
-    let k = ctx.kernel(&KernelKey::new("elementwise.wgsl", "binary", DType::F32)).unwrap();
+    let k = ctx
+        .kernel(&KernelKey::new("elementwise.wgsl", "binary", DType::F32))
+        .unwrap();
     let t = ctx.upload(&[1.0; 4], &[4], DType::F32).unwrap();
     let mut rec = ctx.record();
-    let e = rec.dispatch(&k, &[0u8; 16], &[&t, &t], [1, 1, 1]).unwrap_err();
-    assert!(e.to_string().contains("declares 3 storage bindings but 2"), "{e}");
-    let e = rec.dispatch(&k, &[0u8; 16], &[&t, &t, &t], [1, 1, 1]).unwrap_err();
-    assert!(matches!(e, Error::Binding { .. }) && e.to_string().contains("written"), "{e}");
+    let e = rec
+        .dispatch(&k, &[0u8; 16], &[&t, &t], [1, 1, 1])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("declares 3 storage bindings but 2"),
+        "{e}"
+    );
+    let e = rec
+        .dispatch(&k, &[0u8; 16], &[&t, &t, &t], [1, 1, 1])
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Binding { .. }) && e.to_string().contains("written"),
+        "{e}"
+    );
     let o = ctx.alloc(&[4], DType::F32).unwrap();
-    let e = rec.dispatch(&k, &[0u8; 16], &[&t, &t, &o], [70_000, 1, 1]).unwrap_err();
-    assert!(matches!(e, Error::LimitExceeded { limit_name: "max_compute_workgroups_per_dimension", .. }), "{e}");
+    let e = rec
+        .dispatch(&k, &[0u8; 16], &[&t, &t, &o], [70_000, 1, 1])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit_name: "max_compute_workgroups_per_dimension",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_kernels_and_bad_shapes_are_errors() {
     let ctx = ctx();
-    let e = ctx.kernel(&KernelKey::new("nope.wgsl", "main", DType::F32)).unwrap_err();
+    let e = ctx
+        .kernel(&KernelKey::new("nope.wgsl", "main", DType::F32))
+        .unwrap_err();
     assert!(matches!(e, Error::UnknownKernel(_)), "{e}");
-    let e = ctx.kernel(&KernelKey::new("gemm.wgsl", "nope", DType::F32)).unwrap_err();
+    let e = ctx
+        .kernel(&KernelKey::new("gemm.wgsl", "nope", DType::F32))
+        .unwrap_err();
     assert!(e.to_string().contains("gemm.wgsl::nope"), "{e}");
-    let e = ctx.upload(&[1.0, 2.0, 3.0], &[2, 2], DType::F32).unwrap_err();
+    let e = ctx
+        .upload(&[1.0, 2.0, 3.0], &[2, 2], DType::F32)
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { op: "upload", .. }), "{e}");
     let t = ctx.upload(&[1.0; 6], &[2, 3], DType::F32).unwrap();
     assert!(t.reshape(&[3, 2]).is_ok());
-    assert!(matches!(t.reshape(&[4, 2]).unwrap_err(), Error::Shape { op: "reshape", .. }));
+    assert!(matches!(
+        t.reshape(&[4, 2]).unwrap_err(),
+        Error::Shape { op: "reshape", .. }
+    ));
 }
 
 #[test]
 fn an_unmatched_adapter_name_lists_the_adapters_found() {
-    let opts = ContextOptions { adapter_name: Some("no-such-gpu-xyz".into()), ..Default::default() };
+    let opts = ContextOptions {
+        adapter_name: Some("no-such-gpu-xyz".into()),
+        ..Default::default()
+    };
     let e = pollster::block_on(Context::with_options(opts)).unwrap_err();
     assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("no-such-gpu-xyz") && msg.contains("WGPU_ADAPTER_NAME"), "{msg}");
+    assert!(
+        msg.contains("no-such-gpu-xyz") && msg.contains("WGPU_ADAPTER_NAME"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -219,7 +305,12 @@ fn threads_share_one_context() {
                 let wt = ctx.upload(&w, &[9, 24], DType::F32).unwrap();
                 for _ in 0..5 {
                     let y = ctx.run(|rec| gemm::gemm(rec, &xt, &wt)).unwrap();
-                    assert_close(&ctx.download(&y).unwrap(), &r::gemm(&x, &w, 1, 17, 9, 24), DType::F32, "threaded gemm");
+                    assert_close(
+                        &ctx.download(&y).unwrap(),
+                        &r::gemm(&x, &w, 1, 17, 9, 24),
+                        DType::F32,
+                        "threaded gemm",
+                    );
                 }
             });
         }

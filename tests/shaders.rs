@@ -16,7 +16,10 @@ fn every_shader_validates_with_naga_in_f32_and_f16() {
             n += 1;
         }
     }
-    assert!(n >= 10, "expected at least 5 kernel files, validated {n} variants");
+    assert!(
+        n >= 10,
+        "expected at least 5 kernel files, validated {n} variants"
+    );
 }
 
 #[test]
@@ -28,5 +31,8 @@ fn a_broken_shader_reports_its_file_and_line() {
     let bad_line = src.lines().position(|l| l.contains("let inv =")).unwrap() as u32 + 1;
     let broken = a.patched("let inv = inverseSqrt", "let inv = inverseSqrtt");
     let err = validate(&broken).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("shader rmsnorm.wgsl:{bad_line}:")), "{err}");
+    assert!(
+        err.starts_with(&format!("shader rmsnorm.wgsl:{bad_line}:")),
+        "{err}"
+    );
 }

@@ -67,10 +67,19 @@ impl KvCache {
 impl AttentionLayer {
     /// Builds the layer from a checkpoint; `prefix` is prepended to the parameter names
     /// (`""` for a standalone layer, `backbone.layers.{i}.seq_layer.` inside a model).
-    pub fn load(ctx: &Context, cfg: AttentionConfig, ckpt: &Checkpoint, prefix: &str, dtype: DType) -> Result<AttentionLayer> {
+    pub fn load(
+        ctx: &Context,
+        cfg: AttentionConfig,
+        ckpt: &Checkpoint,
+        prefix: &str,
+        dtype: DType,
+    ) -> Result<AttentionLayer> {
         let d = cfg.d_model;
         if cfg.heads == 0 || d % cfg.heads != 0 {
-            return Err(Error::invalid("attention layer", format!("{} heads do not divide d_model {d}", cfg.heads)));
+            return Err(Error::invalid(
+                "attention layer",
+                format!("{} heads do not divide d_model {d}", cfg.heads),
+            ));
         }
         attn::check_head_dim("attention layer", cfg.head_dim())?;
         let (w_in, _) = ckpt.f32(&format!("{prefix}in_proj.weight"), Some(&[3 * d, d]))?;
@@ -95,22 +104,36 @@ impl AttentionLayer {
     fn check_input(&self, x: &Tensor, pos0: usize) -> Result<(usize, usize)> {
         let s = x.shape();
         if s.len() != 3 || s[2] != self.cfg.d_model {
-            return Err(Error::shape("attention layer", format!("input must be [B, T, {}], got {s:?}", self.cfg.d_model)));
+            return Err(Error::shape(
+                "attention layer",
+                format!("input must be [B, T, {}], got {s:?}", self.cfg.d_model),
+            ));
         }
         if pos0 + s[1] > self.cfg.max_positions {
             return Err(Error::invalid(
                 "attention layer",
-                format!("positions up to {} exceed max_positions {}", pos0 + s[1], self.cfg.max_positions),
+                format!(
+                    "positions up to {} exceed max_positions {}",
+                    pos0 + s[1],
+                    self.cfg.max_positions
+                ),
             ));
         }
         Ok((s[0], s[1]))
     }
 
     /// Normalised input projected to rotated q, k and v, each `[B, T, D]`, for tokens at `pos0..`.
-    fn qkv(&self, rec: &mut Recording, x: &Tensor, pos0: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    fn qkv(
+        &self,
+        rec: &mut Recording,
+        x: &Tensor,
+        pos0: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let t = x.shape()[1];
         let ctx = rec.context().clone();
-        let positions = self.rope.positions(&ctx, &(pos0..pos0 + t).collect::<Vec<_>>())?;
+        let positions = self
+            .rope
+            .positions(&ctx, &(pos0..pos0 + t).collect::<Vec<_>>())?;
         let u = norm::rmsnorm(rec, x, &self.norm_w, self.cfg.eps)?;
         let v = gemm::linear(rec, &u, &self.w_v)?;
         let q = gemm::linear(rec, &u, &self.w_q)?;
@@ -129,7 +152,15 @@ impl AttentionLayer {
     pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
         self.check_input(x, 0)?;
         let (q, k, v) = self.qkv(rec, x, 0)?;
-        let o = attn::attention(rec, &q, &k, &v, self.cfg.heads, self.cfg.window, self.cfg.scale)?;
+        let o = attn::attention(
+            rec,
+            &q,
+            &k,
+            &v,
+            self.cfg.heads,
+            self.cfg.window,
+            self.cfg.scale,
+        )?;
         self.output(rec, x, &o)
     }
 
@@ -140,7 +171,11 @@ impl AttentionLayer {
             None => self.cfg.max_positions,
         };
         let shape = [batch, self.cfg.heads, cap, self.cfg.head_dim()];
-        Ok(KvCache { k: ctx.alloc(&shape, dtype)?, v: ctx.alloc(&shape, dtype)?, next_pos: 0 })
+        Ok(KvCache {
+            k: ctx.alloc(&shape, dtype)?,
+            v: ctx.alloc(&shape, dtype)?,
+            next_pos: 0,
+        })
     }
 
     /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.
@@ -149,10 +184,22 @@ impl AttentionLayer {
         let ctx = rec.context().clone();
         let mut cache = self.new_cache(&ctx, b, self.norm_w.dtype())?;
         let (q, k, v) = self.qkv(rec, x, 0)?;
-        let o = attn::attention(rec, &q, &k, &v, self.cfg.heads, self.cfg.window, self.cfg.scale)?;
+        let o = attn::attention(
+            rec,
+            &q,
+            &k,
+            &v,
+            self.cfg.heads,
+            self.cfg.window,
+            self.cfg.scale,
+        )?;
         // Only the last `capacity` tokens survive in a ring; earlier ones would be overwritten.
         let keep = p.min(cache.capacity());
-        let (k_tail, v_tail) = if keep == p { (k, v) } else { (tail(rec, &k, keep)?, tail(rec, &v, keep)?) };
+        let (k_tail, v_tail) = if keep == p {
+            (k, v)
+        } else {
+            (tail(rec, &k, keep)?, tail(rec, &v, keep)?)
+        };
         attn::kv_write(rec, &k_tail, &cache.k, p - keep)?;
         attn::kv_write(rec, &v_tail, &cache.v, p - keep)?;
         cache.next_pos = p;
@@ -163,7 +210,14 @@ impl AttentionLayer {
     pub fn step(&self, rec: &mut Recording, cache: &mut KvCache, x: &Tensor) -> Result<Tensor> {
         let (b, t) = self.check_input(x, cache.next_pos)?;
         if t != 1 || cache.k.shape()[0] != b {
-            return Err(Error::shape("attention step", format!("input must be [{}, 1, D], got {:?}", cache.k.shape()[0], x.shape())));
+            return Err(Error::shape(
+                "attention step",
+                format!(
+                    "input must be [{}, 1, D], got {:?}",
+                    cache.k.shape()[0],
+                    x.shape()
+                ),
+            ));
         }
         let pos = cache.next_pos;
         let (q, k, v) = self.qkv(rec, x, pos)?;
@@ -183,7 +237,13 @@ fn tail(rec: &mut Recording, x: &Tensor, n: usize) -> Result<Tensor> {
     let ctx = rec.context().clone();
     let out = ctx.alloc(&[b, n, d], x.dtype())?;
     for bi in 0..b {
-        rec.copy_region(x, ((bi * t + t - n) * d) as u64, &out, (bi * n * d) as u64, (n * d) as u64)?;
+        rec.copy_region(
+            x,
+            ((bi * t + t - n) * d) as u64,
+            &out,
+            (bi * n * d) as u64,
+            (n * d) as u64,
+        )?;
     }
     Ok(out)
 }

@@ -19,20 +19,37 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&path.display().to_string(), &bytes)
     }
 
     /// Parses a safetensors image; `file` names it in error messages.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Checkpoint> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Checkpoint { file: file.into(), msg: format!("not a valid safetensors file: {e}") })?;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Checkpoint {
+            file: file.into(),
+            msg: format!("not a valid safetensors file: {e}"),
+        })?;
         let tensors = st
             .tensors()
             .into_iter()
-            .map(|(name, view)| (name, Entry { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }))
+            .map(|(name, view)| {
+                (
+                    name,
+                    Entry {
+                        dtype: view.dtype(),
+                        shape: view.shape().to_vec(),
+                        data: view.data().to_vec(),
+                    },
+                )
+            })
             .collect();
-        Ok(Checkpoint { file: file.into(), tensors })
+        Ok(Checkpoint {
+            file: file.into(),
+            tensors,
+        })
     }
 
     pub fn file(&self) -> &str {
@@ -49,35 +66,69 @@ impl Checkpoint {
     }
 
     fn err(&self, msg: String) -> Error {
-        Error::Checkpoint { file: self.file.clone(), msg }
+        Error::Checkpoint {
+            file: self.file.clone(),
+            msg,
+        }
     }
 
     /// A tensor converted to f32, checked against `shape` (pass `None` to accept any shape).
     pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
-        let e = self.tensors.get(name).ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
         if let Some(want) = shape {
             if e.shape != want {
-                return Err(self.err(format!("tensor '{name}' has shape {:?}, expected {want:?}", e.shape)));
+                return Err(self.err(format!(
+                    "tensor '{name}' has shape {:?}, expected {want:?}",
+                    e.shape
+                )));
             }
         }
         use safetensors::Dtype as D;
         let v: Vec<f32> = match e.dtype {
             D::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&e.data),
-            D::F64 => bytemuck::pod_collect_to_vec::<u8, f64>(&e.data).iter().map(|&x| x as f32).collect(),
-            D::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&e.data).iter().map(|x| x.to_f32()).collect(),
-            D::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&e.data).iter().map(|x| x.to_f32()).collect(),
-            D::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(&e.data).iter().map(|&x| x as f32).collect(),
-            D::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(&e.data).iter().map(|&x| x as f32).collect(),
-            other => return Err(self.err(format!("tensor '{name}' has dtype {other:?}; expected a float or integer tensor"))),
+            D::F64 => bytemuck::pod_collect_to_vec::<u8, f64>(&e.data)
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+            D::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&e.data)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+            D::BF16 => bytemuck::pod_collect_to_vec::<u8, half::bf16>(&e.data)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+            D::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(&e.data)
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+            D::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(&e.data)
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+            other => {
+                return Err(self.err(format!(
+                    "tensor '{name}' has dtype {other:?}; expected a float or integer tensor"
+                )))
+            }
         };
         Ok((v, e.shape.clone()))
     }
 
     /// A tensor in f64 (exact for f64 tensors: used to compare with the golden `*_f64` outputs).
     pub fn f64(&self, name: &str) -> Result<(Vec<f64>, Vec<usize>)> {
-        let e = self.tensors.get(name).ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
         if e.dtype == safetensors::Dtype::F64 {
-            return Ok((bytemuck::pod_collect_to_vec::<u8, f64>(&e.data), e.shape.clone()));
+            return Ok((
+                bytemuck::pod_collect_to_vec::<u8, f64>(&e.data),
+                e.shape.clone(),
+            ));
         }
         let (v, s) = self.f32(name, None)?;
         Ok((v.iter().map(|&x| x as f64).collect(), s))
@@ -89,11 +140,20 @@ pub fn save_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Resu
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(n, s, d)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d))
-                .map_err(|e| Error::Checkpoint { file: path.display().to_string(), msg: format!("tensor '{n}': {e}") })?;
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                s.clone(),
+                bytemuck::cast_slice(d),
+            )
+            .map_err(|e| Error::Checkpoint {
+                file: path.display().to_string(),
+                msg: format!("tensor '{n}': {e}"),
+            })?;
             Ok((n.clone(), view))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path)
-        .map_err(|e| Error::Checkpoint { file: path.display().to_string(), msg: format!("writing: {e}") })
+    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Checkpoint {
+        file: path.display().to_string(),
+        msg: format!("writing: {e}"),
+    })
 }

@@ -13,14 +13,20 @@ const BQ: usize = 64;
 /// Head dims the kernels take: a multiple of 4 (vec4 loads), at most 128 (registers per query).
 pub fn check_head_dim(op: &'static str, dh: usize) -> Result<()> {
     if dh == 0 || dh % 4 != 0 || dh > 128 {
-        return Err(Error::invalid(op, format!("head dim {dh} is not supported: it must be a multiple of 4 and at most 128")));
+        return Err(Error::invalid(
+            op,
+            format!("head dim {dh} is not supported: it must be a multiple of 4 and at most 128"),
+        ));
     }
     Ok(())
 }
 
 fn split_heads(op: &'static str, d: usize, heads: usize) -> Result<usize> {
     if heads == 0 || d % heads != 0 {
-        return Err(Error::invalid(op, format!("{heads} heads do not divide the model width {d}")));
+        return Err(Error::invalid(
+            op,
+            format!("{heads} heads do not divide the model width {d}"),
+        ));
     }
     let dh = d / heads;
     check_head_dim(op, dh)?;
@@ -53,7 +59,15 @@ pub fn attention(
     let dtype = same_dtype("attention", &[q, k, v])?;
     let s = q.shape();
     if s.len() != 3 || k.shape() != s || v.shape() != s {
-        return Err(Error::shape("attention", format!("q, k, v must all be [B, T, D]; got {:?}, {:?}, {:?}", s, k.shape(), v.shape())));
+        return Err(Error::shape(
+            "attention",
+            format!(
+                "q, k, v must all be [B, T, D]; got {:?}, {:?}, {:?}",
+                s,
+                k.shape(),
+                v.shape()
+            ),
+        ));
     }
     let (b, t, d) = (s[0], s[1], s[2]);
     let dh = split_heads("attention", d, heads)?;
@@ -63,7 +77,10 @@ pub fn attention(
         return Ok(o);
     }
     let window = match window {
-        Some(w) => u32::try_from(w).ok().filter(|&w| w != u32::MAX).unwrap_or(u32::MAX - 1),
+        Some(w) => u32::try_from(w)
+            .ok()
+            .filter(|&w| w != u32::MAX)
+            .unwrap_or(u32::MAX - 1),
         None => u32::MAX,
     };
     let params = FwdParams {
@@ -75,7 +92,11 @@ pub fn attention(
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
         _p: [0; 2],
     };
-    let kernel = ctx.kernel(&KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype))?;
+    let kernel = ctx.kernel(&KernelKey::new(
+        "attention_fwd.wgsl",
+        "attention_fwd",
+        dtype,
+    ))?;
     let groups = [t.div_ceil(BQ) as u32, check_u32("attention", b * heads)?, 1];
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q, k, v, &o], groups)?;
     Ok(o)
@@ -99,11 +120,17 @@ pub fn kv_write(rec: &mut Recording, src: &Tensor, cache: &Tensor, pos0: usize) 
     same_dtype("kv_write", &[src, cache])?;
     let (ss, cs) = (src.shape(), cache.shape());
     if ss.len() != 3 || cs.len() != 4 || ss[0] != cs[0] || ss[2] != cs[1] * cs[3] {
-        return Err(Error::shape("kv_write", format!("src must be [B, n, H·dh] for a cache [B, H, cap, dh]; got {ss:?} and {cs:?}")));
+        return Err(Error::shape(
+            "kv_write",
+            format!("src must be [B, n, H·dh] for a cache [B, H, cap, dh]; got {ss:?} and {cs:?}"),
+        ));
     }
     let (b, n, h, cap, dh) = (ss[0], ss[1], cs[1], cs[2], cs[3]);
     if n > cap {
-        return Err(Error::invalid("kv_write", format!("{n} tokens do not fit a cache of {cap} slots in one write")));
+        return Err(Error::invalid(
+            "kv_write",
+            format!("{n} tokens do not fit a cache of {cap} slots in one write"),
+        ));
     }
     if n == 0 || b == 0 {
         return Ok(());
@@ -145,19 +172,42 @@ pub fn decode_split(b: usize, heads: usize, len: usize) -> usize {
 
 /// One query per sequence, `q [B, 1, D]` or `[B, D]`, against the first `len` slots of
 /// `k_cache, v_cache [B, heads, cap, dh]`. Returns `[B, 1, D]`.
-pub fn decode(rec: &mut Recording, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, len: usize, scale: Option<f32>) -> Result<Tensor> {
+pub fn decode(
+    rec: &mut Recording,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    len: usize,
+    scale: Option<f32>,
+) -> Result<Tensor> {
     let dtype = same_dtype("attention decode", &[q, k_cache, v_cache])?;
     let cs = k_cache.shape();
     if cs.len() != 4 || v_cache.shape() != cs {
-        return Err(Error::shape("attention decode", format!("caches must both be [B, H, cap, dh]; got {cs:?} and {:?}", v_cache.shape())));
+        return Err(Error::shape(
+            "attention decode",
+            format!(
+                "caches must both be [B, H, cap, dh]; got {cs:?} and {:?}",
+                v_cache.shape()
+            ),
+        ));
     }
     let (b, h, cap, dh) = (cs[0], cs[1], cs[2], cs[3]);
     check_head_dim("attention decode", dh)?;
     if q.numel() != b * h * dh {
-        return Err(Error::shape("attention decode", format!("q {:?} must hold B·H·dh = {} values for caches {cs:?}", q.shape(), b * h * dh)));
+        return Err(Error::shape(
+            "attention decode",
+            format!(
+                "q {:?} must hold B·H·dh = {} values for caches {cs:?}",
+                q.shape(),
+                b * h * dh
+            ),
+        ));
     }
     if len == 0 || len > cap {
-        return Err(Error::invalid("attention decode", format!("cache length {len} must be in 1..={cap}")));
+        return Err(Error::invalid(
+            "attention decode",
+            format!("cache length {len} must be in 1..={cap}"),
+        ));
     }
     let ctx = rec.context().clone();
     let split = decode_split(b, h, len);
@@ -176,10 +226,28 @@ pub fn decode(rec: &mut Recording, q: &Tensor, k_cache: &Tensor, v_cache: &Tenso
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
     };
     let bh = check_u32("attention decode", b * h)?;
-    let k1 = ctx.kernel(&KernelKey::new("attention_decode.wgsl", "attention_decode", dtype))?;
-    rec.dispatch(&k1, bytemuck::bytes_of(&params), &[q, k_cache, v_cache, &part_ml, &part_acc], [nsplit as u32, bh, 1])?;
-    let k2 = ctx.kernel(&KernelKey::new("attention_decode.wgsl", "attention_decode_reduce", dtype))?;
-    rec.dispatch(&k2, bytemuck::bytes_of(&params), &[&part_ml, &part_acc, &o], [bh, 1, 1])?;
+    let k1 = ctx.kernel(&KernelKey::new(
+        "attention_decode.wgsl",
+        "attention_decode",
+        dtype,
+    ))?;
+    rec.dispatch(
+        &k1,
+        bytemuck::bytes_of(&params),
+        &[q, k_cache, v_cache, &part_ml, &part_acc],
+        [nsplit as u32, bh, 1],
+    )?;
+    let k2 = ctx.kernel(&KernelKey::new(
+        "attention_decode.wgsl",
+        "attention_decode_reduce",
+        dtype,
+    ))?;
+    rec.dispatch(
+        &k2,
+        bytemuck::bytes_of(&params),
+        &[&part_ml, &part_acc, &o],
+        [bh, 1, 1],
+    )?;
     Ok(o)
 }
 

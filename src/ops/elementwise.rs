@@ -42,7 +42,12 @@ pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     let y = ctx.alloc(x.shape(), x.dtype())?;
     let n = x.numel();
     let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "unary", x.dtype()))?;
-    let params = Params { n: check_u32("unary", n)?, nb: 1, op: op as u32, _pad: 0 };
+    let params = Params {
+        n: check_u32("unary", n)?,
+        nb: 1,
+        op: op as u32,
+        _pad: 0,
+    };
     let groups = grid_1d(&ctx, "unary", (n as u64).div_ceil(WG))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)
@@ -65,7 +70,12 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
         return Ok(y);
     }
     let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "binary", dtype))?;
-    let params = Params { n: check_u32("binary", n)?, nb: check_u32("binary", b.numel())?, op: op as u32, _pad: 0 };
+    let params = Params {
+        n: check_u32("binary", n)?,
+        nb: check_u32("binary", b.numel())?,
+        op: op as u32,
+        _pad: 0,
+    };
     let groups = grid_1d(&ctx, "binary", (n as u64).div_ceil(WG))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a, b, &y], groups)?;
     Ok(y)

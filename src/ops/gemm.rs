@@ -46,7 +46,14 @@ struct Params {
 /// `y = x · Wᵀ` for `x [..., K]` and `w [N, K]`: the Linear layer. Returns `[..., N]`.
 pub fn linear(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if x.shape().is_empty() || w.shape().len() != 2 {
-        return Err(Error::shape("linear", format!("need x [..., K] and w [N, K], got x {:?}, w {:?}", x.shape(), w.shape())));
+        return Err(Error::shape(
+            "linear",
+            format!(
+                "need x [..., K] and w [N, K], got x {:?}, w {:?}",
+                x.shape(),
+                w.shape()
+            ),
+        ));
     }
     let k = x.last_dim();
     let m = x.numel() / k.max(1);
@@ -62,23 +69,42 @@ pub fn gemm(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// [`gemm`] with an explicit schedule.
-pub fn gemm_with(rec: &mut Recording, x: &Tensor, w: &Tensor, schedule: GemmSchedule) -> Result<Tensor> {
+pub fn gemm_with(
+    rec: &mut Recording,
+    x: &Tensor,
+    w: &Tensor,
+    schedule: GemmSchedule,
+) -> Result<Tensor> {
     let dtype = same_dtype("gemm", &[x, w])?;
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() != 3 {
-        return Err(Error::shape("gemm", format!("x must be [batch, M, K], got {xs:?}")));
+        return Err(Error::shape(
+            "gemm",
+            format!("x must be [batch, M, K], got {xs:?}"),
+        ));
     }
     let (b, m, k) = (xs[0], xs[1], xs[2]);
     let (wb, n, wk) = match ws.len() {
         2 => (1, ws[0], ws[1]),
         3 => (ws[0], ws[1], ws[2]),
-        _ => return Err(Error::shape("gemm", format!("w must be [N, K] or [batch, N, K], got {ws:?}"))),
+        _ => {
+            return Err(Error::shape(
+                "gemm",
+                format!("w must be [N, K] or [batch, N, K], got {ws:?}"),
+            ))
+        }
     };
     if wk != k {
-        return Err(Error::shape("gemm", format!("inner dimensions differ: x {xs:?} has K={k}, w {ws:?} has K={wk}")));
+        return Err(Error::shape(
+            "gemm",
+            format!("inner dimensions differ: x {xs:?} has K={k}, w {ws:?} has K={wk}"),
+        ));
     }
     if wb != 1 && wb != b {
-        return Err(Error::shape("gemm", format!("w batch {wb} must be 1 or equal x batch {b}")));
+        return Err(Error::shape(
+            "gemm",
+            format!("w batch {wb} must be 1 or equal x batch {b}"),
+        ));
     }
     let ctx = rec.context().clone();
     let y = ctx.alloc(&[b, m, n], dtype)?;
@@ -86,18 +112,27 @@ pub fn gemm_with(rec: &mut Recording, x: &Tensor, w: &Tensor, schedule: GemmSche
         return Ok(y);
     }
     if k == 0 {
-        return Err(Error::shape("gemm", "K = 0: the product is empty; fill zeros instead"));
+        return Err(Error::shape(
+            "gemm",
+            "K = 0: the product is empty; fill zeros instead",
+        ));
     }
     let params = Params {
         m: check_u32("gemm", m)?,
         n: check_u32("gemm", n)?,
         k: check_u32("gemm", k)?,
         x_bstride: check_u32("gemm", m * k)?,
-        w_bstride: if wb == 1 { 0 } else { check_u32("gemm", n * k)? },
+        w_bstride: if wb == 1 {
+            0
+        } else {
+            check_u32("gemm", n * k)?
+        },
         y_bstride: check_u32("gemm", m * n)?,
         _p: [0; 2],
     };
-    let batch = u32::try_from(b).ok().filter(|&b| b <= ctx.limits().max_compute_workgroups_per_dimension);
+    let batch = u32::try_from(b)
+        .ok()
+        .filter(|&b| b <= ctx.limits().max_compute_workgroups_per_dimension);
     let batch = batch.ok_or_else(|| Error::LimitExceeded {
         what: format!("gemm batch {b}"),
         requested: b as u64,
@@ -112,7 +147,14 @@ pub fn gemm_with(rec: &mut Recording, x: &Tensor, w: &Tensor, schedule: GemmSche
     } else {
         // The transpose costs N·K reads and writes against M·N·K multiply-adds.
         let wt = super::transpose::transpose_padded(rec, w, 4)?;
-        let params = Params { w_bstride: if wb == 1 { 0 } else { check_u32("gemm", k * n.div_ceil(4) * 4)? }, ..params };
+        let params = Params {
+            w_bstride: if wb == 1 {
+                0
+            } else {
+                check_u32("gemm", k * n.div_ceil(4) * 4)?
+            },
+            ..params
+        };
         let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", "gemm_direct", dtype))?;
         let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &wt, &y], groups)?;

@@ -37,7 +37,11 @@ pub(crate) fn same_dtype(op: &'static str, ts: &[&Tensor]) -> Result<DType> {
     let d = ts[0].dtype();
     for t in &ts[1..] {
         if t.dtype() != d {
-            return Err(Error::DType { op, expected: d, got: t.dtype() });
+            return Err(Error::DType {
+                op,
+                expected: d,
+                got: t.dtype(),
+            });
         }
     }
     Ok(d)
@@ -45,7 +49,12 @@ pub(crate) fn same_dtype(op: &'static str, ts: &[&Tensor]) -> Result<DType> {
 
 /// Element counts must fit the u32 indices the kernels use.
 pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 index range of the kernels")))
+    u32::try_from(n).map_err(|_| {
+        Error::shape(
+            op,
+            format!("{n} elements exceed the 2^32 index range of the kernels"),
+        )
+    })
 }
 
 /// Workgroup size for one-row-per-workgroup reductions: a power of two in 32..=256 giving each

@@ -21,10 +21,20 @@ pub fn rmsnorm(rec: &mut Recording, x: &Tensor, w: &Tensor, eps: f32) -> Result<
     let dtype = same_dtype("rmsnorm", &[x, w])?;
     let d = x.last_dim();
     if w.shape() != [d] {
-        return Err(Error::shape("rmsnorm", format!("weight must be [{d}] for x {:?}, got {:?}", x.shape(), w.shape())));
+        return Err(Error::shape(
+            "rmsnorm",
+            format!(
+                "weight must be [{d}] for x {:?}, got {:?}",
+                x.shape(),
+                w.shape()
+            ),
+        ));
     }
     if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::invalid("rmsnorm", format!("eps must be finite and >= 0, got {eps}")));
+        return Err(Error::invalid(
+            "rmsnorm",
+            format!("eps must be finite and >= 0, got {eps}"),
+        ));
     }
     let ctx = rec.context().clone();
     let y = ctx.alloc(x.shape(), dtype)?;
@@ -33,8 +43,14 @@ pub fn rmsnorm(rec: &mut Recording, x: &Tensor, w: &Tensor, eps: f32) -> Result<
         return Ok(y);
     }
     let wg = row_workgroup(d);
-    let kernel = ctx.kernel(&KernelKey::new("rmsnorm.wgsl", "rmsnorm", dtype).with("WG", wg as f64))?;
-    let params = Params { rows: check_u32("rmsnorm", rows)?, d: check_u32("rmsnorm", d)?, eps, _pad: 0 };
+    let kernel =
+        ctx.kernel(&KernelKey::new("rmsnorm.wgsl", "rmsnorm", dtype).with("WG", wg as f64))?;
+    let params = Params {
+        rows: check_u32("rmsnorm", rows)?,
+        d: check_u32("rmsnorm", d)?,
+        eps,
+        _pad: 0,
+    };
     let groups = grid_1d(&ctx, "rmsnorm", rows as u64)?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
     Ok(y)

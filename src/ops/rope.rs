@@ -55,14 +55,27 @@ impl RopeTable {
     /// A table for head dimension `dh` (even) and positions `0..max_positions`, frequency base `base` (10000 upstream).
     pub fn new(ctx: &Context, dh: usize, max_positions: usize, base: f64) -> Result<RopeTable> {
         if dh == 0 || dh % 2 != 0 {
-            return Err(Error::invalid("rope", format!("head dim must be even and > 0, got {dh}")));
+            return Err(Error::invalid(
+                "rope",
+                format!("head dim must be even and > 0, got {dh}"),
+            ));
         }
         if !(base > 1.0 && base.is_finite()) {
-            return Err(Error::invalid("rope", format!("base must be finite and > 1, got {base}")));
+            return Err(Error::invalid(
+                "rope",
+                format!("base must be finite and > 1, got {base}"),
+            ));
         }
-        let t: Vec<f32> = table_f64(dh, max_positions, base).iter().map(|&v| v as f32).collect();
+        let t: Vec<f32> = table_f64(dh, max_positions, base)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
         let table = ctx.upload(&t, &[max_positions, dh], DType::F32)?;
-        Ok(RopeTable { table, dh, max_positions })
+        Ok(RopeTable {
+            table,
+            dh,
+            max_positions,
+        })
     }
 
     pub fn dh(&self) -> usize {
@@ -81,7 +94,9 @@ impl RopeTable {
             ));
         }
         let f: Vec<f32> = pos.iter().map(|&p| p as f32).collect();
-        Ok(Positions { tensor: ctx.upload(&f, &[pos.len()], DType::F32)? })
+        Ok(Positions {
+            tensor: ctx.upload(&f, &[pos.len()], DType::F32)?,
+        })
     }
 }
 
@@ -96,15 +111,33 @@ struct Params {
 
 /// Rotates `x [..., D]` (D = heads × dh, head-major channels). Row `r` (a flattened leading index)
 /// uses position `positions[r mod len]`: pass `T` positions for `[B, T, D]`, or `B·T` for per-sequence positions.
-pub fn rope(rec: &mut Recording, x: &Tensor, table: &RopeTable, positions: &Positions) -> Result<Tensor> {
+pub fn rope(
+    rec: &mut Recording,
+    x: &Tensor,
+    table: &RopeTable,
+    positions: &Positions,
+) -> Result<Tensor> {
     let d = x.last_dim();
     if d % table.dh != 0 {
-        return Err(Error::shape("rope", format!("last dim {d} of x {:?} is not a multiple of the head dim {}", x.shape(), table.dh)));
+        return Err(Error::shape(
+            "rope",
+            format!(
+                "last dim {d} of x {:?} is not a multiple of the head dim {}",
+                x.shape(),
+                table.dh
+            ),
+        ));
     }
     let rows = x.numel() / d.max(1);
     let npos = positions.len();
     if npos == 0 || rows % npos != 0 {
-        return Err(Error::shape("rope", format!("{npos} positions do not tile the {rows} rows of x {:?}", x.shape())));
+        return Err(Error::shape(
+            "rope",
+            format!(
+                "{npos} positions do not tile the {rows} rows of x {:?}",
+                x.shape()
+            ),
+        ));
     }
     let ctx = rec.context().clone();
     let y = ctx.alloc(x.shape(), x.dtype())?;
@@ -118,6 +151,11 @@ pub fn rope(rec: &mut Recording, x: &Tensor, table: &RopeTable, positions: &Posi
         npos: check_u32("rope", npos)?,
     };
     let groups = grid_1d(&ctx, "rope", (pairs as u64).div_ceil(WG))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &table.table, &positions.tensor, &y], groups)?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[x, &table.table, &positions.tensor, &y],
+        groups,
+    )?;
     Ok(y)
 }

@@ -19,7 +19,10 @@ struct Params {
 /// `y = softmax(x / temperature)` over the last dimension of `x`.
 pub fn softmax(rec: &mut Recording, x: &Tensor, temperature: f32) -> Result<Tensor> {
     if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(Error::invalid("softmax", format!("temperature must be finite and > 0, got {temperature}")));
+        return Err(Error::invalid(
+            "softmax",
+            format!("temperature must be finite and > 0, got {temperature}"),
+        ));
     }
     let d = x.last_dim();
     let ctx = rec.context().clone();
@@ -29,8 +32,14 @@ pub fn softmax(rec: &mut Recording, x: &Tensor, temperature: f32) -> Result<Tens
         return Ok(y);
     }
     let wg = row_workgroup(d);
-    let kernel = ctx.kernel(&KernelKey::new("softmax.wgsl", "softmax", x.dtype()).with("WG", wg as f64))?;
-    let params = Params { rows: check_u32("softmax", rows)?, d: check_u32("softmax", d)?, inv_temp: 1.0 / temperature, _pad: 0 };
+    let kernel =
+        ctx.kernel(&KernelKey::new("softmax.wgsl", "softmax", x.dtype()).with("WG", wg as f64))?;
+    let params = Params {
+        rows: check_u32("softmax", rows)?,
+        d: check_u32("softmax", d)?,
+        inv_temp: 1.0 / temperature,
+        _pad: 0,
+    };
     let groups = grid_1d(&ctx, "softmax", rows as u64)?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)

@@ -25,7 +25,10 @@ pub fn transpose(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
 pub fn transpose_padded(rec: &mut Recording, x: &Tensor, multiple: usize) -> Result<Tensor> {
     let s = x.shape();
     if s.len() < 2 {
-        return Err(Error::shape("transpose", format!("need at least 2 dimensions, got {s:?}")));
+        return Err(Error::shape(
+            "transpose",
+            format!("need at least 2 dimensions, got {s:?}"),
+        ));
     }
     let (r, c) = (s[s.len() - 2], s[s.len() - 1]);
     let batch = x.numel() / (r * c).max(1);
@@ -37,8 +40,17 @@ pub fn transpose_padded(rec: &mut Recording, x: &Tensor, multiple: usize) -> Res
     let ctx = rec.context().clone();
     let y = ctx.alloc(&out, x.dtype())?;
     let kernel = ctx.kernel(&KernelKey::new("transpose.wgsl", "transpose", x.dtype()))?;
-    let params = Params { rows: check_u32("transpose", r)?, cols: check_u32("transpose", c)?, ld: check_u32("transpose", ld)?, _p: 0 };
-    let groups = [c.div_ceil(16) as u32, ld.div_ceil(16) as u32, check_u32("transpose", batch)?];
+    let params = Params {
+        rows: check_u32("transpose", r)?,
+        cols: check_u32("transpose", c)?,
+        ld: check_u32("transpose", ld)?,
+        _p: 0,
+    };
+    let groups = [
+        c.div_ceil(16) as u32,
+        ld.div_ceil(16) as u32,
+        check_u32("transpose", batch)?,
+    ];
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)
 }

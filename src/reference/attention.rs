@@ -1,7 +1,16 @@
 //! Reference softmax attention over `[B, T, D]` tensors with `D = heads × dh`.
 
 /// Causal attention; `window = Some(W)`: query t sees keys t−W … t.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, heads: usize, window: Option<usize>, scale: f64) -> Vec<f64> {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    t: usize,
+    heads: usize,
+    window: Option<usize>,
+    scale: f64,
+) -> Vec<f64> {
     let d = q.len() / (b * t);
     let dh = d / heads;
     let mut o = vec![0.0; q.len()];
@@ -10,13 +19,23 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, heads: usi
             for tq in 0..t {
                 let lo = window.map_or(0, |w| tq.saturating_sub(w));
                 let idx = |tt: usize, i: usize| (bi * t + tt) * d + h * dh + i;
-                let scores: Vec<f64> =
-                    (lo..=tq).map(|tk| (0..dh).map(|i| q[idx(tq, i)] as f64 * k[idx(tk, i)] as f64).sum::<f64>() * scale).collect();
+                let scores: Vec<f64> = (lo..=tq)
+                    .map(|tk| {
+                        (0..dh)
+                            .map(|i| q[idx(tq, i)] as f64 * k[idx(tk, i)] as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let sum: f64 = w.iter().sum();
                 for i in 0..dh {
-                    o[idx(tq, i)] = (lo..=tq).zip(&w).map(|(tk, wk)| wk * v[idx(tk, i)] as f64).sum::<f64>() / sum;
+                    o[idx(tq, i)] = (lo..=tq)
+                        .zip(&w)
+                        .map(|(tk, wk)| wk * v[idx(tk, i)] as f64)
+                        .sum::<f64>()
+                        / sum;
                 }
             }
         }

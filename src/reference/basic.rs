@@ -74,8 +74,14 @@ pub fn gelu(x: f64) -> f64 {
 pub fn softmax(x: &[f32], d: usize, temperature: f64) -> Vec<f64> {
     let mut y = vec![0.0; x.len()];
     for (row, out) in x.chunks(d).zip(y.chunks_mut(d)) {
-        let m = row.iter().map(|&v| v as f64 / temperature).fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = row.iter().map(|&v| (v as f64 / temperature - m).exp()).sum();
+        let m = row
+            .iter()
+            .map(|&v| v as f64 / temperature)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row
+            .iter()
+            .map(|&v| (v as f64 / temperature - m).exp())
+            .sum();
         for i in 0..d {
             out[i] = (row[i] as f64 / temperature - m).exp() / s;
         }

@@ -23,5 +23,8 @@ pub fn rel_rms(got: &[f32], want: &[f64]) -> f64 {
 
 /// Largest absolute difference.
 pub fn max_abs(got: &[f32], want: &[f64]) -> f64 {
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
 }

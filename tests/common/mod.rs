@@ -45,10 +45,14 @@ pub fn dtypes() -> Vec<DType> {
 
 /// Deterministic uniform values in [-scale, scale).
 pub fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -65,7 +69,14 @@ pub fn stored(v: &[f32], dtype: DType) -> Vec<f32> {
 /// Asserts rel-RMS within the dtype's bound, with a message naming the case.
 pub fn assert_close(got: &[f32], want: &[f64], dtype: DType, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
     let e = rel_rms(got, want);
-    assert!(e <= tol(dtype), "{what} ({dtype:?}): rel_rms {e:.3e} > {:.0e}", tol(dtype));
+    assert!(
+        e <= tol(dtype),
+        "{what} ({dtype:?}): rel_rms {e:.3e} > {:.0e}",
+        tol(dtype)
+    );
 }

@@ -1,0 +1,62 @@
+//! Attention kernels: causal and sliding-window forward, and flash-decoding, GPU time per call.
+//! `cargo bench --bench attention`
+
+use std::time::Duration;
+
+use chunkwise::ops::attention as attn;
+use chunkwise::{Context, DType, Recording, Result, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+fn time(ctx: &Context, iters: u64, f: &dyn Fn(&mut Recording) -> Result<Tensor>) -> Duration {
+    let mut t = 0.0;
+    for _ in 0..iters {
+        let mut rec = ctx.record();
+        f(&mut rec).unwrap();
+        t += rec.submit_timed().unwrap();
+    }
+    Duration::from_secs_f64(t)
+}
+
+fn bench(c: &mut Criterion) {
+    let ctx = Context::new_blocking().expect("benchmarks need a wgpu adapter");
+    let (d, heads) = (256usize, 4usize);
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(3));
+    for t in [256usize, 1024] {
+        let x = ctx
+            .upload(&vec![0.01; t * d], &[1, t, d], DType::F32)
+            .unwrap();
+        for window in [None, Some(128)] {
+            let id = BenchmarkId::new(format!("forward_w{window:?}"), t);
+            g.bench_function(id, |b| {
+                b.iter_custom(|n| {
+                    time(&ctx, n, &|rec| {
+                        attn::attention(rec, &x, &x, &x, heads, window, None)
+                    })
+                })
+            });
+        }
+    }
+    for batch in [1usize, 16] {
+        let len = 4097;
+        let kc = ctx
+            .upload(
+                &vec![0.01; batch * d * len],
+                &[batch, heads, len, d / heads],
+                DType::F32,
+            )
+            .unwrap();
+        let q = ctx
+            .upload(&vec![0.1; batch * d], &[batch, 1, d], DType::F32)
+            .unwrap();
+        g.bench_function(BenchmarkId::new("decode_pos4096", batch), |b| {
+            b.iter_custom(|n| time(&ctx, n, &|rec| attn::decode(rec, &q, &kc, &kc, len, None)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
