@@ -137,6 +137,42 @@ pub fn attention_forward(
     )?;
     let o = ctx.run(|rec| attn::attention(rec, &q, &k, &q, heads, window, None))?;
     checked_finite(ctx, &o, "attention")?;
+    if window.is_none() {
+        // The last query sees every key: flash-decoding over the same keys, a different kernel,
+        // must agree, so a run that silently computed nothing is never timed.
+        let dh = d / heads;
+        let (kc, vc) = (
+            ctx.alloc(&[batch, heads, t, dh], DType::F32)?,
+            ctx.alloc(&[batch, heads, t, dh], DType::F32)?,
+        );
+        let last = ctx.run(|rec| {
+            attn::kv_write(rec, &k, &kc, 0)?;
+            attn::kv_write(rec, &q, &vc, 0)?;
+            let ql = ctx.alloc(&[batch, 1, d], DType::F32)?;
+            for b in 0..batch {
+                rec.copy_region(
+                    &q,
+                    ((b * t + t - 1) * d) as u64,
+                    &ql,
+                    (b * d) as u64,
+                    d as u64,
+                )?;
+            }
+            attn::decode(rec, &ql, &kc, &vc, t, None)
+        })?;
+        let want = ctx.download(&last)?;
+        let all = ctx.download(&o)?;
+        let got: Vec<f32> = (0..batch)
+            .flat_map(|b| all[(b * t + t - 1) * d..(b * t + t) * d].to_vec())
+            .collect();
+        let err =
+            crate::reference::rel_rms(&got, &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        if !(err < 1e-4) {
+            return Err(crate::Error::Readback(format!(
+                "attention forward disagrees with decode at the last token (rel_rms {err:.2e})"
+            )));
+        }
+    }
     let mut times = Vec::new();
     for _ in 0..samples.max(1) {
         let mut rec = ctx.record();
