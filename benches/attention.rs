@@ -3,19 +3,10 @@
 
 use std::time::Duration;
 
+use chunkwise::bench::gpu_time;
 use chunkwise::ops::attention as attn;
-use chunkwise::{Context, DType, Recording, Result, Tensor};
+use chunkwise::{Context, DType};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-
-fn time(ctx: &Context, iters: u64, f: &dyn Fn(&mut Recording) -> Result<Tensor>) -> Duration {
-    let mut t = 0.0;
-    for _ in 0..iters {
-        let mut rec = ctx.record();
-        f(&mut rec).unwrap();
-        t += rec.submit_timed().unwrap();
-    }
-    Duration::from_secs_f64(t)
-}
 
 fn bench(c: &mut Criterion) {
     let ctx = Context::new_blocking().expect("benchmarks need a wgpu adapter");
@@ -52,7 +43,7 @@ fn bench(c: &mut Criterion) {
             .upload(&vec![0.1; batch * d], &[batch, 1, d], DType::F32)
             .unwrap();
         g.bench_function(BenchmarkId::new("decode_pos4096", batch), |b| {
-            b.iter_custom(|n| time(&ctx, n, &|rec| attn::decode(rec, &q, &kc, &kc, len, None)))
+            b.iter_custom(|n| gpu_time(&ctx, n, &|rec| attn::decode(rec, &q, &kc, &kc, len, None)))
         });
     }
     g.finish();

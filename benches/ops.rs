@@ -3,19 +3,10 @@
 
 use std::time::Duration;
 
+use chunkwise::bench::gpu_time;
 use chunkwise::ops::{elementwise as ew, norm, rope, softmax};
-use chunkwise::{Context, DType, Recording, Result, Tensor};
+use chunkwise::{Context, DType};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-
-fn time(ctx: &Context, iters: u64, f: &dyn Fn(&mut Recording) -> Result<Tensor>) -> Duration {
-    let mut t = 0.0;
-    for _ in 0..iters {
-        let mut rec = ctx.record();
-        f(&mut rec).unwrap();
-        t += rec.submit_timed().unwrap();
-    }
-    Duration::from_secs_f64(t)
-}
 
 fn bench(c: &mut Criterion) {
     let ctx = Context::new_blocking().expect("benchmarks need a wgpu adapter");
@@ -34,19 +25,19 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::Bytes((rows * d * 4 * 2) as u64));
     g.bench_function("rmsnorm", |b| {
-        b.iter_custom(|n| time(&ctx, n, &|rec| norm::rmsnorm(rec, &x, &w, 1e-6)))
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| norm::rmsnorm(rec, &x, &w, 1e-6)))
     });
     g.bench_function("gelu", |b| {
-        b.iter_custom(|n| time(&ctx, n, &|rec| ew::gelu(rec, &x)))
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| ew::gelu(rec, &x)))
     });
     g.bench_function("mul", |b| {
-        b.iter_custom(|n| time(&ctx, n, &|rec| ew::mul(rec, &x, &x)))
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| ew::mul(rec, &x, &x)))
     });
     g.bench_function("softmax", |b| {
-        b.iter_custom(|n| time(&ctx, n, &|rec| softmax::softmax(rec, &x, 1.0)))
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| softmax::softmax(rec, &x, 1.0)))
     });
     g.bench_function("rope", |b| {
-        b.iter_custom(|n| time(&ctx, n, &|rec| rope::rope(rec, &x, &table, &pos)))
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| rope::rope(rec, &x, &table, &pos)))
     });
     g.finish();
 }

@@ -4,6 +4,21 @@ use crate::error::Result;
 use crate::ops::gemm::{self, GemmSchedule};
 use crate::{Context, DType};
 
+/// Total GPU time of `iters` recordings of `f`, one submit each (for criterion's `iter_custom`).
+pub fn gpu_time(
+    ctx: &Context,
+    iters: u64,
+    f: &dyn Fn(&mut crate::Recording) -> Result<crate::Tensor>,
+) -> std::time::Duration {
+    let mut t = 0.0;
+    for _ in 0..iters {
+        let mut rec = ctx.record();
+        f(&mut rec).expect("benchmark op failed");
+        t += rec.submit_timed().expect("timed submit failed");
+    }
+    std::time::Duration::from_secs_f64(t)
+}
+
 /// Median, min and max of a set of samples, in milliseconds.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Summary {
