@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("forward_w{window:?}"), t);
             g.bench_function(id, |b| {
                 b.iter_custom(|n| {
-                    time(&ctx, n, &|rec| {
+                    gpu_time(&ctx, n, &|rec| {
                         attn::attention(rec, &x, &x, &x, heads, window, None)
                     })
                 })
