@@ -1,16 +1,17 @@
-// Writes n tokens of k or v, [B, n, H, dh], into a cache [B, H, cap, dh] at slots
-// (pos0 + i) mod cap: a growing cache when cap exceeds every position, a ring buffer otherwise.
+// Writes tokens first .. first+n of k or v, [B, n_src, H, dh], into a cache [B, H, cap, dh]; the
+// i-th written token goes to slot (pos0 + i) mod cap: a growing cache when cap exceeds every
+// position, a ring buffer otherwise.
 #include "common/grid.wgsl"
 
 struct Params {
     b: u32,
+    n_src: u32,
+    first: u32,
     n: u32,
     h: u32,
     dh4: u32,
     cap: u32,
     pos0: u32,
-    _p0: u32,
-    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,5 +30,6 @@ fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let tok = (e / (p.dh4 * p.h)) % p.n;
     let b = e / (p.dh4 * p.h * p.n);
     let slot = (p.pos0 + tok) % p.cap;
-    cache[((b * p.h + hh) * p.cap + slot) * p.dh4 + i] = src[e];
+    let si = ((b * p.n_src + p.first + tok) * p.h + hh) * p.dh4 + i;
+    cache[((b * p.h + hh) * p.cap + slot) * p.dh4 + i] = src[si];
 }

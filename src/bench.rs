@@ -161,8 +161,8 @@ pub fn attention_forward(
             ctx.alloc(&[batch, heads, t, dh], DType::F32)?,
         );
         let last = ctx.run(|rec| {
-            attn::kv_write(rec, &k, &kc, 0)?;
-            attn::kv_write(rec, &q, &vc, 0)?;
+            attn::kv_write(rec, &k, 0, &kc, 0)?;
+            attn::kv_write(rec, &q, 0, &vc, 0)?;
             let ql = ctx.alloc(&[batch, 1, d], DType::F32)?;
             for b in 0..batch {
                 rec.copy_region(

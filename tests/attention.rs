@@ -151,7 +151,8 @@ fn kv_write_places_tokens_at_their_ring_slots() {
     let n = 3;
     let src: Vec<f32> = (0..b * n * h * dh).map(|i| i as f32 + 1.0).collect();
     let st = ctx.upload(&src, &[b, n, h * dh], DType::F32).unwrap();
-    ctx.run(|rec| attn::kv_write(rec, &st, &cache, 4)).unwrap(); // positions 4, 5, 6 -> slots 4, 0, 1
+    ctx.run(|rec| attn::kv_write(rec, &st, 0, &cache, 4))
+        .unwrap(); // positions 4, 5, 6 -> slots 4, 0, 1
     let got = ctx.download(&cache).unwrap();
     for bi in 0..b {
         for tok in 0..n {

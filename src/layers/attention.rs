@@ -148,20 +148,18 @@ impl AttentionLayer {
         ew::add(rec, x, &y)
     }
 
-    /// Parallel forward over `x [B, T, D]` at positions `0..T`.
-    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+    /// The parallel pass: output, and the rotated keys and values (for a cache).
+    fn parallel(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         self.check_input(x, 0)?;
         let (q, k, v) = self.qkv(rec, x, 0)?;
-        let o = attn::attention(
-            rec,
-            &q,
-            &k,
-            &v,
-            self.cfg.heads,
-            self.cfg.window,
-            self.cfg.scale,
-        )?;
-        self.output(rec, x, &o)
+        let c = &self.cfg;
+        let o = attn::attention(rec, &q, &k, &v, c.heads, c.window, c.scale)?;
+        Ok((self.output(rec, x, &o)?, k, v))
+    }
+
+    /// Parallel forward over `x [B, T, D]` at positions `0..T`.
+    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        Ok(self.parallel(rec, x)?.0)
     }
 
     /// An empty cache for `batch` sequences.
@@ -183,27 +181,13 @@ impl AttentionLayer {
         let (b, p) = self.check_input(x, 0)?;
         let ctx = rec.context().clone();
         let mut cache = self.new_cache(&ctx, b, self.norm_w.dtype())?;
-        let (q, k, v) = self.qkv(rec, x, 0)?;
-        let o = attn::attention(
-            rec,
-            &q,
-            &k,
-            &v,
-            self.cfg.heads,
-            self.cfg.window,
-            self.cfg.scale,
-        )?;
+        let (y, k, v) = self.parallel(rec, x)?;
         // Only the last `capacity` tokens survive in a ring; earlier ones would be overwritten.
-        let keep = p.min(cache.capacity());
-        let (k_tail, v_tail) = if keep == p {
-            (k, v)
-        } else {
-            (tail(rec, &k, keep)?, tail(rec, &v, keep)?)
-        };
-        attn::kv_write(rec, &k_tail, &cache.k, p - keep)?;
-        attn::kv_write(rec, &v_tail, &cache.v, p - keep)?;
+        let first = p - p.min(cache.capacity());
+        attn::kv_write(rec, &k, first, &cache.k, 0)?;
+        attn::kv_write(rec, &v, first, &cache.v, 0)?;
         cache.next_pos = p;
-        Ok((self.output(rec, x, &o)?, cache))
+        Ok((y, cache))
     }
 
     /// One token per sequence, `x [B, 1, D]`, at the cache's position; advances the cache.
@@ -221,29 +205,11 @@ impl AttentionLayer {
         }
         let pos = cache.next_pos;
         let (q, k, v) = self.qkv(rec, x, pos)?;
-        attn::kv_write(rec, &k, &cache.k, pos)?;
-        attn::kv_write(rec, &v, &cache.v, pos)?;
+        attn::kv_write(rec, &k, 0, &cache.k, pos)?;
+        attn::kv_write(rec, &v, 0, &cache.v, pos)?;
         let len = (pos + 1).min(cache.capacity());
         let o = attn::decode(rec, &q, &cache.k, &cache.v, len, self.cfg.scale)?;
         cache.next_pos += 1;
         self.output(rec, x, &o)
     }
-}
-
-/// The last `n` tokens of `x [B, T, D]`, as a new tensor.
-fn tail(rec: &mut Recording, x: &Tensor, n: usize) -> Result<Tensor> {
-    let s = x.shape();
-    let (b, t, d) = (s[0], s[1], s[2]);
-    let ctx = rec.context().clone();
-    let out = ctx.alloc(&[b, n, d], x.dtype())?;
-    for bi in 0..b {
-        rec.copy_region(
-            x,
-            ((bi * t + t - n) * d) as u64,
-            &out,
-            (bi * n * d) as u64,
-            (n * d) as u64,
-        )?;
-    }
-    Ok(out)
 }

@@ -106,26 +106,36 @@ pub fn attention(
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct WriteParams {
     b: u32,
+    n_src: u32,
+    first: u32,
     n: u32,
     h: u32,
     dh4: u32,
     cap: u32,
     pos0: u32,
-    _p: [u32; 2],
 }
 
-/// Writes `src [B, n, D]` (tokens at positions `pos0 .. pos0+n`) into `cache [B, heads, cap, dh]`
-/// at slots `pos mod cap`. `n` must not exceed `cap` (slots would collide inside one dispatch).
-pub fn kv_write(rec: &mut Recording, src: &Tensor, cache: &Tensor, pos0: usize) -> Result<()> {
+/// Writes tokens `first..` of `src [B, n_src, D]` into `cache [B, heads, cap, dh]`; token `i`
+/// has position `pos0 + i` and goes to slot `(pos0 + i) mod cap`. At most `cap` tokens are
+/// written (slots would collide inside one dispatch).
+pub fn kv_write(
+    rec: &mut Recording,
+    src: &Tensor,
+    first: usize,
+    cache: &Tensor,
+    pos0: usize,
+) -> Result<()> {
     same_dtype("kv_write", &[src, cache])?;
     let (ss, cs) = (src.shape(), cache.shape());
-    if ss.len() != 3 || cs.len() != 4 || ss[0] != cs[0] || ss[2] != cs[1] * cs[3] {
+    if ss.len() != 3 || cs.len() != 4 || ss[0] != cs[0] || ss[2] != cs[1] * cs[3] || cs[3] % 4 != 0
+    {
         return Err(Error::shape(
             "kv_write",
-            format!("src must be [B, n, H·dh] for a cache [B, H, cap, dh]; got {ss:?} and {cs:?}"),
+            format!("src must be [B, n, H·dh] for a cache [B, H, cap, dh] with dh % 4 == 0; got {ss:?} and {cs:?}"),
         ));
     }
-    let (b, n, h, cap, dh) = (ss[0], ss[1], cs[1], cs[2], cs[3]);
+    let (b, n_src, h, cap, dh) = (ss[0], ss[1], cs[1], cs[2], cs[3]);
+    let n = n_src.saturating_sub(first);
     if n > cap {
         return Err(Error::invalid(
             "kv_write",
@@ -138,12 +148,13 @@ pub fn kv_write(rec: &mut Recording, src: &Tensor, cache: &Tensor, pos0: usize) 
     let ctx = rec.context().clone();
     let params = WriteParams {
         b: b as u32,
+        n_src: check_u32("kv_write", n_src)?,
+        first: first as u32,
         n: n as u32,
         h: h as u32,
         dh4: (dh / 4) as u32,
         cap: check_u32("kv_write", cap)?,
-        pos0: check_u32("kv_write", pos0 % cap)?,
-        _p: [0; 2],
+        pos0: check_u32("kv_write", (pos0 + first) % cap)?,
     };
     let kernel = ctx.kernel(&KernelKey::new("kv_write.wgsl", "kv_write", src.dtype()))?;
     let groups = grid_1d(&ctx, "kv_write", ((b * n * h * dh / 4) as u64).div_ceil(64))?;
