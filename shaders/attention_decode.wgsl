@@ -6,6 +6,10 @@
 
 const WG: u32 = 64u;
 const MAX_DH4: u32 = 32u;
+// The head dimension in vec4s, fixed per pipeline: loops over it get a constant trip count, so
+// compilers unroll them (and llvmpipe's per-invocation loop-iteration limiter, which silently
+// truncates long-running loops, is not reached).
+override DH4: u32 = 16u;
 
 struct Params {
     b: u32,
@@ -30,7 +34,7 @@ var<workgroup> sc: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let dh4 = p.dh / 4u;
+    let dh4 = DH4;
     let sp = wid.x;
     let bh = wid.y;
     let cache = bh * p.cap * dh4;
@@ -87,7 +91,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 
 @compute @workgroup_size(MAX_DH4)
 fn attention_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let dh4 = p.dh / 4u;
+    let dh4 = DH4;
     let bh = wid.x;
     if (lid >= dh4) {
         return;

@@ -8,7 +8,11 @@
 
 const BQ: u32 = 64u;
 const BK: u32 = 16u;
-const MAX_DH4: u32 = 32u; // head dims up to 128, in vec4s
+const MAX_DH4: u32 = 32u;
+// The head dimension in vec4s, fixed per pipeline: loops over it get a constant trip count, so
+// compilers unroll them (and llvmpipe's per-invocation loop-iteration limiter, which silently
+// truncates long-running loops, is not reached).
+override DH4: u32 = 16u; // head dims up to 128, in vec4s
 
 struct Params {
     b: u32,
@@ -32,7 +36,7 @@ var<workgroup> vs: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(64)
 fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let dh4 = p.dh / 4u;
+    let dh4 = DH4;
     let bh = wid.y;
     let b = bh / p.h;
     let hh = bh % p.h;

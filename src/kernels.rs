@@ -10,6 +10,11 @@
 //!
 //! Bind-group layouts are derived from the shader's own declarations (naga reflection of the globals
 //! the entry point uses), so a launch wrapper cannot drift from its WGSL.
+//!
+//! A rule for kernel authors: llvmpipe (lavapipe, the CI adapter) silently stops a loop once an
+//! invocation has run about 65k iterations of it, counted over every entry into that loop. Give
+//! inner loops constant trip counts (consts or `override`s, which compilers unroll) and keep the
+//! run-time trip count of each loop per invocation well below that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

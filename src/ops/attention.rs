@@ -92,11 +92,9 @@ pub fn attention(
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
         _p: [0; 2],
     };
-    let kernel = ctx.kernel(&KernelKey::new(
-        "attention_fwd.wgsl",
-        "attention_fwd",
-        dtype,
-    ))?;
+    let kernel = ctx.kernel(
+        &KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype).with("DH4", (dh / 4) as f64),
+    )?;
     let groups = [t.div_ceil(BQ) as u32, check_u32("attention", b * heads)?, 1];
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q, k, v, &o], groups)?;
     Ok(o)
@@ -176,9 +174,12 @@ struct DecodeParams {
 
 /// Keys per decode split: enough splits that `B·H·splits` covers a large GPU (≥ 256 workgroups)
 /// for long caches, and at least 64 keys (one workgroup width) per split.
+/// At most 4096 keys per split: a workgroup's loops then stay far below the iteration limit that
+/// llvmpipe imposes on every loop of an invocation (about 65k iterations, past which it silently
+/// stops looping).
 pub fn decode_split(b: usize, heads: usize, len: usize) -> usize {
     let want_splits = 256usize.div_ceil((b * heads).max(1));
-    len.div_ceil(want_splits).div_ceil(64).max(1) * 64
+    (len.div_ceil(want_splits).div_ceil(64).max(1) * 64).min(4096)
 }
 
 /// One query per sequence, `q [B, 1, D]` or `[B, D]`, against the first `len` slots of
@@ -237,22 +238,20 @@ pub fn decode(
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
     };
     let bh = check_u32("attention decode", b * h)?;
-    let k1 = ctx.kernel(&KernelKey::new(
-        "attention_decode.wgsl",
-        "attention_decode",
-        dtype,
-    ))?;
+    let k1 = ctx.kernel(
+        &KernelKey::new("attention_decode.wgsl", "attention_decode", dtype)
+            .with("DH4", (dh / 4) as f64),
+    )?;
     rec.dispatch(
         &k1,
         bytemuck::bytes_of(&params),
         &[q, k_cache, v_cache, &part_ml, &part_acc],
         [nsplit as u32, bh, 1],
     )?;
-    let k2 = ctx.kernel(&KernelKey::new(
-        "attention_decode.wgsl",
-        "attention_decode_reduce",
-        dtype,
-    ))?;
+    let k2 = ctx.kernel(
+        &KernelKey::new("attention_decode.wgsl", "attention_decode_reduce", dtype)
+            .with("DH4", (dh / 4) as f64),
+    )?;
     rec.dispatch(
         &k2,
         bytemuck::bytes_of(&params),
