@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::layers::{AttentionConfig, AttentionLayer};
+use crate::layers::{AttentionConfig, AttentionLayer, RatConfig, RatLayer, SequenceLayer};
 use crate::model::Checkpoint;
 use crate::reference::rel_rms;
 use crate::{Context, DType};
@@ -37,8 +37,11 @@ impl std::fmt::Display for Check {
 }
 
 /// What a case run produced: outputs under the expected tensors' names, and their checks.
+/// An output: name, shape, f32 data.
+pub type Output = (String, Vec<usize>, Vec<f32>);
+
 pub struct CaseRun {
-    pub outputs: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub outputs: Vec<Output>,
     pub checks: Vec<Check>,
 }
 
@@ -96,7 +99,8 @@ pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
         .map(str::to_string);
     let outputs = match kind.as_deref() {
         Some("local_attention") => run_attention_layer(ctx, &case)?,
-        Some(k @ ("rat" | "model" | "core_op" | "core_decode" | "layer" | "layer_decode")) => {
+        Some("rat") => run_rat_layer(ctx, &case)?,
+        Some(k @ ("model" | "core_op" | "core_decode" | "layer" | "layer_decode")) => {
             return Err(case.err(format!(
                 "case kind '{k}' is not implemented yet in this version of chunkwise"
             )))
@@ -159,46 +163,43 @@ fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option
     }))
 }
 
-fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
-    let d = case.cfg_usize("d_model")?;
-    let heads = case.cfg_usize("num_head")?;
-    let window = case.cfg_usize("window_size").ok();
+/// `x` of a layer case, checked against `d_model`: (data, [B, T, D]).
+fn layer_input(case: &Case, d: usize) -> Result<(Vec<f32>, Vec<usize>)> {
     let (x, xs) = case.ckpt.f32("x", None)?;
     if xs.len() != 3 || xs[2] != d {
         return Err(case.err(format!("tensor 'x' has shape {xs:?}, expected [B, T, {d}]")));
     }
-    let (b, t) = (xs[0], xs[1]);
-    let cfg = AttentionConfig {
-        d_model: d,
-        heads,
-        window,
-        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
-        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
-        max_positions: t.max(1),
-        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
-    };
-    let layer = AttentionLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
-    let xt = ctx.upload(&x, &xs, DType::F32)?;
+    Ok((x, xs))
+}
+
+/// The layer protocol of the golden README: forward over `x` → `y`; with `config.prefill_len` P,
+/// prefill `x[:, :P]` then one step per remaining token → `y_decode`.
+fn run_layer<L: SequenceLayer>(
+    ctx: &Context,
+    case: &Case,
+    layer: &L,
+    x: &[f32],
+    xs: &[usize],
+) -> Result<Vec<Output>> {
+    let (b, t, d) = (xs[0], xs[1], xs[2]);
+    let xt = ctx.upload(x, xs, DType::F32)?;
     let y = ctx.run(|rec| layer.forward(rec, &xt))?;
-    let mut out = vec![("y".to_string(), xs.clone(), ctx.download(&y)?)];
+    let mut out = vec![("y".to_string(), xs.to_vec(), ctx.download(&y)?)];
     if let Ok(p) = case.cfg_usize("prefill_len") {
         if p == 0 || p > t {
             return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
         }
-        let token = |i: usize| -> Vec<f32> {
+        let tokens = |lo: usize, hi: usize| -> Vec<f32> {
             (0..b)
-                .flat_map(|bi| x[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec())
+                .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
                 .collect()
         };
-        let prompt: Vec<f32> = (0..b)
-            .flat_map(|bi| x[bi * t * d..(bi * t + p) * d].to_vec())
-            .collect();
-        let pt = ctx.upload(&prompt, &[b, p, d], DType::F32)?;
+        let pt = ctx.upload(&tokens(0, p), &[b, p, d], DType::F32)?;
         let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
         let mut steps = vec![Vec::new(); b];
         for i in p..t {
-            let xt = ctx.upload(&token(i), &[b, 1, d], DType::F32)?;
-            let y = ctx.run(|rec| layer.step(rec, &mut cache, &xt))?;
+            let xi = ctx.upload(&tokens(i, i + 1), &[b, 1, d], DType::F32)?;
+            let y = ctx.run(|rec| layer.step(rec, &mut cache, &xi))?;
             for (bi, row) in ctx.download(&y)?.chunks(d).enumerate() {
                 steps[bi].extend_from_slice(row);
             }
@@ -206,4 +207,37 @@ fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<(String, Vec<us
         out.push(("y_decode".to_string(), vec![b, t - p, d], steps.concat()));
     }
     Ok(out)
+}
+
+fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+    let d = case.cfg_usize("d_model")?;
+    let (x, xs) = layer_input(case, d)?;
+    let cfg = AttentionConfig {
+        d_model: d,
+        heads: case.cfg_usize("num_head")?,
+        window: case.cfg_usize("window_size").ok(),
+        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
+        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
+        max_positions: xs[1].max(1),
+        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
+    };
+    let layer = AttentionLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
+    run_layer(ctx, case, &layer, &x, &xs)
+}
+
+fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+    let d = case.cfg_usize("d_model")?;
+    let (x, xs) = layer_input(case, d)?;
+    let cfg = RatConfig {
+        d_model: d,
+        heads: case.cfg_usize("num_head")?,
+        groups: case.cfg_usize("ngroups").unwrap_or(2),
+        chunk: case.cfg_usize("chunk_size")?,
+        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
+        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
+        max_positions: xs[1].max(1),
+        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
+    };
+    let layer = RatLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
+    run_layer(ctx, case, &layer, &x, &xs)
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod norm;
+pub mod rat;
 pub mod rope;
 pub mod softmax;
 pub mod transpose;

@@ -1,0 +1,344 @@
+//! RAT's kernels (spec/rat.md): the fused gate + intra-chunk scan, its one-token decode step,
+//! the flash-style inter-chunk attention, and the data movement of its chunk cache.
+
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use crate::record::Recording;
+use crate::tensor::Tensor;
+
+use super::attention::check_head_dim;
+use super::{check_u32, grid_1d, same_dtype};
+
+const BQ: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ScanParams {
+    b: u32,
+    t: u32,
+    d: u32,
+    l: u32,
+    groups: u32,
+    dh: u32,
+    reset: u32,
+    _p: u32,
+}
+
+/// Head layout of a RAT layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub heads: usize,
+    pub groups: usize,
+    pub dh: usize,
+}
+
+impl Heads {
+    pub fn new(d_model: usize, heads: usize, groups: usize) -> Result<Heads> {
+        if heads == 0 || d_model % heads != 0 {
+            return Err(Error::invalid(
+                "rat",
+                format!("{heads} heads do not divide d_model {d_model}"),
+            ));
+        }
+        if groups == 0 || heads % groups != 0 {
+            return Err(Error::invalid(
+                "rat",
+                format!("ngroups {groups} must divide the head count {heads}"),
+            ));
+        }
+        let dh = d_model / heads;
+        check_head_dim("rat", dh)?;
+        Ok(Heads { heads, groups, dh })
+    }
+    pub fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+    pub fn dg(&self) -> usize {
+        self.groups * self.dh
+    }
+}
+
+fn check_chunk(chunk: usize) -> Result<u32> {
+    if chunk == 0 {
+        return Err(Error::invalid("rat", "chunk size must be at least 1"));
+    }
+    check_u32("rat", chunk)
+}
+
+/// Gates and scans `v, g_pre [B, T, D]` and the grouped keys `k_grp [B, T, G·dh]` within chunks of
+/// `chunk` tokens. Returns the scanned values and the scanned, head-tiled (un-rotated) keys, `[B, T, D]`.
+pub fn scan(
+    rec: &mut Recording,
+    v: &Tensor,
+    g_pre: &Tensor,
+    g_bias: &Tensor,
+    k_grp: &Tensor,
+    heads: Heads,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    let dtype = same_dtype("rat scan", &[v, g_pre, g_bias, k_grp])?;
+    let s = v.shape();
+    let d = heads.d();
+    if s.len() != 3
+        || s[2] != d
+        || g_pre.shape() != s
+        || g_bias.shape() != [d]
+        || k_grp.shape() != [s[0], s[1], heads.dg()]
+    {
+        return Err(Error::shape(
+            "rat scan",
+            format!(
+                "need v, g_pre [B, T, {d}], gate bias [{d}], k [B, T, {}]; got {s:?}, {:?}, {:?}, {:?}",
+                heads.dg(),
+                g_pre.shape(),
+                g_bias.shape(),
+                k_grp.shape()
+            ),
+        ));
+    }
+    let (b, t) = (s[0], s[1]);
+    let ctx = rec.context().clone();
+    let sv = ctx.alloc(s, dtype)?;
+    let sk = ctx.alloc(s, dtype)?;
+    let chunks = t.div_ceil(chunk.max(1));
+    let params = ScanParams {
+        b: check_u32("rat scan", b)?,
+        t: check_u32("rat scan", t)?,
+        d: d as u32,
+        l: check_chunk(chunk)?,
+        groups: heads.groups as u32,
+        dh: heads.dh as u32,
+        reset: 0,
+        _p: 0,
+    };
+    let kernel = ctx.kernel(&KernelKey::new("rat_scan.wgsl", "rat_scan", dtype))?;
+    let groups = grid_1d(&ctx, "rat scan", ((b * chunks * d) as u64).div_ceil(64))?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[v, g_pre, g_bias, k_grp, &sv, &sk],
+        groups,
+    )?;
+    Ok((sv, sk))
+}
+
+/// One decode token: `v, g_pre [B, 1, D]`, `k_grp [B, 1, G·dh]`; advances the running states
+/// `sv, sk [B, 1, D]` in place (`reset`: the token starts a chunk).
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    rec: &mut Recording,
+    v: &Tensor,
+    g_pre: &Tensor,
+    g_bias: &Tensor,
+    k_grp: &Tensor,
+    sv: &Tensor,
+    sk: &Tensor,
+    heads: Heads,
+    reset: bool,
+) -> Result<()> {
+    let dtype = same_dtype("rat step", &[v, g_pre, g_bias, k_grp, sv, sk])?;
+    let b = v.shape()[0];
+    let d = heads.d();
+    if v.shape() != [b, 1, d]
+        || g_pre.shape() != [b, 1, d]
+        || sv.numel() != b * d
+        || sk.numel() != b * d
+        || k_grp.numel() != b * heads.dg()
+    {
+        return Err(Error::shape(
+            "rat step",
+            format!(
+                "need one token per sequence; got v {:?}, k {:?}",
+                v.shape(),
+                k_grp.shape()
+            ),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let params = ScanParams {
+        b: b as u32,
+        t: 1,
+        d: d as u32,
+        l: 1,
+        groups: heads.groups as u32,
+        dh: heads.dh as u32,
+        reset: reset as u32,
+        _p: 0,
+    };
+    let kernel = ctx.kernel(&KernelKey::new("rat_scan.wgsl", "rat_step", dtype))?;
+    let groups = grid_1d(&ctx, "rat step", ((b * d) as u64).div_ceil(64))?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[v, g_pre, g_bias, k_grp, sv, sk],
+        groups,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttnParams {
+    b: u32,
+    t: u32,
+    h: u32,
+    groups: u32,
+    l: u32,
+    scale: f32,
+    _p: [u32; 2],
+}
+
+/// Inter-chunk attention: `qr [B, T, G·dh]` (queries rotated at chunk positions), `kr [B, T, D]`
+/// (scanned keys rotated at chunk positions), `sv [B, T, D]` (scanned values). Token t attends to
+/// the final states of earlier chunks and to its own running state. Returns `[B, T, D]`.
+pub fn inter_chunk_attention(
+    rec: &mut Recording,
+    qr: &Tensor,
+    kr: &Tensor,
+    sv: &Tensor,
+    heads: Heads,
+    chunk: usize,
+    scale: Option<f32>,
+) -> Result<Tensor> {
+    let dtype = same_dtype("rat attention", &[qr, kr, sv])?;
+    let s = kr.shape();
+    if s.len() != 3
+        || s[2] != heads.d()
+        || sv.shape() != s
+        || qr.shape() != [s[0], s[1], heads.dg()]
+    {
+        return Err(Error::shape(
+            "rat attention",
+            format!(
+                "need q [B, T, {}], k and v [B, T, {}]; got {:?}, {s:?}, {:?}",
+                heads.dg(),
+                heads.d(),
+                qr.shape(),
+                sv.shape()
+            ),
+        ));
+    }
+    let (b, t) = (s[0], s[1]);
+    let ctx = rec.context().clone();
+    let o = ctx.alloc(s, dtype)?;
+    if b * t == 0 {
+        return Ok(o);
+    }
+    let params = AttnParams {
+        b: b as u32,
+        t: check_u32("rat attention", t)?,
+        h: heads.heads as u32,
+        groups: heads.groups as u32,
+        l: check_chunk(chunk)?,
+        scale: scale.unwrap_or(1.0 / (heads.dh as f32).sqrt()),
+        _p: [0; 2],
+    };
+    let key = KernelKey::new("rat_attention.wgsl", "rat_attention", dtype)
+        .with("DH4", (heads.dh / 4) as f64);
+    let kernel = ctx.kernel(&key)?;
+    let groups = [
+        t.div_ceil(BQ) as u32,
+        check_u32("rat attention", b * heads.heads)?,
+        1,
+    ];
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[qr, kr, sv, &o],
+        groups,
+    )?;
+    Ok(o)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    b: u32,
+    n: u32,
+    h: u32,
+    groups: u32,
+    dh4: u32,
+    l: u32,
+    cap: u32,
+    _p: u32,
+}
+
+/// Grouped `[B, n, G·dh]` → per-head `[B, n, H·dh]` (head h takes group h mod G).
+pub fn tile_groups(rec: &mut Recording, src: &Tensor, heads: Heads) -> Result<Tensor> {
+    let s = src.shape();
+    if s.len() != 3 || s[2] != heads.dg() {
+        return Err(Error::shape(
+            "rat tile_groups",
+            format!("need [B, n, {}], got {s:?}", heads.dg()),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let out = ctx.alloc(&[s[0], s[1], heads.d()], src.dtype())?;
+    let params = GatherParams {
+        b: s[0] as u32,
+        n: check_u32("rat tile_groups", s[1])?,
+        h: heads.heads as u32,
+        groups: heads.groups as u32,
+        dh4: (heads.dh / 4) as u32,
+        l: 1,
+        cap: 1,
+        _p: 0,
+    };
+    let kernel = ctx.kernel(&KernelKey::new(
+        "rat_gather.wgsl",
+        "tile_groups",
+        src.dtype(),
+    ))?;
+    let groups = grid_1d(
+        &ctx,
+        "rat tile_groups",
+        (out.numel() as u64 / 4).div_ceil(64),
+    )?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[src, &out], groups)?;
+    Ok(out)
+}
+
+/// After a prefill of `src [B, P, D]`: cache slot j ← token min(jL + L − 1, P − 1), for every
+/// chunk j the prompt touches. `cache` is `[B, H, cap, dh]`.
+pub fn chunk_gather(
+    rec: &mut Recording,
+    src: &Tensor,
+    cache: &Tensor,
+    heads: Heads,
+    chunk: usize,
+) -> Result<()> {
+    same_dtype("rat chunk_gather", &[src, cache])?;
+    let (s, cs) = (src.shape(), cache.shape());
+    let chunks = s.get(1).map_or(0, |&p| p.div_ceil(chunk.max(1)));
+    if s.len() != 3
+        || s[2] != heads.d()
+        || cs != [s[0], heads.heads, cs[2], heads.dh]
+        || chunks > cs[2]
+    {
+        return Err(Error::shape(
+            "rat chunk_gather",
+            format!("src {s:?} ({chunks} chunks) does not fit the cache {cs:?}"),
+        ));
+    }
+    if s[0] * s[1] == 0 {
+        return Ok(());
+    }
+    let ctx = rec.context().clone();
+    let params = GatherParams {
+        b: s[0] as u32,
+        n: check_u32("rat chunk_gather", s[1])?,
+        h: heads.heads as u32,
+        groups: heads.groups as u32,
+        dh4: (heads.dh / 4) as u32,
+        l: check_chunk(chunk)?,
+        cap: check_u32("rat chunk_gather", cs[2])?,
+        _p: 0,
+    };
+    let kernel = ctx.kernel(&KernelKey::new(
+        "rat_gather.wgsl",
+        "chunk_gather",
+        src.dtype(),
+    ))?;
+    let n = s[0] * heads.heads * chunks * heads.dh / 4;
+    let groups = grid_1d(&ctx, "rat chunk_gather", (n as u64).div_ceil(64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[src, cache], groups)
+}
