@@ -56,12 +56,43 @@ fn local_attention_cases_match_forward_and_decode() {
 }
 
 #[test]
+fn rat_cases_match_forward_and_decode() {
+    let ctx = common::ctx();
+    let cases = cases("rat", "rat_");
+    if golden_dir().is_some() {
+        assert!(
+            cases.len() >= 3,
+            "expected the rat_a, rat_b and rat_decode cases"
+        );
+    }
+    for case in cases {
+        let run = chunkwise::golden::run_case(ctx, &case).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            run.checks.iter().any(|c| c.name == "y"),
+            "{}: y not checked",
+            case.display()
+        );
+        let json = std::fs::read_to_string(&case).unwrap();
+        if json.contains("\"prefill_len\"") {
+            assert!(
+                run.checks.iter().any(|c| c.name == "y_decode"),
+                "{}: y_decode not checked",
+                case.display()
+            );
+        }
+        for c in &run.checks {
+            assert!(c.ok, "{}: {c}", case.display());
+        }
+    }
+}
+
+#[test]
 fn unimplemented_and_unknown_kinds_are_errors_not_panics() {
     let ctx = common::ctx();
-    for case in cases("rat", "rat_a_") {
+    for case in cases("rat", "model_") {
         let e = chunkwise::golden::run_case(ctx, &case)
             .err()
-            .expect("rat cases are not implemented yet");
+            .expect("model cases are not implemented yet");
         assert!(e.to_string().contains("not implemented"), "{e}");
     }
     let dir = std::env::temp_dir().join(format!("chunkwise-golden-{}", std::process::id()));

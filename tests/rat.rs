@@ -1,0 +1,320 @@
+//! RAT: kernels and layer vs the f64 reference over random shapes (ragged T, L from 1 to 256,
+//! groups < heads, batch > 1, f32 and f16), kernel by kernel against the golden `dbg.*`
+//! intermediates, and decode against the parallel forward (positions inside the first chunk too).
+
+mod common;
+use std::path::PathBuf;
+
+use chunkwise::layers::{RatConfig, RatLayer};
+use chunkwise::model::Checkpoint;
+use chunkwise::ops::rat::{self as rops, Heads};
+use chunkwise::reference::rat::{rat_layer, RatWeights};
+use chunkwise::{DType, Error};
+use common::*;
+
+struct Case {
+    d: usize,
+    heads: usize,
+    groups: usize,
+    chunk: usize,
+    in_proj: Vec<f32>,
+    gate_bias: Vec<f32>,
+    norm: Vec<f32>,
+    out_proj: Vec<f32>,
+}
+
+impl Case {
+    fn new(d: usize, heads: usize, groups: usize, chunk: usize, seed: u64) -> Case {
+        let dg = groups * d / heads;
+        let s = 1.0 / (d as f32).sqrt();
+        Case {
+            d,
+            heads,
+            groups,
+            chunk,
+            in_proj: rand((3 * d + 2 * dg) * d, seed, 2.0 * s),
+            // chrono-style init of the reference code: log U(1, L−1), plus noise
+            gate_bias: rand(d, seed + 1, 1.0).iter().map(|v| 1.5 + v).collect(),
+            norm: rand(d, seed + 2, 0.5).iter().map(|v| 1.0 + v).collect(),
+            out_proj: rand(d * d, seed + 3, s),
+        }
+    }
+    fn checkpoint(&self) -> Checkpoint {
+        let dg = self.groups * self.d / self.heads;
+        let t = vec![
+            (
+                "in_proj.weight".to_string(),
+                vec![3 * self.d + 2 * dg, self.d],
+                self.in_proj.clone(),
+            ),
+            (
+                "gate_bias".to_string(),
+                vec![self.d],
+                self.gate_bias.clone(),
+            ),
+            (
+                "input_norm.weight".to_string(),
+                vec![self.d],
+                self.norm.clone(),
+            ),
+            (
+                "out_proj.weight".to_string(),
+                vec![self.d, self.d],
+                self.out_proj.clone(),
+            ),
+        ];
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "chunkwise-rat-{}-{n}.safetensors",
+            std::process::id()
+        ));
+        chunkwise::model::checkpoint::save_f32(&path, &t).unwrap();
+        let c = Checkpoint::open(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        c
+    }
+    fn layer(&self, max_positions: usize, dtype: DType) -> RatLayer {
+        let cfg = RatConfig {
+            d_model: self.d,
+            heads: self.heads,
+            groups: self.groups,
+            chunk: self.chunk,
+            rope_base: 10000.0,
+            eps: 1e-6,
+            max_positions,
+            scale: None,
+        };
+        RatLayer::load(ctx(), cfg, &self.checkpoint(), "", dtype).unwrap()
+    }
+    fn reference(&self, x: &[f32], b: usize, t: usize) -> Vec<f64> {
+        let w = RatWeights {
+            in_proj: &self.in_proj,
+            gate_bias: &self.gate_bias,
+            input_norm: &self.norm,
+            out_proj: &self.out_proj,
+            heads: self.heads,
+            groups: self.groups,
+            chunk: self.chunk,
+            rope_base: 10000.0,
+            eps: 1e-6,
+        };
+        rat_layer(x, b, t, &w).y
+    }
+}
+
+#[test]
+fn layer_matches_reference_over_random_shapes() {
+    let ctx = ctx();
+    // (B, T, D, H, G, L): ragged T, L = 1, L > T, L = 256, G < H, head dims 16 … 64.
+    let shapes = [
+        (1, 37, 64, 2, 2, 16),
+        (2, 50, 64, 4, 2, 8),
+        (3, 19, 32, 2, 1, 1),
+        (1, 100, 128, 2, 2, 7),
+        (2, 40, 64, 1, 1, 64),
+        (1, 300, 64, 4, 4, 256),
+        (1, 130, 96, 2, 2, 16),
+    ];
+    for (i, &(b, t, d, h, g, l)) in shapes.iter().enumerate() {
+        let case = Case::new(d, h, g, l, 10 + i as u64);
+        let x = rand(b * t * d, 100 + i as u64, 1.0);
+        let want = case.reference(&x, b, t);
+        for dtype in dtypes() {
+            let layer = case.layer(t, dtype);
+            let xs = stored(&x, dtype);
+            let xt = ctx.upload(&xs, &[b, t, d], dtype).unwrap();
+            let y = ctx.run(|rec| layer.forward(rec, &xt)).unwrap();
+            // f16 weights and activations round at every stage: compare the residual branch with a looser bound.
+            let got = ctx.download(&y).unwrap();
+            if dtype == DType::F32 {
+                assert_close(
+                    &got,
+                    &want,
+                    dtype,
+                    &format!("rat layer {:?}", (b, t, d, h, g, l)),
+                );
+            } else {
+                let branch_got: Vec<f32> = got.iter().zip(&x).map(|(y, x)| y - x).collect();
+                let branch_want: Vec<f64> =
+                    want.iter().zip(&x).map(|(y, &x)| y - x as f64).collect();
+                let e = chunkwise::reference::rel_rms(&branch_got, &branch_want);
+                assert!(
+                    e < 2e-2,
+                    "rat layer f16 {:?}: branch rel_rms {e:.2e}",
+                    (b, t, d, h, g, l)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prefill_then_decode_equals_forward_including_the_first_chunk() {
+    let ctx = ctx();
+    let (b, t, d) = (2usize, 45usize, 64usize);
+    let case = Case::new(d, 4, 2, 16, 3);
+    let layer = case.layer(t, DType::F32);
+    let x = rand(b * t * d, 7, 1.0);
+    let xt = ctx.upload(&x, &[b, t, d], DType::F32).unwrap();
+    let full = ctx
+        .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
+        .unwrap();
+    let rows = |lo: usize, hi: usize| -> Vec<f32> {
+        (0..b)
+            .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
+            .collect()
+    };
+    // Prompts ending mid first chunk, on a chunk boundary, and mid later chunk.
+    for p in [3usize, 16, 21] {
+        let pt = ctx.upload(&rows(0, p), &[b, p, d], DType::F32).unwrap();
+        let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt)).unwrap();
+        for i in p..t {
+            let xi = ctx.upload(&rows(i, i + 1), &[b, 1, d], DType::F32).unwrap();
+            let y = ctx
+                .download(&ctx.run(|rec| layer.step(rec, &mut cache, &xi)).unwrap())
+                .unwrap();
+            let want: Vec<f64> = (0..b)
+                .flat_map(|bi| full[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec())
+                .map(|v| v as f64)
+                .collect();
+            assert_close(
+                &y,
+                &want,
+                DType::F32,
+                &format!("rat step at {i} after prefill {p}"),
+            );
+        }
+        assert_eq!(cache.position(), t);
+    }
+}
+
+#[test]
+fn the_cache_is_chunk_size_times_smaller_than_a_kv_cache() {
+    let ctx = ctx();
+    let case = Case::new(64, 2, 2, 16, 1);
+    let layer = case.layer(4096, DType::F32);
+    let cache = layer.new_cache(ctx, 1, DType::F32).unwrap();
+    let kv_bytes = 2 * 4096 * 64 * 4u64;
+    // 256 chunk slots for keys and values, plus the two running states.
+    assert_eq!(cache.bytes(), kv_bytes / 16 + 2 * 64 * 4);
+}
+
+fn golden(name: &str) -> Option<Checkpoint> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden/rat")
+        .join(name);
+    if !p.exists() {
+        eprintln!("SKIP: {} is absent", p.display());
+        return None;
+    }
+    Some(Checkpoint::open(&p).unwrap())
+}
+
+#[test]
+fn kernels_match_the_golden_intermediates() {
+    let ctx = ctx();
+    for (name, heads) in [
+        ("rat_a_b1_t37_d64_h2_l16.safetensors", 2usize),
+        ("rat_b_b2_t128_d128_h4_l16.safetensors", 4),
+    ] {
+        let Some(ck) = golden(name) else { return };
+        let (x, xs) = ck.f32("x", None).unwrap();
+        let (b, t, d) = (xs[0], xs[1], xs[2]);
+        let hd = Heads::new(d, heads, 2).unwrap();
+        let (w_in, _) = ck.f32("in_proj.weight", None).unwrap();
+        let (bias, _) = ck.f32("gate_bias", None).unwrap();
+        let (nw, _) = ck.f32("input_norm.weight", None).unwrap();
+        let up = |v: &[f32], s: &[usize]| ctx.upload(v, s, DType::F32).unwrap();
+        let (xt, nt, bt) = (up(&x, &xs), up(&nw, &[d]), up(&bias, &[d]));
+        let w = |from: usize, n: usize| up(&w_in[from * d..(from + n) * d], &[n, d]);
+        let dg = hd.dg();
+        let (sv, sk, z) = ctx
+            .run(|rec| {
+                use chunkwise::ops::{elementwise as ew, gemm, norm};
+                let u = norm::rmsnorm(rec, &xt, &nt, 1e-6)?;
+                let zp = gemm::linear(rec, &u, &w(0, d))?;
+                let z = ew::sigmoid(rec, &zp)?;
+                let v = gemm::linear(rec, &u, &w(d, d))?;
+                let g = gemm::linear(rec, &u, &w(2 * d, d))?;
+                let k = gemm::linear(rec, &u, &w(3 * d + dg, dg))?;
+                let (sv, sk) = rops::scan(rec, &v, &g, &bt, &k, hd, 16)?;
+                Ok((sv, sk, z))
+            })
+            .unwrap();
+        for (tensor, want) in [(&z, "dbg.z"), (&sv, "dbg.intra_v"), (&sk, "dbg.intra_k")] {
+            let (w64, _) = ck.f64(want).unwrap();
+            assert_close(
+                &ctx.download(tensor).unwrap(),
+                &w64,
+                DType::F32,
+                &format!("{name} {want}"),
+            );
+        }
+        assert_eq!((b * t * d) as usize, sv.numel());
+    }
+}
+
+#[test]
+fn bad_configurations_are_named_errors() {
+    let ctx = ctx();
+    let case = Case::new(64, 4, 2, 16, 1);
+    let ck = case.checkpoint();
+    let cfg = RatConfig {
+        d_model: 64,
+        heads: 4,
+        groups: 3,
+        chunk: 16,
+        rope_base: 1e4,
+        eps: 1e-6,
+        max_positions: 64,
+        scale: None,
+    };
+    let e = RatLayer::load(ctx, cfg.clone(), &ck, "", DType::F32)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("ngroups 3 must divide the head count 4"),
+        "{e}"
+    );
+    let e = RatLayer::load(
+        ctx,
+        RatConfig {
+            groups: 2,
+            chunk: 0,
+            ..cfg.clone()
+        },
+        &ck,
+        "",
+        DType::F32,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("chunk"),
+        "{e}"
+    );
+    let e = RatLayer::load(
+        ctx,
+        RatConfig {
+            groups: 1,
+            ..cfg.clone()
+        },
+        &ck,
+        "",
+        DType::F32,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().contains("in_proj.weight") && e.to_string().contains("expected [224, 64]"),
+        "{e}"
+    );
+    let layer = RatLayer::load(ctx, RatConfig { groups: 2, ..cfg }, &ck, "", DType::F32).unwrap();
+    let x = ctx
+        .upload(&rand(65 * 64, 1, 1.0), &[1, 65, 64], DType::F32)
+        .unwrap();
+    let e = ctx.run(|rec| layer.forward(rec, &x)).err().unwrap();
+    assert!(e.to_string().contains("exceed max_positions 64"), "{e}");
+}
