@@ -249,3 +249,315 @@ pub fn attention_decode(
         time,
     })
 }
+
+/// Which layer `bench layers` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    Attention,
+    Local,
+    Rat,
+}
+
+impl std::str::FromStr for LayerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "attention" => Ok(LayerKind::Attention),
+            "local" => Ok(LayerKind::Local),
+            "rat" => Ok(LayerKind::Rat),
+            other => Err(format!(
+                "unknown layer '{other}' (use attention, local, rat)"
+            )),
+        }
+    }
+}
+
+/// The shape every layer of one `bench layers` run shares.
+#[derive(Clone, Debug)]
+pub struct LayerShape {
+    pub d_model: usize,
+    pub heads: usize,
+    /// RAT key/query groups.
+    pub groups: usize,
+    pub chunk: usize,
+    pub window: usize,
+    pub dtype: DType,
+}
+
+/// One layer measurement; the field names are the JSON keys.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerResult {
+    pub layer: LayerKind,
+    pub mode: &'static str,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub position: Option<usize>,
+    pub d_model: usize,
+    pub heads: usize,
+    pub chunk: Option<usize>,
+    pub window: Option<usize>,
+    pub dtype: DType,
+    #[serde(flatten)]
+    pub time: Summary,
+    pub gflops: f64,
+    pub tokens_per_s: f64,
+    /// Decode cache bytes per sequence at this position (what the layer must keep).
+    pub cache_bytes: u64,
+}
+
+/// FLOPs of one layer, projections included (multiply-add = 2). `t` tokens processed, each seeing
+/// `keys(t)` keys: forward sums over positions, decode is one token at `position`.
+pub fn layer_flops(kind: LayerKind, s: &LayerShape, tokens: usize, keys_seen: f64) -> f64 {
+    let d = s.d_model as f64;
+    let t = tokens as f64;
+    let dh = d / s.heads as f64;
+    let proj = match kind {
+        LayerKind::Rat => 2.0 * t * d * (3.0 * d + 2.0 * s.groups as f64 * dh) + 2.0 * t * d * d,
+        _ => 8.0 * t * d * d,
+    };
+    proj + 4.0 * keys_seen * d
+}
+
+/// Keys (or chunk entries) a token at position p attends to.
+fn keys_at(kind: LayerKind, s: &LayerShape, p: usize) -> f64 {
+    match kind {
+        LayerKind::Attention => (p + 1) as f64,
+        LayerKind::Local => (p + 1).min(s.window + 1) as f64,
+        LayerKind::Rat => (p / s.chunk + 1) as f64,
+    }
+}
+
+/// Cache bytes per sequence at `position` (f32 or f16 storage).
+pub fn cache_bytes(kind: LayerKind, s: &LayerShape, position: usize) -> u64 {
+    let e = (s.d_model * s.dtype.size()) as u64;
+    match kind {
+        LayerKind::Attention => 2 * e * (position + 1) as u64,
+        LayerKind::Local => 2 * e * (position + 1).min(s.window + 1) as u64,
+        LayerKind::Rat => 2 * e * ((position / s.chunk + 1) as u64 + 1),
+    }
+}
+
+/// Deterministic random weights under the reference implementations' names.
+pub fn random_layer_checkpoint(
+    kind: LayerKind,
+    s: &LayerShape,
+) -> Result<crate::model::Checkpoint> {
+    let d = s.d_model;
+    let rows = match kind {
+        LayerKind::Rat => 3 * d + 2 * s.groups * (d / s.heads),
+        _ => 3 * d,
+    };
+    let fill = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((((i + seed) * 2654435761usize) % 2001) as f32 / 1000.0 - 1.0) * scale)
+            .collect()
+    };
+    let sc = 1.0 / (d as f32).sqrt();
+    let mut t = vec![
+        (
+            "in_proj.weight".to_string(),
+            vec![rows, d],
+            fill(rows * d, 1, sc),
+        ),
+        ("input_norm.weight".to_string(), vec![d], vec![1.0; d]),
+        (
+            "out_proj.weight".to_string(),
+            vec![d, d],
+            fill(d * d, 2, sc),
+        ),
+    ];
+    if kind == LayerKind::Rat {
+        t.push(("gate_bias".to_string(), vec![d], vec![2.0; d]));
+    }
+    crate::model::Checkpoint::from_f32("<random weights>", t)
+}
+
+enum AnyLayer {
+    Attention(crate::layers::AttentionLayer),
+    Rat(crate::layers::RatLayer),
+}
+
+fn build_layer(
+    ctx: &Context,
+    kind: LayerKind,
+    s: &LayerShape,
+    max_positions: usize,
+) -> Result<AnyLayer> {
+    use crate::layers::{AttentionConfig, AttentionLayer, RatConfig, RatLayer};
+    let ck = random_layer_checkpoint(kind, s)?;
+    Ok(match kind {
+        LayerKind::Rat => AnyLayer::Rat(RatLayer::load(
+            ctx,
+            RatConfig {
+                d_model: s.d_model,
+                heads: s.heads,
+                groups: s.groups,
+                chunk: s.chunk,
+                rope_base: 1e4,
+                eps: 1e-6,
+                max_positions,
+                scale: None,
+            },
+            &ck,
+            "",
+            s.dtype,
+        )?),
+        _ => AnyLayer::Attention(AttentionLayer::load(
+            ctx,
+            AttentionConfig {
+                d_model: s.d_model,
+                heads: s.heads,
+                window: (kind == LayerKind::Local).then_some(s.window),
+                rope_base: 1e4,
+                eps: 1e-6,
+                max_positions,
+                scale: None,
+            },
+            &ck,
+            "",
+            s.dtype,
+        )?),
+    })
+}
+
+fn input(ctx: &Context, b: usize, t: usize, s: &LayerShape) -> Result<crate::Tensor> {
+    let n = b * t * s.d_model;
+    ctx.upload(
+        &(0..n)
+            .map(|i| ((i * 7919 % 2000) as f32 / 1000.0) - 1.0)
+            .collect::<Vec<_>>(),
+        &[b, t, s.d_model],
+        s.dtype,
+    )
+}
+
+fn same_output(ctx: &Context, a: &crate::Tensor, reference: &[f32], what: &str) -> Result<()> {
+    let got = ctx.download(a)?;
+    if got.iter().any(|v| !v.is_finite()) || got != reference {
+        return Err(crate::Error::Readback(format!(
+            "{what}: a timed run did not reproduce the untimed run's output"
+        )));
+    }
+    Ok(())
+}
+
+/// Full-sequence forward latency of one layer, projections included. The untimed warm-up's output
+/// is read back and checked finite, and the last timed run must reproduce it bit for bit.
+pub fn layer_forward(
+    ctx: &Context,
+    kind: LayerKind,
+    s: &LayerShape,
+    batch: usize,
+    t: usize,
+    samples: usize,
+) -> Result<LayerResult> {
+    use crate::layers::SequenceLayer;
+    let layer = build_layer(ctx, kind, s, t)?;
+    let x = input(ctx, batch, t, s)?;
+    let run = |rec: &mut crate::Recording| match &layer {
+        AnyLayer::Attention(l) => SequenceLayer::forward(l, rec, &x),
+        AnyLayer::Rat(l) => SequenceLayer::forward(l, rec, &x),
+    };
+    let warm = ctx.download(&ctx.run(run)?)?;
+    if warm.iter().any(|v| !v.is_finite()) {
+        return Err(crate::Error::Readback(format!(
+            "{kind:?} forward produced non-finite values"
+        )));
+    }
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..samples.max(1) {
+        let mut rec = ctx.record();
+        last = Some(run(&mut rec)?);
+        times.push(rec.submit_timed()?);
+    }
+    same_output(
+        ctx,
+        &last.expect("one sample"),
+        &warm,
+        &format!("{kind:?} forward"),
+    )?;
+    let time = summarize(&times);
+    let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();
+    let flops = batch as f64 * layer_flops(kind, s, t, keys);
+    Ok(LayerResult {
+        layer: kind,
+        mode: "forward",
+        batch,
+        seq_len: t,
+        position: None,
+        d_model: s.d_model,
+        heads: s.heads,
+        chunk: (kind == LayerKind::Rat).then_some(s.chunk),
+        window: (kind == LayerKind::Local).then_some(s.window),
+        dtype: ctx.resolve_dtype(s.dtype),
+        gflops: flops / (time.median_ms * 1e-3) / 1e9,
+        tokens_per_s: (batch * t) as f64 / (time.median_ms * 1e-3),
+        cache_bytes: cache_bytes(kind, s, t.saturating_sub(1)),
+        time,
+    })
+}
+
+/// Latency of one decode step at `position` with a cache of that length (zeros: the work does not
+/// depend on the values), batch sequences at once. Each timed step is checked finite.
+pub fn layer_decode(
+    ctx: &Context,
+    kind: LayerKind,
+    s: &LayerShape,
+    batch: usize,
+    position: usize,
+    samples: usize,
+) -> Result<LayerResult> {
+    use crate::layers::SequenceLayer;
+    let samples = samples.max(1);
+    let max_positions = position + samples + 2;
+    let layer = build_layer(ctx, kind, s, max_positions)?;
+    let x = input(ctx, batch, 1, s)?;
+    let mut times = Vec::new();
+    macro_rules! steps {
+        ($l:expr) => {{
+            let mut cache = $l.new_cache(ctx, batch, s.dtype)?;
+            cache.bench_seek(position);
+            let y = ctx.run(|rec| SequenceLayer::step($l, rec, &mut cache, &x))?; // warm-up
+            if ctx.download(&y)?.iter().any(|v| !v.is_finite()) {
+                return Err(crate::Error::Readback(format!(
+                    "{kind:?} decode produced non-finite values"
+                )));
+            }
+            cache.bench_seek(position);
+            for _ in 0..samples {
+                let mut rec = ctx.record();
+                let y = SequenceLayer::step($l, &mut rec, &mut cache, &x)?;
+                times.push(rec.submit_timed()?);
+                if ctx.download(&y)?.iter().any(|v| !v.is_finite()) {
+                    return Err(crate::Error::Readback(format!(
+                        "{kind:?} decode produced non-finite values"
+                    )));
+                }
+            }
+        }};
+    }
+    match &layer {
+        AnyLayer::Attention(l) => steps!(l),
+        AnyLayer::Rat(l) => steps!(l),
+    }
+    let time = summarize(&times);
+    let flops = batch as f64 * layer_flops(kind, s, 1, keys_at(kind, s, position));
+    Ok(LayerResult {
+        layer: kind,
+        mode: "decode",
+        batch,
+        seq_len: position + 1,
+        position: Some(position),
+        d_model: s.d_model,
+        heads: s.heads,
+        chunk: (kind == LayerKind::Rat).then_some(s.chunk),
+        window: (kind == LayerKind::Local).then_some(s.window),
+        dtype: ctx.resolve_dtype(s.dtype),
+        gflops: flops / (time.median_ms * 1e-3) / 1e9,
+        tokens_per_s: batch as f64 / (time.median_ms * 1e-3),
+        cache_bytes: cache_bytes(kind, s, position),
+        time,
+    })
+}

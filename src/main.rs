@@ -44,6 +44,13 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Forward,
+    Decode,
+    Both,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Schedule {
     Auto,
@@ -53,6 +60,42 @@ enum Schedule {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Whole layers (projections included): forward latency over a sequence and decode latency
+    /// at a position, with GFLOP/s, tokens/s, cache bytes and the ratio to attention in the same run.
+    Layers {
+        #[arg(long, default_value = "attention,rat")]
+        layers: String,
+        #[arg(long, default_value = "1024,4096")]
+        seq: String,
+        /// Batch sizes (forward and decode).
+        #[arg(long, default_value = "1")]
+        batch: String,
+        #[arg(long, default_value_t = 256)]
+        d_model: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// RAT chunk size L.
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// RAT query/key groups.
+        #[arg(long, default_value_t = 2)]
+        groups: usize,
+        /// Sliding window of the local attention layer.
+        #[arg(long, default_value_t = 1024)]
+        window: usize,
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        #[arg(long, value_enum, default_value = "both")]
+        mode: Mode,
+        /// Decode position (the cache holds this many earlier tokens).
+        #[arg(long, default_value_t = 4096)]
+        position: usize,
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        /// Also write JSON Lines, one object per measurement, to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Attention kernels: causal forward at several lengths and decode at a position, next to GEMM GFLOP/s.
     Attention {
         #[arg(long, default_value = "1024,4096")]
@@ -134,6 +177,38 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
+        Cmd::Bench {
+            what:
+                BenchCmd::Layers {
+                    layers,
+                    seq,
+                    batch,
+                    d_model,
+                    heads,
+                    chunk,
+                    groups,
+                    window,
+                    dtype,
+                    mode,
+                    position,
+                    samples,
+                    json,
+                },
+        } => bench_layers(BenchLayers {
+            layers,
+            seq,
+            batch,
+            d_model,
+            heads,
+            chunk,
+            groups,
+            window,
+            dtype,
+            mode,
+            position,
+            samples,
+            json,
+        }),
         Cmd::Bench {
             what:
                 BenchCmd::Attention {
@@ -326,4 +401,123 @@ fn selected_json(ctx: &Context) -> serde_json::Value {
             "subgroup_max_size": ctx.adapter_info().subgroup_max_size,
         }
     })
+}
+
+struct BenchLayers {
+    layers: String,
+    seq: String,
+    batch: String,
+    d_model: usize,
+    heads: usize,
+    chunk: usize,
+    groups: usize,
+    window: usize,
+    dtype: DType,
+    mode: Mode,
+    position: usize,
+    samples: usize,
+    json: Option<std::path::PathBuf>,
+}
+
+fn list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("bad number '{v}' in '{s}'"))
+        })
+        .collect()
+}
+
+fn bench_layers(a: BenchLayers) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise::bench::{LayerKind, LayerShape};
+    let kinds: Vec<LayerKind> = a
+        .layers
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let shape = LayerShape {
+        d_model: a.d_model,
+        heads: a.heads,
+        groups: a.groups,
+        chunk: a.chunk,
+        window: a.window,
+        dtype: a.dtype,
+    };
+    let ctx = Context::new_blocking()?;
+    let info = ctx.adapter_info().clone();
+    let gemm = bench::gemm(&ctx, 1024, 1024, 1024, DType::F32, GemmSchedule::Auto, 3)?;
+    println!(
+        "# layers on {} ({:?}, {}), chunkwise {}; GEMM 1024³ f32: {:.2} GFLOP/s",
+        info.name,
+        info.backend,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION"),
+        gemm.gflops
+    );
+    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut json = match &a.json {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let mut cases: Vec<(&'static str, usize, usize)> = Vec::new();
+    for b in list(&a.batch)? {
+        if a.mode != Mode::Decode {
+            cases.extend(list(&a.seq)?.into_iter().map(|t| ("forward", b, t)));
+        }
+        if a.mode != Mode::Forward {
+            cases.push(("decode", b, a.position));
+        }
+    }
+    for (mode, b, n) in cases {
+        let mut attention_ms = None;
+        for &kind in &kinds {
+            let r = if mode == "forward" {
+                bench::layer_forward(&ctx, kind, &shape, b, n, a.samples)
+            } else {
+                bench::layer_decode(&ctx, kind, &shape, b, n, a.samples)
+            };
+            let r = match r {
+                Ok(r) => r,
+                // Too large for this adapter: reported as skipped, as the RAT paper marks OOM.
+                Err(
+                    e @ (chunkwise::Error::LimitExceeded { .. }
+                    | chunkwise::Error::OutOfMemory { .. }),
+                ) => {
+                    println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | |");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if kind == LayerKind::Attention {
+                attention_ms = Some(r.time.median_ms);
+            }
+            let ratio =
+                attention_ms.map_or("-".to_string(), |m| format!("{:.2}", m / r.time.median_ms));
+            println!(
+                "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} |",
+                r.layer,
+                r.mode,
+                r.batch,
+                n,
+                r.time.median_ms,
+                r.time.min_ms,
+                r.time.max_ms,
+                r.gflops,
+                r.tokens_per_s,
+                r.cache_bytes,
+                ratio
+            );
+            if let Some(f) = json.as_mut() {
+                use std::io::Write;
+                let mut v = serde_json::to_value(&r)?;
+                v["adapter"] = info.name.clone().into();
+                v["backend"] = format!("{:?}", info.backend).into();
+                v["ratio_vs_attention"] = attention_ms.map(|m| m / r.time.median_ms).into();
+                writeln!(f, "{v}")?;
+            }
+        }
+    }
+    Ok(())
 }

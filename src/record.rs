@@ -22,6 +22,10 @@ struct Dispatch {
 
 enum Cmd {
     Dispatch(Dispatch),
+    Zero {
+        dst: Arc<PooledBuffer>,
+        bytes: u64,
+    },
     Copy {
         src: Arc<PooledBuffer>,
         src_off: u64,
@@ -177,6 +181,16 @@ impl Recording {
         Ok(())
     }
 
+    /// Records filling a tensor with zeros.
+    pub fn zero(&mut self, t: &Tensor) {
+        if t.bytes() > 0 {
+            self.cmds.push(Cmd::Zero {
+                dst: t.buf.clone(),
+                bytes: t.padded_bytes(),
+            });
+        }
+    }
+
     /// Records a copy of `len` elements from `src` (starting at element `src_at`) into `dst`
     /// (starting at `dst_at`). Byte offsets and sizes must be multiples of 4 (even counts for f16).
     pub fn copy_region(
@@ -319,16 +333,20 @@ impl Recording {
                     );
                     i += 1;
                 }
+                Cmd::Zero { dst, bytes } => {
+                    enc.clear_buffer(dst.buffer(), 0, Some(*bytes));
+                    i += 1;
+                }
                 Cmd::Dispatch(_) => {
                     // Consecutive dispatches share one compute pass; wgpu inserts the barriers.
                     let end = (i..n)
-                        .find(|&j| matches!(self.cmds[j], Cmd::Copy { .. }))
+                        .find(|&j| !matches!(self.cmds[j], Cmd::Dispatch(_)))
                         .unwrap_or(n);
                     let bind_groups: Vec<wgpu::BindGroup> = self.cmds[i..end]
                         .iter()
                         .map(|c| match c {
                             Cmd::Dispatch(d) => bind_group(device, d, uniform.as_ref()),
-                            Cmd::Copy { .. } => unreachable!("copies end a pass"),
+                            _ => unreachable!("copies and clears end a pass"),
                         })
                         .collect();
                     let ts = timing.map(|(qs, _, _)| wgpu::ComputePassTimestampWrites {

@@ -51,6 +51,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// For benchmarks: continue as if `position` tokens had been decoded, keeping whatever the
+    /// cache holds (zeros for a new cache). Outputs are then not those of any real prompt.
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, position: usize) {
+        self.next_pos = position;
+    }
+
     /// The position the next step decodes.
     pub fn position(&self) -> usize {
         self.next_pos
@@ -169,11 +176,18 @@ impl AttentionLayer {
             None => self.cfg.max_positions,
         };
         let shape = [batch, self.cfg.heads, cap, self.cfg.head_dim()];
-        Ok(KvCache {
+        let cache = KvCache {
             k: ctx.alloc(&shape, dtype)?,
             v: ctx.alloc(&shape, dtype)?,
             next_pos: 0,
-        })
+        };
+        // Zeros, so a cache is never read uninitialised (pool buffers hold old data).
+        ctx.run(|rec| {
+            rec.zero(&cache.k);
+            rec.zero(&cache.v);
+            Ok(())
+        })?;
+        Ok(cache)
     }
 
     /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.

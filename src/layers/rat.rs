@@ -55,6 +55,13 @@ pub struct RatCache {
 }
 
 impl RatCache {
+    /// For benchmarks: continue as if `position` tokens had been decoded, keeping whatever the
+    /// cache holds (zeros for a new cache). Outputs are then not those of any real prompt.
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, position: usize) {
+        self.next_pos = position;
+    }
+
     pub fn position(&self) -> usize {
         self.next_pos
     }
@@ -208,14 +215,23 @@ impl RatLayer {
         let slots = self.cfg.max_positions.div_ceil(self.cfg.chunk).max(1);
         let shape = [batch, self.heads.heads, slots, self.heads.dh];
         let d = self.cfg.d_model;
-        Ok(RatCache {
+        let cache = RatCache {
             k: ctx.alloc(&shape, dtype)?,
             v: ctx.alloc(&shape, dtype)?,
             last_k: ctx.alloc(&[batch, 1, d], dtype)?,
             last_v: ctx.alloc(&[batch, 1, d], dtype)?,
             next_pos: 0,
             chunk: self.cfg.chunk,
-        })
+        };
+        // Zeros, so a cache is never read uninitialised (pool buffers hold old data).
+        ctx.run(|rec| {
+            rec.zero(&cache.k);
+            rec.zero(&cache.v);
+            rec.zero(&cache.last_k);
+            rec.zero(&cache.last_v);
+            Ok(())
+        })?;
+        Ok(cache)
     }
 
     /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.

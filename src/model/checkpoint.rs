@@ -52,6 +52,37 @@ impl Checkpoint {
         })
     }
 
+    /// A checkpoint built in memory from (name, shape, f32 data), named `file` in errors.
+    pub fn from_f32(
+        file: &str,
+        tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<Checkpoint> {
+        let mut map = HashMap::new();
+        for (name, shape, data) in tensors {
+            if shape.iter().product::<usize>() != data.len() {
+                return Err(Error::Checkpoint {
+                    file: file.into(),
+                    msg: format!(
+                        "tensor '{name}': shape {shape:?} does not hold {} values",
+                        data.len()
+                    ),
+                });
+            }
+            map.insert(
+                name,
+                Entry {
+                    dtype: safetensors::Dtype::F32,
+                    shape,
+                    data: bytemuck::cast_slice(&data).to_vec(),
+                },
+            );
+        }
+        Ok(Checkpoint {
+            file: file.into(),
+            tensors: map,
+        })
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }
