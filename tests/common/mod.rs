@@ -12,6 +12,10 @@ pub const TOL_F32: f64 = 1e-5;
 /// (so it measures the kernel: f32 accumulation plus one f16 rounding of the output, 2^-11 relative at most).
 pub const TOL_F16: f64 = 1e-3;
 
+/// rel-RMS bound for a whole layer stored in f16 (weights and every intermediate rounded to f16),
+/// on its residual branch y − x. Measured: at most 4.1e-3 over the RAT test shapes.
+pub const TOL_F16_LAYER: f64 = 1e-2;
+
 pub fn tol(dtype: DType) -> f64 {
     match dtype {
         DType::F32 => TOL_F32,
