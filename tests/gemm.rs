@@ -100,3 +100,34 @@ fn mixed_dtypes_are_a_dtype_error() {
         assert_eq!(res.unwrap().dtype(), DType::F32);
     }
 }
+
+#[test]
+fn a_prepared_linear_weight_gives_the_same_product() {
+    let ctx = ctx();
+    for (n, k) in [(24usize, 64usize), (7, 30)] {
+        let x = rand(3 * 5 * k, 1, 1.0);
+        let w = rand(n * k, 2, 1.0);
+        let xt = ctx.upload(&x, &[3, 5, k], DType::F32).unwrap();
+        let wt = ctx.upload(&w, &[n, k], DType::F32).unwrap();
+        let lin = gemm::Linear::new(ctx, wt.clone()).unwrap();
+        let (a, b) = ctx
+            .run(|rec| Ok((lin.forward(rec, &xt)?, gemm::linear(rec, &xt, &wt)?)))
+            .unwrap();
+        assert_eq!(a.shape(), [3, 5, n]);
+        let want = reference::gemm(&x, &w, 1, 15, n, k);
+        assert_close(
+            &ctx.download(&a).unwrap(),
+            &want,
+            DType::F32,
+            "prepared linear",
+        );
+        assert_eq!(ctx.download(&a).unwrap(), ctx.download(&b).unwrap());
+    }
+    let bad = ctx
+        .upload(&rand(8, 1, 1.0), &[2, 2, 2], DType::F32)
+        .unwrap();
+    assert!(matches!(
+        gemm::Linear::new(ctx, bad).err().unwrap(),
+        Error::Shape { op: "linear", .. }
+    ));
+}

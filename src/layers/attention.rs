@@ -6,7 +6,8 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::ops::{attention as attn, elementwise as ew, gemm, norm, rope::RopeTable};
+use crate::ops::gemm::Linear;
+use crate::ops::{attention as attn, elementwise as ew, norm, rope::RopeTable};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
 
@@ -35,10 +36,10 @@ impl AttentionConfig {
 pub struct AttentionLayer {
     cfg: AttentionConfig,
     norm_w: Tensor,
-    w_v: Tensor,
-    w_q: Tensor,
-    w_k: Tensor,
-    w_out: Tensor,
+    w_v: Linear,
+    w_q: Linear,
+    w_k: Linear,
+    w_out: Linear,
     rope: RopeTable,
 }
 
@@ -92,13 +93,18 @@ impl AttentionLayer {
         let (w_in, _) = ckpt.f32(&format!("{prefix}in_proj.weight"), Some(&[3 * d, d]))?;
         let (norm_w, _) = ckpt.f32(&format!("{prefix}input_norm.weight"), Some(&[d]))?;
         let (w_out, _) = ckpt.f32(&format!("{prefix}out_proj.weight"), Some(&[d, d]))?;
-        let part = |i: usize| ctx.upload(&w_in[i * d * d..(i + 1) * d * d], &[d, d], dtype);
+        let part = |i: usize| {
+            Linear::new(
+                ctx,
+                ctx.upload(&w_in[i * d * d..(i + 1) * d * d], &[d, d], dtype)?,
+            )
+        };
         Ok(AttentionLayer {
             w_v: part(0)?,
             w_q: part(1)?,
             w_k: part(2)?,
             norm_w: ctx.upload(&norm_w, &[d], dtype)?,
-            w_out: ctx.upload(&w_out, &[d, d], dtype)?,
+            w_out: Linear::new(ctx, ctx.upload(&w_out, &[d, d], dtype)?)?,
             rope: RopeTable::new(ctx, cfg.head_dim(), cfg.max_positions, cfg.rope_base)?,
             cfg,
         })
@@ -142,16 +148,16 @@ impl AttentionLayer {
             .rope
             .positions(&ctx, &(pos0..pos0 + t).collect::<Vec<_>>())?;
         let u = norm::rmsnorm(rec, x, &self.norm_w, self.cfg.eps)?;
-        let v = gemm::linear(rec, &u, &self.w_v)?;
-        let q = gemm::linear(rec, &u, &self.w_q)?;
+        let v = self.w_v.forward(rec, &u)?;
+        let q = self.w_q.forward(rec, &u)?;
         let q = crate::ops::rope::rope(rec, &q, &self.rope, &positions)?;
-        let k = gemm::linear(rec, &u, &self.w_k)?;
+        let k = self.w_k.forward(rec, &u)?;
         let k = crate::ops::rope::rope(rec, &k, &self.rope, &positions)?;
         Ok((q, k, v))
     }
 
     fn output(&self, rec: &mut Recording, x: &Tensor, o: &Tensor) -> Result<Tensor> {
-        let y = gemm::linear(rec, o, &self.w_out)?;
+        let y = self.w_out.forward(rec, o)?;
         ew::add(rec, x, &y)
     }
 

@@ -6,8 +6,9 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
+use crate::ops::gemm::Linear;
 use crate::ops::rat::{self as rops, Heads};
-use crate::ops::{attention as attn, elementwise as ew, gemm, norm, rope};
+use crate::ops::{attention as attn, elementwise as ew, norm, rope};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
 
@@ -32,13 +33,13 @@ pub struct RatLayer {
     cfg: RatConfig,
     heads: Heads,
     norm_w: Tensor,
-    w_z: Tensor,
-    w_v: Tensor,
-    w_g: Tensor,
-    w_q: Tensor,
-    w_k: Tensor,
+    w_z: Linear,
+    w_v: Linear,
+    w_g: Linear,
+    w_q: Linear,
+    w_k: Linear,
     gate_bias: Tensor,
-    w_out: Tensor,
+    w_out: Linear,
     rope: rope::RopeTable, // chunk positions
 }
 
@@ -102,8 +103,12 @@ impl RatLayer {
         let (bias, _) = ckpt.f32(&format!("{prefix}gate_bias"), Some(&[d]))?;
         let (norm_w, _) = ckpt.f32(&format!("{prefix}input_norm.weight"), Some(&[d]))?;
         let (w_out, _) = ckpt.f32(&format!("{prefix}out_proj.weight"), Some(&[d, d]))?;
-        let rows =
-            |from: usize, n: usize| ctx.upload(&w_in[from * d..(from + n) * d], &[n, d], dtype);
+        let rows = |from: usize, n: usize| {
+            Linear::new(
+                ctx,
+                ctx.upload(&w_in[from * d..(from + n) * d], &[n, d], dtype)?,
+            )
+        };
         let max_chunks = cfg.max_positions.div_ceil(cfg.chunk).max(1);
         Ok(RatLayer {
             w_z: rows(0, d)?,
@@ -113,7 +118,7 @@ impl RatLayer {
             w_k: rows(3 * d + dg, dg)?,
             gate_bias: ctx.upload(&bias, &[d], dtype)?,
             norm_w: ctx.upload(&norm_w, &[d], dtype)?,
-            w_out: ctx.upload(&w_out, &[d, d], dtype)?,
+            w_out: Linear::new(ctx, ctx.upload(&w_out, &[d, d], dtype)?)?,
             rope: rope::RopeTable::new(ctx, heads.dh, max_chunks, cfg.rope_base)?,
             heads,
             cfg,
@@ -159,11 +164,11 @@ impl RatLayer {
     fn project(&self, rec: &mut Recording, x: &Tensor) -> Result<[Tensor; 5]> {
         let u = norm::rmsnorm(rec, x, &self.norm_w, self.cfg.eps)?;
         Ok([
-            gemm::linear(rec, &u, &self.w_z)?,
-            gemm::linear(rec, &u, &self.w_v)?,
-            gemm::linear(rec, &u, &self.w_g)?,
-            gemm::linear(rec, &u, &self.w_q)?,
-            gemm::linear(rec, &u, &self.w_k)?,
+            self.w_z.forward(rec, &u)?,
+            self.w_v.forward(rec, &u)?,
+            self.w_g.forward(rec, &u)?,
+            self.w_q.forward(rec, &u)?,
+            self.w_k.forward(rec, &u)?,
         ])
     }
 
@@ -176,7 +181,7 @@ impl RatLayer {
     ) -> Result<Tensor> {
         let z = ew::sigmoid(rec, z_pre)?;
         let gated = ew::mul(rec, &z, o)?;
-        let y = gemm::linear(rec, &gated, &self.w_out)?;
+        let y = self.w_out.forward(rec, &gated)?;
         ew::add(rec, x, &y)
     }
 

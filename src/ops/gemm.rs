@@ -45,6 +45,10 @@ struct Params {
 
 /// `y = x · Wᵀ` for `x [..., K]` and `w [N, K]`: the Linear layer. Returns `[..., N]`.
 pub fn linear(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_impl(rec, x, w, None)
+}
+
+fn linear_impl(rec: &mut Recording, x: &Tensor, w: &Tensor, wt: Option<&Tensor>) -> Result<Tensor> {
     if x.shape().is_empty() || w.shape().len() != 2 {
         return Err(Error::shape(
             "linear",
@@ -57,7 +61,7 @@ pub fn linear(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     let k = x.last_dim();
     let m = x.numel() / k.max(1);
-    let y = gemm_with(rec, &x.reshape(&[1, m, k])?, w, GemmSchedule::Auto)?;
+    let y = gemm_impl(rec, &x.reshape(&[1, m, k])?, w, wt, GemmSchedule::Auto)?;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = w.shape()[0];
     y.reshape(&shape)
@@ -73,6 +77,50 @@ pub fn gemm_with(
     rec: &mut Recording,
     x: &Tensor,
     w: &Tensor,
+    schedule: GemmSchedule,
+) -> Result<Tensor> {
+    gemm_impl(rec, x, w, None, schedule)
+}
+
+/// A Linear layer's weight `[out, in]`, prepared once for this adapter's GEMM schedule: where
+/// the direct schedule runs (CPU adapters), Wᵀ is made at construction instead of on every call,
+/// which matters for decode steps (few rows of x, the same W every step).
+pub struct Linear {
+    w: Tensor,
+    wt: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(ctx: &crate::Context, w: Tensor) -> Result<Linear> {
+        if w.shape().len() != 2 {
+            return Err(Error::shape(
+                "linear",
+                format!("weight must be [out, in], got {:?}", w.shape()),
+            ));
+        }
+        let direct =
+            GemmSchedule::Auto.resolve(ctx) == GemmSchedule::Direct && w.shape()[1] % 4 == 0;
+        let wt = if direct {
+            Some(ctx.run(|rec| super::transpose::transpose_padded(rec, &w, 4))?)
+        } else {
+            None
+        };
+        Ok(Linear { w, wt })
+    }
+    pub fn weight(&self) -> &Tensor {
+        &self.w
+    }
+    /// `y = x · Wᵀ` for `x [..., in]`, returning `[..., out]`.
+    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        linear_impl(rec, x, &self.w, self.wt.as_ref())
+    }
+}
+
+fn gemm_impl(
+    rec: &mut Recording,
+    x: &Tensor,
+    w: &Tensor,
+    wt: Option<&Tensor>,
     schedule: GemmSchedule,
 ) -> Result<Tensor> {
     let dtype = same_dtype("gemm", &[x, w])?;
@@ -145,8 +193,15 @@ pub fn gemm_with(
         let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
     } else {
-        // The transpose costs N·K reads and writes against M·N·K multiply-adds.
-        let wt = super::transpose::transpose_padded(rec, w, 4)?;
+        // The transpose costs N·K reads and writes against M·N·K multiply-adds; a `Linear` has it made once.
+        let made;
+        let wt = match wt {
+            Some(t) => t,
+            None => {
+                made = super::transpose::transpose_padded(rec, w, 4)?;
+                &made
+            }
+        };
         let params = Params {
             w_bstride: if wb == 1 {
                 0
@@ -157,7 +212,7 @@ pub fn gemm_with(
         };
         let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", "gemm_direct", dtype))?;
         let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch];
-        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &wt, &y], groups)?;
+        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
     }
     Ok(y)
 }
