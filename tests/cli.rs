@@ -133,3 +133,87 @@ fn run_on_a_missing_case_exits_non_zero_naming_the_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/case.json"));
 }
+
+#[test]
+fn bench_layers_reports_ratios_and_writes_json_lines() {
+    let json = std::env::temp_dir().join(format!("chunkwise-layers-{}.jsonl", std::process::id()));
+    let out = chunkwise(&[
+        "bench",
+        "layers",
+        "--layers",
+        "attention,rat,local",
+        "--seq",
+        "64",
+        "--position",
+        "40",
+        "--batch",
+        "2",
+        "--d-model",
+        "64",
+        "--heads",
+        "2",
+        "--chunk",
+        "8",
+        "--window",
+        "16",
+        "--samples",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("| Rat | forward | 2 | 64 |"), "{table}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "3 layers × (forward, decode)");
+    for l in &lines {
+        for key in [
+            "layer",
+            "mode",
+            "batch",
+            "seq_len",
+            "position",
+            "d_model",
+            "heads",
+            "chunk",
+            "dtype",
+            "median_ms",
+            "min_ms",
+            "max_ms",
+            "gflops",
+            "adapter",
+            "backend",
+        ] {
+            assert!(l.get(key).is_some(), "missing {key}: {l}");
+        }
+        assert!(l["median_ms"].as_f64().unwrap() > 0.0);
+    }
+    let rat_decode = lines
+        .iter()
+        .find(|l| l["layer"] == "rat" && l["mode"] == "decode")
+        .unwrap();
+    let att_decode = lines
+        .iter()
+        .find(|l| l["layer"] == "attention" && l["mode"] == "decode")
+        .unwrap();
+    assert!(
+        rat_decode["cache_bytes"].as_u64().unwrap() * 4
+            < att_decode["cache_bytes"].as_u64().unwrap()
+    );
+    std::fs::remove_file(&json).ok();
+}
+
+#[test]
+fn bench_layers_rejects_an_unknown_layer() {
+    let out = chunkwise(&["bench", "layers", "--layers", "attention,banana"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown layer 'banana'"));
+}
