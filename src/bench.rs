@@ -478,25 +478,53 @@ pub fn layer_forward(
         &warm,
         &format!("{kind:?} forward"),
     )?;
-    let time = summarize(&times);
     let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();
     let flops = batch as f64 * layer_flops(kind, s, t, keys);
-    Ok(LayerResult {
-        layer: kind,
-        mode: "forward",
+    Ok(layer_result(
+        ctx,
+        kind,
+        s,
+        "forward",
         batch,
-        seq_len: t,
-        position: None,
+        t,
+        None,
+        &times,
+        flops,
+        batch * t,
+    ))
+}
+
+/// Assembles a measurement: times → summary, FLOPs → GFLOP/s, tokens → tokens/s.
+#[allow(clippy::too_many_arguments)]
+fn layer_result(
+    ctx: &Context,
+    kind: LayerKind,
+    s: &LayerShape,
+    mode: &'static str,
+    batch: usize,
+    seq_len: usize,
+    position: Option<usize>,
+    times: &[f64],
+    flops: f64,
+    tokens: usize,
+) -> LayerResult {
+    let time = summarize(times);
+    LayerResult {
+        layer: kind,
+        mode,
+        batch,
+        seq_len,
+        position,
         d_model: s.d_model,
         heads: s.heads,
         chunk: (kind == LayerKind::Rat).then_some(s.chunk),
         window: (kind == LayerKind::Local).then_some(s.window),
         dtype: ctx.resolve_dtype(s.dtype),
         gflops: flops / (time.median_ms * 1e-3) / 1e9,
-        tokens_per_s: (batch * t) as f64 / (time.median_ms * 1e-3),
-        cache_bytes: cache_bytes(kind, s, t.saturating_sub(1)),
+        tokens_per_s: tokens as f64 / (time.median_ms * 1e-3),
+        cache_bytes: cache_bytes(kind, s, position.unwrap_or(seq_len.saturating_sub(1))),
         time,
-    })
+    }
 }
 
 /// Latency of one decode step at `position` with a cache of that length (zeros: the work does not
@@ -542,22 +570,17 @@ pub fn layer_decode(
         AnyLayer::Attention(l) => steps!(l),
         AnyLayer::Rat(l) => steps!(l),
     }
-    let time = summarize(&times);
     let flops = batch as f64 * layer_flops(kind, s, 1, keys_at(kind, s, position));
-    Ok(LayerResult {
-        layer: kind,
-        mode: "decode",
+    Ok(layer_result(
+        ctx,
+        kind,
+        s,
+        "decode",
         batch,
-        seq_len: position + 1,
-        position: Some(position),
-        d_model: s.d_model,
-        heads: s.heads,
-        chunk: (kind == LayerKind::Rat).then_some(s.chunk),
-        window: (kind == LayerKind::Local).then_some(s.window),
-        dtype: ctx.resolve_dtype(s.dtype),
-        gflops: flops / (time.median_ms * 1e-3) / 1e9,
-        tokens_per_s: batch as f64 / (time.median_ms * 1e-3),
-        cache_bytes: cache_bytes(kind, s, position),
-        time,
-    })
+        position + 1,
+        Some(position),
+        &times,
+        flops,
+        batch,
+    ))
 }

@@ -44,6 +44,42 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct LayersArgs {
+    #[arg(long, default_value = "attention,rat")]
+    layers: String,
+    #[arg(long, default_value = "1024,4096")]
+    seq: String,
+    /// Batch sizes (forward and decode).
+    #[arg(long, default_value = "1")]
+    batch: String,
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// RAT chunk size L.
+    #[arg(long, default_value_t = 16)]
+    chunk: usize,
+    /// RAT query/key groups.
+    #[arg(long, default_value_t = 2)]
+    groups: usize,
+    /// Sliding window of the local attention layer.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    #[arg(long, value_enum, default_value = "both")]
+    mode: Mode,
+    /// Decode position (the cache holds this many earlier tokens).
+    #[arg(long, default_value_t = 4096)]
+    position: usize,
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+    /// Also write JSON Lines, one object per measurement, to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Forward,
@@ -62,40 +98,7 @@ enum Schedule {
 enum BenchCmd {
     /// Whole layers (projections included): forward latency over a sequence and decode latency
     /// at a position, with GFLOP/s, tokens/s, cache bytes and the ratio to attention in the same run.
-    Layers {
-        #[arg(long, default_value = "attention,rat")]
-        layers: String,
-        #[arg(long, default_value = "1024,4096")]
-        seq: String,
-        /// Batch sizes (forward and decode).
-        #[arg(long, default_value = "1")]
-        batch: String,
-        #[arg(long, default_value_t = 256)]
-        d_model: usize,
-        #[arg(long, default_value_t = 4)]
-        heads: usize,
-        /// RAT chunk size L.
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// RAT query/key groups.
-        #[arg(long, default_value_t = 2)]
-        groups: usize,
-        /// Sliding window of the local attention layer.
-        #[arg(long, default_value_t = 1024)]
-        window: usize,
-        #[arg(long, default_value = "f32")]
-        dtype: DType,
-        #[arg(long, value_enum, default_value = "both")]
-        mode: Mode,
-        /// Decode position (the cache holds this many earlier tokens).
-        #[arg(long, default_value_t = 4096)]
-        position: usize,
-        #[arg(long, default_value_t = 3)]
-        samples: usize,
-        /// Also write JSON Lines, one object per measurement, to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-    },
+    Layers(LayersArgs),
     /// Attention kernels: causal forward at several lengths and decode at a position, next to GEMM GFLOP/s.
     Attention {
         #[arg(long, default_value = "1024,4096")]
@@ -178,37 +181,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Cmd::Bench {
-            what:
-                BenchCmd::Layers {
-                    layers,
-                    seq,
-                    batch,
-                    d_model,
-                    heads,
-                    chunk,
-                    groups,
-                    window,
-                    dtype,
-                    mode,
-                    position,
-                    samples,
-                    json,
-                },
-        } => bench_layers(BenchLayers {
-            layers,
-            seq,
-            batch,
-            d_model,
-            heads,
-            chunk,
-            groups,
-            window,
-            dtype,
-            mode,
-            position,
-            samples,
-            json,
-        }),
+            what: BenchCmd::Layers(a),
+        } => bench_layers(a),
         Cmd::Bench {
             what:
                 BenchCmd::Attention {
@@ -403,22 +377,6 @@ fn selected_json(ctx: &Context) -> serde_json::Value {
     })
 }
 
-struct BenchLayers {
-    layers: String,
-    seq: String,
-    batch: String,
-    d_model: usize,
-    heads: usize,
-    chunk: usize,
-    groups: usize,
-    window: usize,
-    dtype: DType,
-    mode: Mode,
-    position: usize,
-    samples: usize,
-    json: Option<std::path::PathBuf>,
-}
-
 fn list(s: &str) -> Result<Vec<usize>, String> {
     s.split(',')
         .map(|v| {
@@ -429,7 +387,7 @@ fn list(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-fn bench_layers(a: BenchLayers) -> Result<(), Box<dyn std::error::Error>> {
+fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise::bench::{LayerKind, LayerShape};
     let kinds: Vec<LayerKind> = a
         .layers

@@ -7,38 +7,17 @@ use chunkwise::model::Checkpoint;
 use chunkwise::{DType, Error};
 use common::*;
 
-fn checkpoint(d: usize, seed: u64) -> Checkpoint {
+fn attention_checkpoint(d: usize, seed: u64) -> Checkpoint {
     let s = 1.0 / (d as f32).sqrt();
-    let tensors = vec![
+    checkpoint(vec![
+        ("in_proj.weight", vec![3 * d, d], rand(3 * d * d, seed, s)),
         (
-            "in_proj.weight".to_string(),
-            vec![3 * d, d],
-            rand(3 * d * d, seed, s),
-        ),
-        (
-            "input_norm.weight".to_string(),
+            "input_norm.weight",
             vec![d],
-            rand(d, seed + 1, 1.0)
-                .iter()
-                .map(|v| 1.0 + 0.5 * v)
-                .collect(),
+            rand(d, seed + 1, 0.5).iter().map(|v| 1.0 + v).collect(),
         ),
-        (
-            "out_proj.weight".to_string(),
-            vec![d, d],
-            rand(d * d, seed + 2, s),
-        ),
-    ];
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!(
-        "chunkwise-layer-{}-{n}.safetensors",
-        std::process::id()
-    ));
-    chunkwise::model::checkpoint::save_f32(&path, &tensors).unwrap();
-    let c = Checkpoint::open(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    c
+        ("out_proj.weight", vec![d, d], rand(d * d, seed + 2, s)),
+    ])
 }
 
 fn prefill_then_decode_equals_forward(window: Option<usize>, b: usize, t: usize, p: usize) {
@@ -53,40 +32,9 @@ fn prefill_then_decode_equals_forward(window: Option<usize>, b: usize, t: usize,
         max_positions: t,
         scale: None,
     };
-    let layer = AttentionLayer::load(ctx, cfg, &checkpoint(d, 5), "", DType::F32).unwrap();
-    let x = rand(b * t * d, 9, 1.0);
-    let xt = ctx.upload(&x, &[b, t, d], DType::F32).unwrap();
-    let full = ctx
-        .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
-        .unwrap();
-    let rows = |lo: usize, hi: usize| -> Vec<f32> {
-        (0..b)
-            .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
-            .collect()
-    };
-    let pt = ctx.upload(&rows(0, p), &[b, p, d], DType::F32).unwrap();
-    let (yp, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt)).unwrap();
-    let want_p: Vec<f64> = (0..b)
-        .flat_map(|bi| full[bi * t * d..(bi * t + p) * d].to_vec())
-        .map(|v| v as f64)
-        .collect();
-    assert_close(&ctx.download(&yp).unwrap(), &want_p, DType::F32, "prefill");
-    for i in p..t {
-        let xi = ctx.upload(&rows(i, i + 1), &[b, 1, d], DType::F32).unwrap();
-        let y = ctx
-            .download(&ctx.run(|rec| layer.step(rec, &mut cache, &xi)).unwrap())
-            .unwrap();
-        let want: Vec<f64> = (0..b)
-            .flat_map(|bi| full[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec())
-            .map(|v| v as f64)
-            .collect();
-        assert_close(
-            &y,
-            &want,
-            DType::F32,
-            &format!("step at {i} window {window:?}"),
-        );
-    }
+    let layer =
+        AttentionLayer::load(ctx, cfg, &attention_checkpoint(d, 5), "", DType::F32).unwrap();
+    let cache = assert_decode_matches_forward(&layer, &rand(b * t * d, 9, 1.0), (b, t, d), p);
     assert_eq!(cache.position(), t);
 }
 
@@ -108,7 +56,7 @@ fn local_attention_prefill_shorter_than_window_then_decode() {
 #[test]
 fn local_cache_is_window_sized_and_full_cache_is_sequence_sized() {
     let ctx = ctx();
-    let ck = checkpoint(64, 1);
+    let ck = attention_checkpoint(64, 1);
     let cfg = |window| AttentionConfig {
         d_model: 64,
         heads: 2,
@@ -130,7 +78,7 @@ fn local_cache_is_window_sized_and_full_cache_is_sequence_sized() {
 #[test]
 fn missing_or_misshapen_weights_are_named() {
     let ctx = ctx();
-    let ck = checkpoint(64, 1);
+    let ck = attention_checkpoint(64, 1);
     let cfg = AttentionConfig {
         d_model: 64,
         heads: 2,

@@ -41,38 +41,20 @@ impl Case {
     }
     fn checkpoint(&self) -> Checkpoint {
         let dg = self.groups * self.d / self.heads;
-        let t = vec![
+        checkpoint(vec![
             (
-                "in_proj.weight".to_string(),
+                "in_proj.weight",
                 vec![3 * self.d + 2 * dg, self.d],
                 self.in_proj.clone(),
             ),
+            ("gate_bias", vec![self.d], self.gate_bias.clone()),
+            ("input_norm.weight", vec![self.d], self.norm.clone()),
             (
-                "gate_bias".to_string(),
-                vec![self.d],
-                self.gate_bias.clone(),
-            ),
-            (
-                "input_norm.weight".to_string(),
-                vec![self.d],
-                self.norm.clone(),
-            ),
-            (
-                "out_proj.weight".to_string(),
+                "out_proj.weight",
                 vec![self.d, self.d],
                 self.out_proj.clone(),
             ),
-        ];
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "chunkwise-rat-{}-{n}.safetensors",
-            std::process::id()
-        ));
-        chunkwise::model::checkpoint::save_f32(&path, &t).unwrap();
-        let c = Checkpoint::open(&path).unwrap();
-        std::fs::remove_file(&path).ok();
-        c
+        ])
     }
     fn layer(&self, max_positions: usize, dtype: DType) -> RatLayer {
         let cfg = RatConfig {
@@ -169,40 +151,12 @@ fn layer_matches_reference_over_random_shapes() {
 
 #[test]
 fn prefill_then_decode_equals_forward_including_the_first_chunk() {
-    let ctx = ctx();
     let (b, t, d) = (2usize, 45usize, 64usize);
-    let case = Case::new(d, 4, 2, 16, 3);
-    let layer = case.layer(t, DType::F32);
+    let layer = Case::new(d, 4, 2, 16, 3).layer(t, DType::F32);
     let x = rand(b * t * d, 7, 1.0);
-    let xt = ctx.upload(&x, &[b, t, d], DType::F32).unwrap();
-    let full = ctx
-        .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
-        .unwrap();
-    let rows = |lo: usize, hi: usize| -> Vec<f32> {
-        (0..b)
-            .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
-            .collect()
-    };
-    // Prompts ending mid first chunk, on a chunk boundary, and mid later chunk.
+    // Prompts ending mid first chunk, on a chunk boundary, and mid a later chunk.
     for p in [3usize, 16, 21] {
-        let pt = ctx.upload(&rows(0, p), &[b, p, d], DType::F32).unwrap();
-        let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt)).unwrap();
-        for i in p..t {
-            let xi = ctx.upload(&rows(i, i + 1), &[b, 1, d], DType::F32).unwrap();
-            let y = ctx
-                .download(&ctx.run(|rec| layer.step(rec, &mut cache, &xi)).unwrap())
-                .unwrap();
-            let want: Vec<f64> = (0..b)
-                .flat_map(|bi| full[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec())
-                .map(|v| v as f64)
-                .collect();
-            assert_close(
-                &y,
-                &want,
-                DType::F32,
-                &format!("rat step at {i} after prefill {p}"),
-            );
-        }
+        let cache = assert_decode_matches_forward(&layer, &x, (b, t, d), p);
         assert_eq!(cache.position(), t);
     }
 }

@@ -84,3 +84,60 @@ pub fn assert_close(got: &[f32], want: &[f64], dtype: DType, what: &str) {
         tol(dtype)
     );
 }
+
+/// A checkpoint held in memory (no file), from (name, shape, data).
+pub fn checkpoint(tensors: Vec<(&str, Vec<usize>, Vec<f32>)>) -> chunkwise::model::Checkpoint {
+    let t = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n.to_string(), s, d))
+        .collect();
+    chunkwise::model::Checkpoint::from_f32("<test weights>", t).unwrap()
+}
+
+/// Tokens `lo..hi` of every sequence of `x [b, t, d]`.
+pub fn token_rows(x: &[f32], b: usize, t: usize, d: usize, lo: usize, hi: usize) -> Vec<f32> {
+    (0..b)
+        .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
+        .collect()
+}
+
+/// Prefill of `x[:, :p]`, then one step per remaining token, must equal the parallel forward over
+/// all of `x [b, t, d]` (f32 bound). Returns the cache after the last step.
+pub fn assert_decode_matches_forward<L: chunkwise::layers::SequenceLayer>(
+    layer: &L,
+    x: &[f32],
+    (b, t, d): (usize, usize, usize),
+    p: usize,
+) -> L::Cache {
+    let ctx = ctx();
+    let xt = ctx.upload(x, &[b, t, d], DType::F32).unwrap();
+    let full = ctx
+        .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
+        .unwrap();
+    let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+    let pt = ctx
+        .upload(&token_rows(x, b, t, d, 0, p), &[b, p, d], DType::F32)
+        .unwrap();
+    let (yp, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt)).unwrap();
+    assert_close(
+        &ctx.download(&yp).unwrap(),
+        &as_f64(token_rows(&full, b, t, d, 0, p)),
+        DType::F32,
+        "prefill",
+    );
+    for i in p..t {
+        let xi = ctx
+            .upload(&token_rows(x, b, t, d, i, i + 1), &[b, 1, d], DType::F32)
+            .unwrap();
+        let y = ctx
+            .download(&ctx.run(|rec| layer.step(rec, &mut cache, &xi)).unwrap())
+            .unwrap();
+        assert_close(
+            &y,
+            &as_f64(token_rows(&full, b, t, d, i, i + 1)),
+            DType::F32,
+            &format!("step at {i} after a prefill of {p}"),
+        );
+    }
+    cache
+}
