@@ -100,7 +100,8 @@ pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
     let outputs = match kind.as_deref() {
         Some("local_attention") => run_attention_layer(ctx, &case)?,
         Some("rat") => run_rat_layer(ctx, &case)?,
-        Some(k @ ("model" | "core_op" | "core_decode" | "layer" | "layer_decode")) => {
+        Some("model") => run_model(ctx, &case)?,
+        Some(k @ ("core_op" | "core_decode" | "layer" | "layer_decode")) => {
             return Err(case.err(format!(
                 "case kind '{k}' is not implemented yet in this version of chunkwise"
             )))
@@ -117,8 +118,8 @@ pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
     Ok(CaseRun { outputs, checks })
 }
 
-/// max|ours − expected| ≤ 1e-4 · max(1, max|y − x|): the golden README's bound for an f32
-/// implementation, relative to the size of the layer's residual branch. Compared with the f64
+/// max|ours − expected| ≤ 1e-4 · max(1, scale): the golden README's bound for an f32
+/// implementation, relative to the output scale (a layer's residual branch max|y − x|, a model's max|logit|). Compared with the f64
 /// tensor when the case has one.
 fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option<Check>> {
     let want_name = if case.ckpt.contains(&format!("{name}_f64")) {
@@ -135,19 +136,22 @@ fn check(case: &Case, name: &str, shape: &[usize], got: &[f32]) -> Result<Option
             "output '{name}' has shape {shape:?} but the expected tensor is {want_shape:?}"
         )));
     }
-    let (x, _) = case.ckpt.f64("x")?;
-    let d = *shape.last().unwrap_or(&1);
-    // The residual branch y − x, aligned by token when the output covers only the decoded tokens.
-    let t_out = want.len() / d;
-    let t_in = x.len() / d / shape[0].max(1);
-    let t_o = t_out / shape[0].max(1);
-    let mut branch = 0.0f64;
-    for (i, w) in want.iter().enumerate() {
-        let (b, rest) = (i / (t_o * d), i % (t_o * d));
-        let xi = b * t_in * d + (t_in - t_o) * d + rest;
-        branch = branch.max((w - x[xi]).abs());
+    // Layer cases: the residual branch y − x, aligned by token when the output covers only the
+    // decoded tokens. Model cases (no `x`): the output itself.
+    let mut scale = 0.0f64;
+    if case.ckpt.contains("x") {
+        let (x, _) = case.ckpt.f64("x")?;
+        let d = *shape.last().unwrap_or(&1);
+        let t_in = x.len() / d / shape[0].max(1);
+        let t_o = want.len() / d / shape[0].max(1);
+        for (i, w) in want.iter().enumerate() {
+            let (b, rest) = (i / (t_o * d), i % (t_o * d));
+            scale = scale.max((w - x[b * t_in * d + (t_in - t_o) * d + rest]).abs());
+        }
+    } else {
+        scale = want.iter().fold(0.0, |m, w| m.max(w.abs()));
     }
-    let tol = 1e-4 * branch.max(1.0);
+    let tol = 1e-4 * scale.max(1.0);
     let max_abs = got
         .iter()
         .zip(&want)
@@ -240,4 +244,58 @@ fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     };
     let layer = RatLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
     run_layer(ctx, case, &layer, &x, &xs)
+}
+
+fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+    let kind = case.json["model_kind"]
+        .as_str()
+        .or_else(|| case.json["config"]["model_kind"].as_str());
+    let cfg = crate::model::ModelConfig::from_json(
+        &case.json_path.display().to_string(),
+        &case.json["config"],
+        kind,
+    )?;
+    let (ids, shape) = case.ckpt.f32("input_ids", None)?;
+    if shape.len() != 2 {
+        return Err(case.err(format!(
+            "tensor 'input_ids' has shape {shape:?}, expected [B, T]"
+        )));
+    }
+    let (b, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
+    let cfg = crate::model::ModelConfig {
+        max_seq_len: cfg.max_seq_len.max(t),
+        ..cfg
+    };
+    let v = cfg.vocab_size;
+    let model = crate::model::Model::load(ctx, cfg, &case.ckpt, DType::F32)?;
+    let all = model.tokens(ctx, &ids, b)?;
+    let logits = ctx.run(|rec| model.forward(rec, &all))?;
+    let mut out = vec![("logits".to_string(), vec![b, t, v], ctx.download(&logits)?)];
+    if let Ok(p) = case.cfg_usize("prefill_len") {
+        if p == 0 || p > t {
+            return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
+        }
+        let cols = |lo: usize, hi: usize| -> Vec<u32> {
+            (0..b)
+                .flat_map(|bi| ids[bi * t + lo..bi * t + hi].to_vec())
+                .collect()
+        };
+        let prompt = model.tokens(ctx, &cols(0, p), b)?;
+        let (_, mut cache) = ctx.run(|rec| model.prefill(rec, &prompt))?;
+        let mut steps = vec![Vec::new(); b];
+        for i in p..t {
+            let tok = model.tokens(ctx, &cols(i, i + 1), b)?;
+            let l = ctx.run(|rec| model.step(rec, &mut cache, &tok))?;
+            for (bi, row) in ctx.download(&l)?.chunks(v).enumerate() {
+                steps[bi].extend_from_slice(row);
+            }
+        }
+        out.push((
+            "logits_decode".to_string(),
+            vec![b, t - p, v],
+            steps.concat(),
+        ));
+    }
+    Ok(out)
 }

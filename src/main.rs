@@ -37,6 +37,29 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Generate text with a model folder (model.safetensors + config.json): the continuation goes
+    /// to stdout as it is produced (raw bytes for byte-level models), tokens/s to stderr.
+    Generate {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// Prompt text; repeat the flag to generate for several prompts at once.
+        #[arg(long, required = true)]
+        prompt: Vec<String>,
+        #[arg(long, default_value_t = 200)]
+        max_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Keep the K most likely tokens (0 keeps all; 1 is greedy).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -156,6 +179,62 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
         Cmd::Info { json } => info(json),
+        Cmd::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            dtype,
+        } => {
+            use std::io::Write;
+            let ctx = Context::new_blocking()?;
+            let m = chunkwise::model::Model::open(&ctx, &model, dtype)?;
+            if m.config().vocab_size != 256 {
+                return Err("only byte-level models (vocab 256) are supported yet: tokenizer.json is not read".into());
+            }
+            let prompts: Vec<Vec<u32>> = prompt
+                .iter()
+                .map(|p| p.bytes().map(u32::from).collect())
+                .collect();
+            let mut sampler =
+                chunkwise::model::sampling::Sampler::new(temperature, top_k, top_p, seed);
+            let single = prompts.len() == 1;
+            let stdout = std::io::stdout();
+            let (outs, stats) = chunkwise::model::generate::generate(
+                &ctx,
+                &m,
+                &prompts,
+                max_tokens,
+                &mut sampler,
+                |_, tok| {
+                    if single {
+                        let mut o = stdout.lock();
+                        let _ = o.write_all(&[tok as u8]);
+                        let _ = o.flush();
+                    }
+                },
+            )?;
+            if !single {
+                let mut o = stdout.lock();
+                for (i, toks) in outs.iter().enumerate() {
+                    writeln!(o, "=== prompt {i} ===")?;
+                    o.write_all(&toks.iter().map(|&t| t as u8).collect::<Vec<_>>())?;
+                    writeln!(o)?;
+                }
+            }
+            eprintln!(
+                "\nprefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s ({})",
+                stats.prompt_tokens,
+                stats.prefill_tokens_per_s(),
+                stats.generated_tokens,
+                stats.decode_tokens_per_s(),
+                ctx.adapter_info().name
+            );
+            Ok(())
+        }
         Cmd::Run { case, out, check } => {
             let ctx = Context::new_blocking()?;
             let run = chunkwise::golden::run_case(&ctx, &case)?;

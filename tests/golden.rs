@@ -87,12 +87,33 @@ fn rat_cases_match_forward_and_decode() {
 }
 
 #[test]
+fn model_cases_match_logits_and_decode_logits() {
+    let ctx = common::ctx();
+    let cases = cases("rat", "model_");
+    if golden_dir().is_some() {
+        assert!(!cases.is_empty(), "no model_* case found");
+    }
+    for case in cases {
+        let run = chunkwise::golden::run_case(ctx, &case).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = run.checks.iter().map(|c| c.name.as_str()).collect();
+        assert!(
+            names.contains(&"logits") && names.contains(&"logits_decode"),
+            "{}: {names:?}",
+            case.display()
+        );
+        for c in &run.checks {
+            assert!(c.ok, "{}: {c}", case.display());
+        }
+    }
+}
+
+#[test]
 fn unimplemented_and_unknown_kinds_are_errors_not_panics() {
     let ctx = common::ctx();
-    for case in cases("rat", "model_") {
+    for case in cases("mesa", "mesa_") {
         let e = chunkwise::golden::run_case(ctx, &case)
             .err()
-            .expect("model cases are not implemented yet");
+            .expect("mesa cases are not implemented yet");
         assert!(e.to_string().contains("not implemented"), "{e}");
     }
     let dir = std::env::temp_dir().join(format!("chunkwise-golden-{}", std::process::id()));

@@ -1,5 +1,11 @@
-//! Loading weights saved by the reference implementations.
+//! Models from checkpoints saved by the reference implementations.
 
 pub mod checkpoint;
+pub mod config;
+pub mod generate;
+pub mod lm;
+pub mod sampling;
 
 pub use checkpoint::Checkpoint;
+pub use config::{ModelConfig, ModelKind};
+pub use lm::{Model, ModelCache};

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
 pub mod norm;
 pub mod rat;
