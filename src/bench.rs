@@ -373,18 +373,13 @@ pub fn random_layer_checkpoint(
     crate::model::Checkpoint::from_f32("<random weights>", t)
 }
 
-enum AnyLayer {
-    Attention(crate::layers::AttentionLayer),
-    Rat(crate::layers::RatLayer),
-}
-
 fn build_layer(
     ctx: &Context,
     kind: LayerKind,
     s: &LayerShape,
     max_positions: usize,
-) -> Result<AnyLayer> {
-    use crate::layers::{AttentionConfig, AttentionLayer, RatConfig, RatLayer};
+) -> Result<crate::layers::AnyLayer> {
+    use crate::layers::{AnyLayer, AttentionConfig, AttentionLayer, RatConfig, RatLayer};
     let ck = random_layer_checkpoint(kind, s)?;
     Ok(match kind {
         LayerKind::Rat => AnyLayer::Rat(RatLayer::load(
@@ -455,10 +450,7 @@ pub fn layer_forward(
     use crate::layers::SequenceLayer;
     let layer = build_layer(ctx, kind, s, t)?;
     let x = input(ctx, batch, t, s)?;
-    let run = |rec: &mut crate::Recording| match &layer {
-        AnyLayer::Attention(l) => SequenceLayer::forward(l, rec, &x),
-        AnyLayer::Rat(l) => SequenceLayer::forward(l, rec, &x),
-    };
+    let run = |rec: &mut crate::Recording| layer.forward(rec, &x);
     let warm = ctx.download(&ctx.run(run)?)?;
     if warm.iter().any(|v| !v.is_finite()) {
         return Err(crate::Error::Readback(format!(
@@ -543,32 +535,23 @@ pub fn layer_decode(
     let layer = build_layer(ctx, kind, s, max_positions)?;
     let x = input(ctx, batch, 1, s)?;
     let mut times = Vec::new();
-    macro_rules! steps {
-        ($l:expr) => {{
-            let mut cache = $l.new_cache(ctx, batch, s.dtype)?;
-            cache.bench_seek(position);
-            let y = ctx.run(|rec| SequenceLayer::step($l, rec, &mut cache, &x))?; // warm-up
-            if ctx.download(&y)?.iter().any(|v| !v.is_finite()) {
-                return Err(crate::Error::Readback(format!(
-                    "{kind:?} decode produced non-finite values"
-                )));
-            }
-            cache.bench_seek(position);
-            for _ in 0..samples {
-                let mut rec = ctx.record();
-                let y = SequenceLayer::step($l, &mut rec, &mut cache, &x)?;
-                times.push(rec.submit_timed()?);
-                if ctx.download(&y)?.iter().any(|v| !v.is_finite()) {
-                    return Err(crate::Error::Readback(format!(
-                        "{kind:?} decode produced non-finite values"
-                    )));
-                }
-            }
-        }};
-    }
-    match &layer {
-        AnyLayer::Attention(l) => steps!(l),
-        AnyLayer::Rat(l) => steps!(l),
+    let finite = |y: &crate::Tensor| -> Result<()> {
+        if ctx.download(y)?.iter().any(|v| !v.is_finite()) {
+            return Err(crate::Error::Readback(format!(
+                "{kind:?} decode produced non-finite values"
+            )));
+        }
+        Ok(())
+    };
+    let mut cache = layer.new_cache(ctx, batch, s.dtype)?;
+    cache.bench_seek(position);
+    finite(&ctx.run(|rec| layer.step(rec, &mut cache, &x))?)?; // warm-up
+    cache.bench_seek(position);
+    for _ in 0..samples {
+        let mut rec = ctx.record();
+        let y = layer.step(&mut rec, &mut cache, &x)?;
+        times.push(rec.submit_timed()?);
+        finite(&y)?;
     }
     let flops = batch as f64 * layer_flops(kind, s, 1, keys_at(kind, s, position));
     Ok(layer_result(

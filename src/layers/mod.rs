@@ -48,3 +48,84 @@ impl SequenceLayer for RatLayer {
         RatLayer::step(self, rec, cache, x)
     }
 }
+
+/// A sequence layer of either family, for stacks that mix them (hybrid models, benchmarks).
+pub enum AnyLayer {
+    Rat(RatLayer),
+    Attention(AttentionLayer),
+}
+
+/// The cache of an [`AnyLayer`].
+pub enum AnyCache {
+    Rat(RatCache),
+    Attention(KvCache),
+}
+
+impl AnyCache {
+    pub fn bytes(&self) -> u64 {
+        match self {
+            AnyCache::Rat(c) => c.bytes(),
+            AnyCache::Attention(c) => c.bytes(),
+        }
+    }
+    pub fn position(&self) -> usize {
+        match self {
+            AnyCache::Rat(c) => c.position(),
+            AnyCache::Attention(c) => c.position(),
+        }
+    }
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, position: usize) {
+        match self {
+            AnyCache::Rat(c) => c.bench_seek(position),
+            AnyCache::Attention(c) => c.bench_seek(position),
+        }
+    }
+}
+
+impl AnyLayer {
+    /// An empty (zeroed) cache for `batch` sequences.
+    pub fn new_cache(
+        &self,
+        ctx: &crate::Context,
+        batch: usize,
+        dtype: crate::DType,
+    ) -> Result<AnyCache> {
+        Ok(match self {
+            AnyLayer::Rat(l) => AnyCache::Rat(l.new_cache(ctx, batch, dtype)?),
+            AnyLayer::Attention(l) => AnyCache::Attention(l.new_cache(ctx, batch, dtype)?),
+        })
+    }
+}
+
+impl SequenceLayer for AnyLayer {
+    type Cache = AnyCache;
+    fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        match self {
+            AnyLayer::Rat(l) => l.forward(rec, x),
+            AnyLayer::Attention(l) => l.forward(rec, x),
+        }
+    }
+    fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, AnyCache)> {
+        Ok(match self {
+            AnyLayer::Rat(l) => {
+                let (y, c) = l.prefill(rec, x)?;
+                (y, AnyCache::Rat(c))
+            }
+            AnyLayer::Attention(l) => {
+                let (y, c) = l.prefill(rec, x)?;
+                (y, AnyCache::Attention(c))
+            }
+        })
+    }
+    fn step(&self, rec: &mut Recording, cache: &mut AnyCache, x: &Tensor) -> Result<Tensor> {
+        match (self, cache) {
+            (AnyLayer::Rat(l), AnyCache::Rat(c)) => l.step(rec, c, x),
+            (AnyLayer::Attention(l), AnyCache::Attention(c)) => l.step(rec, c, x),
+            _ => Err(crate::Error::invalid(
+                "step",
+                "the cache belongs to a layer of another kind",
+            )),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::layers::{
-    AttentionConfig, AttentionLayer, KvCache, RatCache, RatConfig, RatLayer, SequenceLayer,
+    AnyCache, AnyLayer, AttentionConfig, AttentionLayer, RatConfig, RatLayer, SequenceLayer,
 };
 use crate::model::{Checkpoint, ModelConfig};
 use crate::ops::embedding::{embedding, TokenIds};
@@ -14,17 +14,6 @@ use crate::ops::gemm::Linear;
 use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
-
-enum Mixer {
-    Rat(RatLayer),
-    Attention(AttentionLayer),
-}
-
-/// One cache per block.
-pub enum LayerCache {
-    Rat(RatCache),
-    Attention(KvCache),
-}
 
 struct Ffn {
     ln: Tensor,
@@ -38,12 +27,12 @@ pub struct Model {
     wte: Tensor,
     head: Linear,
     final_norm: Tensor,
-    blocks: Vec<(Mixer, Ffn)>,
+    blocks: Vec<(AnyLayer, Ffn)>,
 }
 
 /// The decode state of a whole model.
 pub struct ModelCache {
-    layers: Vec<LayerCache>,
+    layers: Vec<AnyCache>,
     position: usize,
 }
 
@@ -53,13 +42,7 @@ impl ModelCache {
     }
     /// GPU bytes held by all layer caches.
     pub fn bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|c| match c {
-                LayerCache::Rat(c) => c.bytes(),
-                LayerCache::Attention(c) => c.bytes(),
-            })
-            .sum()
+        self.layers.iter().map(AnyCache::bytes).sum()
     }
 }
 
@@ -106,7 +89,7 @@ impl Model {
                     max_positions: cfg.max_seq_len,
                     scale: None,
                 };
-                Mixer::Rat(RatLayer::load(ctx, rc, ckpt, &prefix, dtype)?)
+                AnyLayer::Rat(RatLayer::load(ctx, rc, ckpt, &prefix, dtype)?)
             } else {
                 let ac = AttentionConfig {
                     d_model: d,
@@ -121,7 +104,7 @@ impl Model {
                     max_positions: cfg.max_seq_len,
                     scale: None,
                 };
-                Mixer::Attention(AttentionLayer::load(ctx, ac, ckpt, &prefix, dtype)?)
+                AnyLayer::Attention(AttentionLayer::load(ctx, ac, ckpt, &prefix, dtype)?)
             };
             let f = format!("backbone.layers.{i}.hidden_layer.");
             let (ln, _) = ckpt.f32(&format!("{f}ln.weight"), Some(&[d]))?;
@@ -175,10 +158,7 @@ impl Model {
     pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
         let mut h = embedding(rec, &self.wte, ids)?;
         for (m, f) in &self.blocks {
-            h = match m {
-                Mixer::Rat(l) => SequenceLayer::forward(l, rec, &h)?,
-                Mixer::Attention(l) => SequenceLayer::forward(l, rec, &h)?,
-            };
+            h = m.forward(rec, &h)?;
             h = self.ffn(rec, f, &h)?;
         }
         self.logits(rec, &h)
@@ -189,19 +169,9 @@ impl Model {
         let mut h = embedding(rec, &self.wte, ids)?;
         let mut layers = Vec::with_capacity(self.blocks.len());
         for (m, f) in &self.blocks {
-            h = match m {
-                Mixer::Rat(l) => {
-                    let (y, c) = l.prefill(rec, &h)?;
-                    layers.push(LayerCache::Rat(c));
-                    y
-                }
-                Mixer::Attention(l) => {
-                    let (y, c) = l.prefill(rec, &h)?;
-                    layers.push(LayerCache::Attention(c));
-                    y
-                }
-            };
-            h = self.ffn(rec, f, &h)?;
+            let (y, c) = m.prefill(rec, &h)?;
+            layers.push(c);
+            h = self.ffn(rec, f, &y)?;
         }
         Ok((
             self.logits(rec, &h)?,
@@ -227,17 +197,8 @@ impl Model {
         }
         let mut h = embedding(rec, &self.wte, ids)?;
         for ((m, f), c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            h = match (m, c) {
-                (Mixer::Rat(l), LayerCache::Rat(c)) => l.step(rec, c, &h)?,
-                (Mixer::Attention(l), LayerCache::Attention(c)) => l.step(rec, c, &h)?,
-                _ => {
-                    return Err(Error::invalid(
-                        "model step",
-                        "the cache does not belong to this model",
-                    ))
-                }
-            };
-            h = self.ffn(rec, f, &h)?;
+            let y = m.step(rec, c, &h)?;
+            h = self.ffn(rec, f, &y)?;
         }
         cache.position += 1;
         self.logits(rec, &h)
