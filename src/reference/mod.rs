@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod basic;
+pub mod mesa;
 pub mod rat;
 
 pub use basic::*;
