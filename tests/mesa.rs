@@ -6,11 +6,13 @@ mod common;
 use std::path::PathBuf;
 
 use chunkwise::model::Checkpoint;
-use chunkwise::reference::mesa::{core, MesaShape, Solve};
 use chunkwise::reference::max_abs;
+use chunkwise::reference::mesa::{core, MesaShape, Solve};
 
 fn golden(name: &str) -> Option<Checkpoint> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/mesa").join(format!("{name}.safetensors"));
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden/mesa")
+        .join(format!("{name}.safetensors"));
     if !p.exists() {
         eprintln!("SKIP: {} is absent", p.display());
         return None;
@@ -24,23 +26,81 @@ fn f32s(ck: &Checkpoint, n: &str) -> Vec<f32> {
 
 #[test]
 fn cpu_reference_reproduces_the_golden_core_cases() {
-    for (name, init) in [("mesa_a_core_b1_t37_h2_d16", false), ("mesa_b_core_b2_t128_h4_d32", false), ("mesa_f_core_b1_t50_h2_d16_init", true)] {
+    for (name, init) in [
+        ("mesa_a_core_b1_t37_h2_d16", false),
+        ("mesa_b_core_b2_t128_h4_d32", false),
+        ("mesa_f_core_b1_t50_h2_d16_init", true),
+    ] {
         let Some(ck) = golden(name) else { return };
         let qs = ck.shape("q").unwrap().to_vec();
-        let s = MesaShape { b: qs[0], t: qs[1], h: qs[2], d: qs[3] };
-        let (q, k, v, g, beta, lamb) = (f32s(&ck, "q"), f32s(&ck, "k"), f32s(&ck, "v"), f32s(&ck, "g"), f32s(&ck, "beta"), f32s(&ck, "lamb"));
-        let (kk0, kv0) = if init { (f32s(&ck, "h_kk_init"), f32s(&ck, "h_kv_init")) } else { (vec![], vec![]) };
+        let s = MesaShape {
+            b: qs[0],
+            t: qs[1],
+            h: qs[2],
+            d: qs[3],
+        };
+        let (q, k, v, g, beta, lamb) = (
+            f32s(&ck, "q"),
+            f32s(&ck, "k"),
+            f32s(&ck, "v"),
+            f32s(&ck, "g"),
+            f32s(&ck, "beta"),
+            f32s(&ck, "lamb"),
+        );
+        let (kk0, kv0) = if init {
+            (f32s(&ck, "h_kk_init"), f32s(&ck, "h_kv_init"))
+        } else {
+            (vec![], vec![])
+        };
         let init = init.then_some((&kk0[..], &kv0[..]));
-        let (o, hkk, hkv) = core(s, &q, &k, &v, &g, &beta, &lamb, init, Solve::Cg { iters: 30, jacobi: false }, None);
+        let (o, hkk, hkv) = core(
+            s,
+            &q,
+            &k,
+            &v,
+            &g,
+            &beta,
+            &lamb,
+            init,
+            Solve::Cg {
+                iters: 30,
+                jacobi: false,
+            },
+            None,
+        );
         let want = ck.f64("o_cg30_f64").unwrap().0;
         let got: Vec<f32> = o.iter().map(|&x| x as f32).collect();
-        assert!(max_abs(&got, &want) < 1e-6, "{name} o_cg30: {}", max_abs(&got, &want));
-        let (o4, _, _) = core(s, &q, &k, &v, &g, &beta, &lamb, init, Solve::Cg { iters: 4, jacobi: false }, None);
+        assert!(
+            max_abs(&got, &want) < 1e-6,
+            "{name} o_cg30: {}",
+            max_abs(&got, &want)
+        );
+        let (o4, _, _) = core(
+            s,
+            &q,
+            &k,
+            &v,
+            &g,
+            &beta,
+            &lamb,
+            init,
+            Solve::Cg {
+                iters: 4,
+                jacobi: false,
+            },
+            None,
+        );
         let got4: Vec<f32> = o4.iter().map(|&x| x as f32).collect();
-        assert!(max_abs(&got4, &ck.f64("o_cg4_f64").unwrap().0) < 1e-6, "{name} o_cg4");
+        assert!(
+            max_abs(&got4, &ck.f64("o_cg4_f64").unwrap().0) < 1e-6,
+            "{name} o_cg4"
+        );
         let (oe, _, _) = core(s, &q, &k, &v, &g, &beta, &lamb, init, Solve::Exact, None);
         let gote: Vec<f32> = oe.iter().map(|&x| x as f32).collect();
-        assert!(max_abs(&gote, &ck.f64("o_exact_f64").unwrap().0) < 1e-6, "{name} o_exact");
+        assert!(
+            max_abs(&gote, &ck.f64("o_exact_f64").unwrap().0) < 1e-6,
+            "{name} o_exact"
+        );
         for (got, n) in [(hkk, "h_kk_final"), (hkv, "h_kv_final")] {
             let g32: Vec<f32> = got.iter().map(|&x| x as f32).collect();
             assert!(max_abs(&g32, &ck.f64(n).unwrap().0) < 1e-5, "{name} {n}");
@@ -50,14 +110,378 @@ fn cpu_reference_reproduces_the_golden_core_cases() {
 
 #[test]
 fn cpu_reference_reproduces_the_golden_decode_case() {
-    let Some(ck) = golden("mesa_g_decode_core_b1_p21_t12_h2_d16") else { return };
+    let Some(ck) = golden("mesa_g_decode_core_b1_p21_t12_h2_d16") else {
+        return;
+    };
     let qs = ck.shape("q").unwrap().to_vec();
-    let s = MesaShape { b: qs[0], t: qs[1], h: qs[2], d: qs[3] };
+    let s = MesaShape {
+        b: qs[0],
+        t: qs[1],
+        h: qs[2],
+        d: qs[3],
+    };
     let p = 21;
-    let (q, k, v, g, beta, lamb) = (f32s(&ck, "q"), f32s(&ck, "k"), f32s(&ck, "v"), f32s(&ck, "g"), f32s(&ck, "beta"), f32s(&ck, "lamb"));
-    let (o, _, _) = core(s, &q, &k, &v, &g, &beta, &lamb, None, Solve::Cg { iters: 30, jacobi: false }, Some((p, Solve::Cg { iters: 30, jacobi: true })));
+    let (q, k, v, g, beta, lamb) = (
+        f32s(&ck, "q"),
+        f32s(&ck, "k"),
+        f32s(&ck, "v"),
+        f32s(&ck, "g"),
+        f32s(&ck, "beta"),
+        f32s(&ck, "lamb"),
+    );
+    let (o, _, _) = core(
+        s,
+        &q,
+        &k,
+        &v,
+        &g,
+        &beta,
+        &lamb,
+        None,
+        Solve::Cg {
+            iters: 30,
+            jacobi: false,
+        },
+        Some((
+            p,
+            Solve::Cg {
+                iters: 30,
+                jacobi: true,
+            },
+        )),
+    );
     let (want, ws) = ck.f64("o_decode_cg30_f64").unwrap();
     let dec: Vec<f32> = o[p * s.h * s.d..].iter().map(|&x| x as f32).collect();
     assert_eq!(dec.len(), want.len(), "{ws:?}");
-    assert!(max_abs(&dec, &want) < 1e-6, "decode {}", max_abs(&dec, &want));
+    assert!(
+        max_abs(&dec, &want) < 1e-6,
+        "decode {}",
+        max_abs(&dec, &want)
+    );
+}
+
+use chunkwise::ops::mesa::{self as mops, MesaState};
+use chunkwise::DType;
+use common::*;
+
+struct Inputs {
+    s: MesaShape,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g: Vec<f32>,
+    beta: Vec<f32>,
+    lamb: Vec<f32>,
+}
+
+fn unit_rows(x: &mut [f32], d: usize) {
+    for row in x.chunks_mut(d) {
+        let n = (row.iter().map(|v| v * v).sum::<f32>() + 1e-6).sqrt();
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+/// `gate`: the decay range (low, high), e.g. (0.95, 0.999) slow, (0.01, 0.1) fast forgetting.
+fn inputs(s: MesaShape, seed: u64, gate: (f32, f32)) -> Inputs {
+    let n = s.b * s.t * s.h * s.d;
+    let mut q = rand(n, seed, 1.0);
+    let mut k = rand(n, seed + 1, 1.0);
+    unit_rows(&mut q, s.d);
+    unit_rows(&mut k, s.d);
+    let ng = s.b * s.t * s.h;
+    let g = rand(ng, seed + 3, 1.0)
+        .iter()
+        .map(|u| (gate.0 + (u * 0.5 + 0.5) * (gate.1 - gate.0)).ln())
+        .collect();
+    let beta = rand(ng, seed + 4, 3.0)
+        .iter()
+        .map(|x| 1.0 / (1.0 + (-x).exp()))
+        .collect();
+    let lamb = rand(s.h * s.d, seed + 5, 1.0)
+        .iter()
+        .map(|x| (1.0 + x.exp()).ln() + 0.25)
+        .collect();
+    Inputs {
+        s,
+        q,
+        k,
+        v: rand(n, seed + 2, 1.5),
+        g,
+        beta,
+        lamb,
+    }
+}
+
+fn run_core(
+    inp: &Inputs,
+    init: Option<(&[f32], &[f32])>,
+    iters: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let ctx = ctx();
+    let MesaShape { b, t, h, d } = inp.s;
+    let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
+    let st = match init {
+        Some((kk, kv)) => MesaState::from_host(ctx, kk, kv, b, h, d).unwrap(),
+        None => MesaState::zeros(ctx, b, h, d).unwrap(),
+    };
+    let sh = [b, t, h, d];
+    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
+    let (g, beta, lamb) = (
+        up(&inp.g, &[b, t, h]),
+        up(&inp.beta, &[b, t, h]),
+        up(&inp.lamb, &[h, d]),
+    );
+    let o = ctx
+        .run(|rec| mops::core(rec, &q, &k, &v, &g, &beta, &lamb, &st, iters))
+        .unwrap();
+    (
+        ctx.download(&o).unwrap(),
+        ctx.download(&st.kk).unwrap(),
+        ctx.download(&st.kv).unwrap(),
+    )
+}
+
+#[test]
+fn gpu_core_matches_reference_cg_over_shapes_and_gate_regimes() {
+    let cases = [
+        (
+            MesaShape {
+                b: 1,
+                t: 37,
+                h: 2,
+                d: 16,
+            },
+            (0.85, 0.95),
+        ),
+        (
+            MesaShape {
+                b: 2,
+                t: 50,
+                h: 2,
+                d: 32,
+            },
+            (0.95, 0.999),
+        ),
+        (
+            MesaShape {
+                b: 1,
+                t: 45,
+                h: 1,
+                d: 60,
+            },
+            (0.01, 0.1),
+        ),
+        (
+            MesaShape {
+                b: 1,
+                t: 70,
+                h: 2,
+                d: 64,
+            },
+            (0.85, 0.95),
+        ),
+        (
+            MesaShape {
+                b: 1,
+                t: 21,
+                h: 1,
+                d: 128,
+            },
+            (0.95, 0.999),
+        ),
+    ];
+    for (i, &(s, gate)) in cases.iter().enumerate() {
+        let inp = inputs(s, 10 * i as u64 + 1, gate);
+        let (o, kk, kv) = run_core(&inp, None, 30);
+        let (want, wkk, wkv) = core(
+            s,
+            &inp.q,
+            &inp.k,
+            &inp.v,
+            &inp.g,
+            &inp.beta,
+            &inp.lamb,
+            None,
+            Solve::Cg {
+                iters: 30,
+                jacobi: false,
+            },
+            None,
+        );
+        assert_close(
+            &o,
+            &want,
+            DType::F32,
+            &format!("mesa core {s:?} gates {gate:?}"),
+        );
+        assert!(
+            max_abs(&o, &want) < 2e-5,
+            "{s:?}: max_abs {}",
+            max_abs(&o, &want)
+        );
+        assert_close(&kk, &wkk, DType::F32, "final h_kk");
+        assert_close(&kv, &wkv, DType::F32, "final h_kv");
+    }
+}
+
+#[test]
+fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
+    let s = MesaShape {
+        b: 2,
+        t: 40,
+        h: 2,
+        d: 32,
+    };
+    let inp = inputs(s, 77, (0.85, 0.95));
+    let n = s.b * s.h * s.d * s.d;
+    // A symmetric positive semi-definite h_kk (sum of outer products) and any h_kv.
+    let basis = rand(s.b * s.h * 4 * s.d, 5, 1.0);
+    let mut kk = vec![0.0f32; n];
+    for bh in 0..s.b * s.h {
+        for r in 0..4 {
+            let u = &basis[(bh * 4 + r) * s.d..(bh * 4 + r + 1) * s.d];
+            for i in 0..s.d {
+                for j in 0..s.d {
+                    kk[bh * s.d * s.d + i * s.d + j] += u[i] * u[j];
+                }
+            }
+        }
+    }
+    let kv = rand(n, 6, 0.5);
+    for iters in [4usize, 30] {
+        let (o, _, _) = run_core(&inp, Some((&kk, &kv)), iters);
+        let (want, _, _) = core(
+            s,
+            &inp.q,
+            &inp.k,
+            &inp.v,
+            &inp.g,
+            &inp.beta,
+            &inp.lamb,
+            Some((&kk, &kv)),
+            Solve::Cg {
+                iters,
+                jacobi: false,
+            },
+            None,
+        );
+        assert_close(
+            &o,
+            &want,
+            DType::F32,
+            &format!("mesa core with initial states, {iters} iterations"),
+        );
+    }
+}
+
+#[test]
+fn gpu_decode_steps_match_reference_for_a_batch() {
+    let ctx = ctx();
+    let s = MesaShape {
+        b: 3,
+        t: 25,
+        h: 2,
+        d: 32,
+    };
+    let p = 17;
+    let inp = inputs(s, 91, (0.85, 0.95));
+    let (want, _, _) = core(
+        s,
+        &inp.q,
+        &inp.k,
+        &inp.v,
+        &inp.g,
+        &inp.beta,
+        &inp.lamb,
+        None,
+        Solve::Cg {
+            iters: 30,
+            jacobi: false,
+        },
+        Some((
+            p,
+            Solve::Cg {
+                iters: 30,
+                jacobi: true,
+            },
+        )),
+    );
+    let MesaShape { b, t, h, d } = s;
+    // Prefill the first p tokens with the parallel path, then one token at a time.
+    let cols = |x: &[f32], w: usize, lo: usize, hi: usize| -> Vec<f32> {
+        (0..b)
+            .flat_map(|bi| x[(bi * t + lo) * w..(bi * t + hi) * w].to_vec())
+            .collect()
+    };
+    let (hd, gd) = (h * d, h);
+    let up = |x: Vec<f32>, sh: &[usize]| ctx.upload(&x, sh, DType::F32).unwrap();
+    let st = MesaState::zeros(ctx, b, h, d).unwrap();
+    let lamb = up(inp.lamb.clone(), &[h, d]);
+    ctx.run(|rec| {
+        let sh = [b, p, h, d];
+        let (q, k, v) = (
+            up(cols(&inp.q, hd, 0, p), &sh),
+            up(cols(&inp.k, hd, 0, p), &sh),
+            up(cols(&inp.v, hd, 0, p), &sh),
+        );
+        let (g, be) = (
+            up(cols(&inp.g, gd, 0, p), &[b, p, h]),
+            up(cols(&inp.beta, gd, 0, p), &[b, p, h]),
+        );
+        mops::core(rec, &q, &k, &v, &g, &be, &lamb, &st, 30)
+    })
+    .unwrap();
+    for i in p..t {
+        let sh = [b, 1, h, d];
+        let (q, k, v) = (
+            up(cols(&inp.q, hd, i, i + 1), &sh),
+            up(cols(&inp.k, hd, i, i + 1), &sh),
+            up(cols(&inp.v, hd, i, i + 1), &sh),
+        );
+        let (g, be) = (
+            up(cols(&inp.g, gd, i, i + 1), &[b, 1, h]),
+            up(cols(&inp.beta, gd, i, i + 1), &[b, 1, h]),
+        );
+        let o = ctx
+            .run(|rec| mops::decode_step(rec, &q, &k, &v, &g, &be, &lamb, &st, 30))
+            .unwrap();
+        let w: Vec<f64> = (0..b)
+            .flat_map(|bi| want[(bi * t + i) * hd..(bi * t + i + 1) * hd].to_vec())
+            .collect();
+        assert_close(
+            &ctx.download(&o).unwrap(),
+            &w,
+            DType::F32,
+            &format!("decode step {i}"),
+        );
+    }
+}
+
+#[test]
+fn bad_mesa_inputs_are_named_errors() {
+    let ctx = ctx();
+    let (b, t, h, d) = (1usize, 5usize, 2usize, 8usize);
+    let x = ctx
+        .upload(&vec![0.1; b * t * h * d], &[b, t, h, d], DType::F32)
+        .unwrap();
+    let gt = ctx
+        .upload(&vec![-0.1; b * t * h], &[b, t, h], DType::F32)
+        .unwrap();
+    let lamb = ctx.upload(&vec![1.0; h * d], &[h, d], DType::F32).unwrap();
+    let st = MesaState::zeros(ctx, b, h, d).unwrap();
+    let e = ctx
+        .run(|rec| mops::core(rec, &x, &x, &x, &gt, &gt, &lamb, &st, 5000))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("5000 CG iterations"), "{e}");
+    let e = ctx
+        .run(|rec| mops::core(rec, &x, &x, &x, &gt, &gt, &x, &st, 30))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("lamb must be [2, 8]"), "{e}");
+    let e = ctx
+        .run(|rec| mops::decode_step(rec, &x, &x, &x, &gt, &gt, &lamb, &st, 30))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("one token per sequence"), "{e}");
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod mesa;
 pub mod norm;
 pub mod rat;
 pub mod rope;

@@ -25,7 +25,11 @@ pub enum Solve {
 /// Solves (Hm + diag(lamb)) x = q.
 pub fn solve(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> Vec<f64> {
     let d = q.len();
-    let apply = |p: &[f64]| -> Vec<f64> { (0..d).map(|i| (0..d).map(|j| hm[i * d + j] * p[j]).sum::<f64>() + lamb[i] * p[i]).collect() };
+    let apply = |p: &[f64]| -> Vec<f64> {
+        (0..d)
+            .map(|i| (0..d).map(|j| hm[i * d + j] * p[j]).sum::<f64>() + lamb[i] * p[i])
+            .collect()
+    };
     match how {
         Solve::Exact => {
             // Cholesky of A = Hm + diag(lamb) (SPD).
@@ -50,7 +54,13 @@ pub fn solve(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> Vec<f64> {
             x
         }
         Solve::Cg { iters, jacobi } => {
-            let mut x: Vec<f64> = if jacobi { (0..d).map(|i| q[i] / (hm[i * d + i] + lamb[i] + 1e-5)).collect() } else { vec![0.0; d] };
+            let mut x: Vec<f64> = if jacobi {
+                (0..d)
+                    .map(|i| q[i] / (hm[i * d + i] + lamb[i] + 1e-5))
+                    .collect()
+            } else {
+                vec![0.0; d]
+            };
             let ax = apply(&x);
             let mut r: Vec<f64> = (0..d).map(|i| q[i] - ax[i]).collect();
             let mut p = r.clone();
@@ -96,17 +106,26 @@ pub fn core(
     for bi in 0..b {
         for hh in 0..h {
             let st = (bi * h + hh) * d * d;
-            let mut hkk: Vec<f64> = init.map_or(vec![0.0; d * d], |(kk, _)| kk[st..st + d * d].iter().map(|&x| x as f64).collect());
-            let mut hkv: Vec<f64> = init.map_or(vec![0.0; d * d], |(_, kv)| kv[st..st + d * d].iter().map(|&x| x as f64).collect());
-            let lam: Vec<f64> = lamb[hh * d..(hh + 1) * d].iter().map(|&x| x as f64).collect();
+            let mut hkk: Vec<f64> = init.map_or(vec![0.0; d * d], |(kk, _)| {
+                kk[st..st + d * d].iter().map(|&x| x as f64).collect()
+            });
+            let mut hkv: Vec<f64> = init.map_or(vec![0.0; d * d], |(_, kv)| {
+                kv[st..st + d * d].iter().map(|&x| x as f64).collect()
+            });
+            let lam: Vec<f64> = lamb[hh * d..(hh + 1) * d]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
             for tt in 0..t {
                 let row = ((bi * t + tt) * h + hh) * d;
                 let gi = (bi * t + tt) * h + hh;
                 let (gamma, bt) = ((g[gi] as f64).exp(), beta[gi] as f64);
                 for i in 0..d {
                     for j in 0..d {
-                        hkk[i * d + j] = gamma * hkk[i * d + j] + bt * k[row + i] as f64 * k[row + j] as f64;
-                        hkv[i * d + j] = gamma * hkv[i * d + j] + bt * k[row + i] as f64 * v[row + j] as f64;
+                        hkk[i * d + j] =
+                            gamma * hkk[i * d + j] + bt * k[row + i] as f64 * k[row + j] as f64;
+                        hkv[i * d + j] =
+                            gamma * hkv[i * d + j] + bt * k[row + i] as f64 * v[row + j] as f64;
                     }
                 }
                 let qv: Vec<f64> = q[row..row + d].iter().map(|&x| x as f64).collect();

@@ -1,0 +1,284 @@
+//! The Mesa core op (spec/mesa.md): chunkwise-parallel forward with the reference conjugate
+//! gradient, and the recurrent decode step.
+//!
+//! Chunk length: the result does not depend on it (spec §5), so it is chosen to fit workgroup
+//! memory. A CG workgroup keeps the direction p and the chunk's keys, C × D each, plus two C × C
+//! matrices, in workgroup memory; C · D ≤ 1024 (C = 16 for D ≤ 64, else 8) keeps that under
+//! 10 KiB, inside the 16 KiB every WebGPU adapter guarantees. The D × D chunk-start states stay in
+//! global memory, where every CG iteration re-reads them (they are cache-resident on GPUs).
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use crate::record::Recording;
+use crate::tensor::{DType, Tensor};
+
+use super::check_u32;
+
+/// The two recurrent states of a Mesa layer, f32, `[B, H, D, D]` each.
+#[derive(Clone, Debug)]
+pub struct MesaState {
+    pub kk: Tensor,
+    pub kv: Tensor,
+}
+
+impl MesaState {
+    /// Zero states.
+    pub fn zeros(ctx: &Context, b: usize, h: usize, d: usize) -> Result<MesaState> {
+        let st = MesaState {
+            kk: ctx.alloc(&[b, h, d, d], DType::F32)?,
+            kv: ctx.alloc(&[b, h, d, d], DType::F32)?,
+        };
+        ctx.run(|rec| {
+            rec.zero(&st.kk);
+            rec.zero(&st.kv);
+            Ok(())
+        })?;
+        Ok(st)
+    }
+    /// States from host data (`[B, H, D, D]` each).
+    pub fn from_host(
+        ctx: &Context,
+        kk: &[f32],
+        kv: &[f32],
+        b: usize,
+        h: usize,
+        d: usize,
+    ) -> Result<MesaState> {
+        Ok(MesaState {
+            kk: ctx.upload(kk, &[b, h, d, d], DType::F32)?,
+            kv: ctx.upload(kv, &[b, h, d, d], DType::F32)?,
+        })
+    }
+    pub fn bytes(&self) -> u64 {
+        self.kk.bytes() + self.kv.bytes()
+    }
+}
+
+/// Chunk length used for head dim `d` (see the module comment).
+pub fn chunk_len(d: usize) -> usize {
+    if d <= 64 {
+        16
+    } else {
+        8
+    }
+}
+
+/// Largest CG iteration count accepted (a guard against absurd values).
+pub const MAX_ITERS: usize = 1000;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    t: u32,
+    h: u32,
+    iters: u32,
+    n0: u32,
+    nseg: u32,
+    _p: [u32; 2],
+}
+
+struct Dims {
+    b: usize,
+    t: usize,
+    h: usize,
+    d: usize,
+}
+
+fn check(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    beta: &Tensor,
+    lamb: &Tensor,
+    st: &MesaState,
+    iters: usize,
+) -> Result<Dims> {
+    super::same_dtype("mesa", &[q, k, v])?;
+    let s = q.shape();
+    if s.len() != 4 || k.shape() != s || v.shape() != s {
+        return Err(Error::shape(
+            "mesa",
+            format!(
+                "q, k, v must be [B, T, H, D]; got {s:?}, {:?}, {:?}",
+                k.shape(),
+                v.shape()
+            ),
+        ));
+    }
+    let (b, t, h, d) = (s[0], s[1], s[2], s[3]);
+    if d == 0 || d > 128 {
+        return Err(Error::invalid(
+            "mesa",
+            format!("head dim {d} is not supported (1 ..= 128)"),
+        ));
+    }
+    for (name, x, want) in [
+        ("g", g, vec![b, t, h]),
+        ("beta", beta, vec![b, t, h]),
+        ("lamb", lamb, vec![h, d]),
+    ] {
+        if x.shape() != want {
+            return Err(Error::shape(
+                "mesa",
+                format!("{name} must be {want:?}, got {:?}", x.shape()),
+            ));
+        }
+        if x.dtype() != DType::F32 {
+            return Err(Error::DType {
+                op: "mesa (gates and lambda)",
+                expected: DType::F32,
+                got: x.dtype(),
+            });
+        }
+    }
+    let ss = [b, h, d, d];
+    if st.kk.shape() != ss
+        || st.kv.shape() != ss
+        || st.kk.dtype() != DType::F32
+        || st.kv.dtype() != DType::F32
+    {
+        return Err(Error::shape(
+            "mesa",
+            format!(
+                "states must be f32 {ss:?}, got {:?} and {:?}",
+                st.kk.shape(),
+                st.kv.shape()
+            ),
+        ));
+    }
+    if iters > MAX_ITERS {
+        return Err(Error::invalid(
+            "mesa",
+            format!("{iters} CG iterations is more than the {MAX_ITERS} accepted"),
+        ));
+    }
+    Ok(Dims { b, t, h, d })
+}
+
+/// The chunkwise-parallel core op: `o [B, T, H, D]` for `q, k, v [B, T, H, D]` (q and k already
+/// L2-normalised), log decays `g` and input gates `beta [B, T, H]`, `lamb [H, D]` (f32). `state`
+/// holds the initial states and is advanced to the final ones.
+#[allow(clippy::too_many_arguments)]
+pub fn core(
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    beta: &Tensor,
+    lamb: &Tensor,
+    state: &MesaState,
+    iters: usize,
+) -> Result<Tensor> {
+    let Dims { b, t, h, d } = check(q, k, v, g, beta, lamb, state, iters)?;
+    let ctx = rec.context().clone();
+    let o = ctx.alloc(q.shape(), q.dtype())?;
+    if t == 0 || b == 0 {
+        return Ok(o);
+    }
+    let c = chunk_len(d);
+    let chunks = t.div_ceil(c);
+    // Chunk-start states for a segment of chunks at a time: bounded by the binding limit.
+    let per_chunk = (b * h * d * d * 4) as u64;
+    let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+    let max_groups = ctx.limits().max_compute_workgroups_per_dimension as usize;
+    let nseg_max = ((limit / per_chunk) as usize).min(max_groups).min(chunks);
+    if nseg_max == 0 {
+        return Err(Error::LimitExceeded {
+            what: format!("mesa chunk-start states for B={b}, H={h}, D={d}"),
+            requested: per_chunk,
+            limit_name: "max_storage_buffer_binding_size",
+            limit,
+        });
+    }
+    let bh = check_u32("mesa", b * h)?;
+    let starts_kk = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
+    let starts_kv = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
+    let key = |entry| {
+        KernelKey::new("mesa.wgsl", entry, q.dtype())
+            .with("DIM", d as f64)
+            .with("CH", c as f64)
+    };
+    let k_states = ctx.kernel(&key("mesa_states"))?;
+    let k_cg = ctx.kernel(&key("mesa_cg"))?;
+    let mut n0 = 0;
+    while n0 < chunks {
+        let nseg = nseg_max.min(chunks - n0);
+        let params = Params {
+            b: b as u32,
+            t: check_u32("mesa", t)?,
+            h: h as u32,
+            iters: iters as u32,
+            n0: n0 as u32,
+            nseg: nseg as u32,
+            _p: [0; 2],
+        };
+        rec.dispatch(
+            &k_states,
+            bytemuck::bytes_of(&params),
+            &[k, v, g, beta, &starts_kk, &starts_kv, &state.kk, &state.kv],
+            [(d * d).div_ceil(256) as u32, bh, 1],
+        )?;
+        rec.dispatch(
+            &k_cg,
+            bytemuck::bytes_of(&params),
+            &[q, k, v, g, beta, lamb, &starts_kk, &starts_kv, &o],
+            [nseg as u32, bh, 1],
+        )?;
+        n0 += nseg;
+    }
+    Ok(o)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DecodeParams {
+    b: u32,
+    h: u32,
+    iters: u32,
+    _p: u32,
+}
+
+/// One decode token per sequence: `q, k, v [B, 1, H, D]`, `g, beta [B, 1, H]`; updates `state`
+/// in place and returns `o [B, 1, H, D]` (Jacobi-started CG, spec §7). Any batch size.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_step(
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    beta: &Tensor,
+    lamb: &Tensor,
+    state: &MesaState,
+    iters: usize,
+) -> Result<Tensor> {
+    let Dims { b, t, h, d } = check(q, k, v, g, beta, lamb, state, iters)?;
+    if t != 1 {
+        return Err(Error::shape(
+            "mesa decode",
+            format!("one token per sequence expected, got T = {t}"),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let o = ctx.alloc(q.shape(), q.dtype())?;
+    let params = DecodeParams {
+        b: b as u32,
+        h: h as u32,
+        iters: iters as u32,
+        _p: 0,
+    };
+    let kernel = ctx.kernel(
+        &KernelKey::new("mesa_decode.wgsl", "mesa_decode", q.dtype()).with("DIM", d as f64),
+    )?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[q, k, v, g, beta, lamb, &state.kk, &state.kv, &o],
+        [check_u32("mesa", b * h)?, 1, 1],
+    )?;
+    Ok(o)
+}
