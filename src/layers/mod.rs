@@ -2,9 +2,11 @@
 //! prefill that fills a cache, and single-token decode steps.
 
 pub mod attention;
+pub mod mesa;
 pub mod rat;
 
 pub use attention::{AttentionConfig, AttentionLayer, KvCache};
+pub use mesa::{MesaCache, MesaConfig, MesaLayer};
 pub use rat::{RatCache, RatConfig, RatLayer};
 
 use crate::error::Result;

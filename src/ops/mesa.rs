@@ -282,3 +282,121 @@ pub fn decode_step(
     )?;
     Ok(o)
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PrepParams {
+    b: u32,
+    t: u32,
+    c: u32,
+    d: u32,
+    eps: f32,
+    _p: [u32; 3],
+}
+
+fn prep_params(
+    op: &'static str,
+    x: &Tensor,
+    d: usize,
+    eps: f32,
+) -> Result<(PrepParams, usize, usize, usize)> {
+    let s = x.shape();
+    if s.len() != 3 {
+        return Err(Error::shape(op, format!("x must be [B, T, C], got {s:?}")));
+    }
+    let (b, t, c) = (s[0], s[1], s[2]);
+    let p = PrepParams {
+        b: check_u32(op, b)?,
+        t: check_u32(op, t)?,
+        c: check_u32(op, c)?,
+        d: d as u32,
+        eps,
+        _p: [0; 3],
+    };
+    Ok((p, b, t, c))
+}
+
+fn check_conv_weight(w: &Tensor, c: usize) -> Result<()> {
+    if w.shape() != [c, 1, 4] {
+        return Err(Error::shape(
+            "mesa short conv",
+            format!("weight must be [{c}, 1, 4], got {:?}", w.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Causal depthwise convolution (kernel 4, zero history) then SiLU, over `x [B, T, C]`.
+pub fn short_conv(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (params, b, t, c) = prep_params("mesa short conv", x, 1, 0.0)?;
+    check_conv_weight(w, c)?;
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(x.shape(), x.dtype())?;
+    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "short_conv", x.dtype()))?;
+    let groups = super::grid_1d(&ctx, "mesa short conv", ((b * t * c) as u64).div_ceil(256))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
+    Ok(y)
+}
+
+/// After a prefill over `x [B, T, C]`: `cache [B, C, 4]` ← the last 4 inputs (zeros before the start).
+pub fn conv_cache_fill(rec: &mut Recording, x: &Tensor, cache: &Tensor) -> Result<()> {
+    let (params, b, _, c) = prep_params("mesa conv cache", x, 1, 0.0)?;
+    if cache.shape() != [b, c, 4] {
+        return Err(Error::shape(
+            "mesa conv cache",
+            format!("cache must be [{b}, {c}, 4], got {:?}", cache.shape()),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let kernel = ctx.kernel(&KernelKey::new(
+        "mesa_prep.wgsl",
+        "conv_cache_fill",
+        x.dtype(),
+    ))?;
+    let groups = super::grid_1d(&ctx, "mesa conv cache", ((b * c * 4) as u64).div_ceil(256))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, cache], groups)
+}
+
+/// One token `x [B, 1, C]` through the conv cache `[B, C, 4]` (updated in place), then SiLU.
+pub fn conv_step(rec: &mut Recording, x: &Tensor, w: &Tensor, cache: &Tensor) -> Result<Tensor> {
+    let (params, b, t, c) = prep_params("mesa conv step", x, 1, 0.0)?;
+    check_conv_weight(w, c)?;
+    if t != 1 || cache.shape() != [b, c, 4] {
+        return Err(Error::shape(
+            "mesa conv step",
+            format!(
+                "need x [B, 1, C] and cache [B, C, 4]; got {:?}, {:?}",
+                x.shape(),
+                cache.shape()
+            ),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(x.shape(), x.dtype())?;
+    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "conv_step", x.dtype()))?;
+    let groups = super::grid_1d(&ctx, "mesa conv step", ((b * c) as u64).div_ceil(256))?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[x, w, cache, &y],
+        groups,
+    )?;
+    Ok(y)
+}
+
+/// `x / sqrt(Σ x² + eps)` over every `d` consecutive values of `x [B, T, C]` (per head).
+pub fn l2norm(rec: &mut Recording, x: &Tensor, d: usize, eps: f32) -> Result<Tensor> {
+    let (params, b, t, c) = prep_params("l2norm", x, d, eps)?;
+    if d == 0 || c % d != 0 {
+        return Err(Error::shape(
+            "l2norm",
+            format!("head dim {d} does not divide {c} channels"),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(x.shape(), x.dtype())?;
+    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "l2norm", x.dtype()))?;
+    let groups = super::grid_1d(&ctx, "l2norm", ((b * t * c / d) as u64).div_ceil(256))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    Ok(y)
+}

@@ -1,0 +1,303 @@
+//! The Mesa layer of MesaNet (spec/mesa.md §3, flash-linear-attention's `MesaNet`, state_dict
+//! names exact): q/k/v projections; causal short conv (kernel 4) + SiLU on q and k only; per-head
+//! L2 norm (eps 1e-6 inside the sqrt); forget gate `logsigmoid(a_proj x)`, input gate
+//! `sigmoid(b_proj x)`; `λ = softplus(lambda_params) + 0.25`; the core op with the reference CG;
+//! per-head RMSNorm with `o_norm.weight` (gated by `silu(g_proj x)` when the checkpoint has
+//! `g_proj.weight`); `o_proj`. Unlike the RAT and attention layers it has no residual and no
+//! pre-norm of its own (the model block adds those).
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::ops::gemm::Linear;
+use crate::ops::mesa::{self as mops, MesaState};
+use crate::ops::{elementwise as ew, norm};
+use crate::record::Recording;
+use crate::tensor::{DType, Tensor};
+
+/// Shape and hyper-parameters of a Mesa layer.
+#[derive(Clone, Debug)]
+pub struct MesaConfig {
+    pub hidden: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Output RMSNorm epsilon (1e-5 standalone upstream, 1e-6 inside a model).
+    pub norm_eps: f32,
+    pub cg_iters_prefill: usize,
+    pub cg_iters_decode: usize,
+}
+
+pub struct MesaLayer {
+    cfg: MesaConfig,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    a: Linear,
+    a_bias: Tensor,
+    b: Linear,
+    b_bias: Tensor,
+    g: Option<Linear>,
+    q_conv: Tensor,
+    k_conv: Tensor,
+    lamb: Tensor,
+    o_norm: Tensor,
+    o: Linear,
+}
+
+/// Decode state: the two D × D states per head and the conv caches (last 4 pre-activation
+/// inputs of q and k, `[B, H·D, 4]`).
+pub struct MesaCache {
+    state: MesaState,
+    conv_q: Tensor,
+    conv_k: Tensor,
+    next_pos: usize,
+}
+
+impl MesaCache {
+    pub fn position(&self) -> usize {
+        self.next_pos
+    }
+    pub fn bytes(&self) -> u64 {
+        self.state.bytes() + self.conv_q.bytes() + self.conv_k.bytes()
+    }
+    pub fn state(&self) -> &MesaState {
+        &self.state
+    }
+    pub fn conv_caches(&self) -> (&Tensor, &Tensor) {
+        (&self.conv_q, &self.conv_k)
+    }
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, position: usize) {
+        self.next_pos = position;
+    }
+}
+
+impl MesaLayer {
+    pub fn load(
+        ctx: &Context,
+        cfg: MesaConfig,
+        ckpt: &Checkpoint,
+        prefix: &str,
+        dtype: DType,
+    ) -> Result<MesaLayer> {
+        if dtype != DType::F32 {
+            return Err(Error::invalid(
+                "mesa layer",
+                "only f32 storage is supported for the Mesa layer so far",
+            ));
+        }
+        let (dm, h, d) = (cfg.hidden, cfg.heads, cfg.head_dim);
+        if h == 0 || d == 0 || d > 128 {
+            return Err(Error::invalid(
+                "mesa layer",
+                format!("{h} heads of dim {d}: need at least one head, head dim 1 ..= 128"),
+            ));
+        }
+        let hd = h * d;
+        let name = |n: &str| format!("{prefix}{n}");
+        let lin = |n: &str, shape: [usize; 2]| -> Result<Linear> {
+            let (w, _) = ckpt.f32(&name(n), Some(&shape))?;
+            Linear::new(ctx, ctx.upload(&w, &shape, dtype)?)
+        };
+        let vec = |n: &str, shape: &[usize]| -> Result<Tensor> {
+            let (w, _) = ckpt.f32(&name(n), Some(shape))?;
+            ctx.upload(&w, shape, dtype)
+        };
+        let (lp, _) = ckpt.f32(&name("lambda_params"), Some(&[hd]))?;
+        // softplus as torch computes it (x itself above 20), then the 0.25 lower bound.
+        let lamb: Vec<f32> = lp
+            .iter()
+            .map(|&x| if x > 20.0 { x } else { x.exp().ln_1p() } + 0.25)
+            .collect();
+        let g = if ckpt.contains(&name("g_proj.weight")) {
+            Some(lin("g_proj.weight", [hd, dm])?)
+        } else {
+            None
+        };
+        Ok(MesaLayer {
+            q: lin("q_proj.weight", [hd, dm])?,
+            k: lin("k_proj.weight", [hd, dm])?,
+            v: lin("v_proj.weight", [hd, dm])?,
+            a: lin("a_proj.weight", [h, dm])?,
+            a_bias: vec("a_proj.bias", &[h])?,
+            b: lin("b_proj.weight", [h, dm])?,
+            b_bias: vec("b_proj.bias", &[h])?,
+            g,
+            q_conv: vec("q_conv1d.weight", &[hd, 1, 4])?,
+            k_conv: vec("k_conv1d.weight", &[hd, 1, 4])?,
+            lamb: ctx.upload(&lamb, &[h, d], DType::F32)?,
+            o_norm: vec("o_norm.weight", &[d])?,
+            o: lin("o_proj.weight", [dm, hd])?,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &MesaConfig {
+        &self.cfg
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<(usize, usize)> {
+        let s = x.shape();
+        if s.len() != 3 || s[2] != self.cfg.hidden {
+            return Err(Error::shape(
+                "mesa layer",
+                format!("input must be [B, T, {}], got {s:?}", self.cfg.hidden),
+            ));
+        }
+        Ok((s[0], s[1]))
+    }
+
+    /// Pre-activation q, k projections, v, and the gates `g` (log decay), `beta`, shaped for the core op.
+    fn project(&self, rec: &mut Recording, x: &Tensor) -> Result<[Tensor; 5]> {
+        let (b, t) = self.check_input(x)?;
+        let h = self.cfg.heads;
+        let qp = self.q.forward(rec, x)?;
+        let kp = self.k.forward(rec, x)?;
+        let v = self.v.forward(rec, x)?;
+        let al = self.a.forward(rec, x)?;
+        let al = ew::add(rec, &al, &self.a_bias)?;
+        let g = ew::logsigmoid(rec, &al)?.reshape(&[b, t, h])?;
+        let bl = self.b.forward(rec, x)?;
+        let bl = ew::add(rec, &bl, &self.b_bias)?;
+        let beta = ew::sigmoid(rec, &bl)?.reshape(&[b, t, h])?;
+        Ok([qp, kp, v, g, beta])
+    }
+
+    fn heads(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        x.reshape(&[s[0], s[1], self.cfg.heads, self.cfg.head_dim])
+    }
+
+    /// L2 norm per head, shaped `[B, T, H, D]`.
+    fn normalized(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        let n = mops::l2norm(rec, x, self.cfg.head_dim, 1e-6)?;
+        self.heads(&n)
+    }
+
+    fn output(&self, rec: &mut Recording, x: &Tensor, o: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        let on = norm::rmsnorm(rec, o, &self.o_norm, self.cfg.norm_eps)?;
+        let on = on.reshape(&[s[0], s[1], self.cfg.heads * self.cfg.head_dim])?;
+        let on = match &self.g {
+            Some(gp) => {
+                let gate = gp.forward(rec, x)?;
+                let gate = ew::silu(rec, &gate)?;
+                ew::mul(rec, &on, &gate)?
+            }
+            None => on,
+        };
+        self.o.forward(rec, &on)
+    }
+
+    /// The parallel pass from the given initial state (advanced to the final one); also returns
+    /// the pre-activation q and k projections for a conv cache.
+    fn parallel(
+        &self,
+        rec: &mut Recording,
+        x: &Tensor,
+        state: &MesaState,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let [qp, kp, v, g, beta] = self.project(rec, x)?;
+        let qa = mops::short_conv(rec, &qp, &self.q_conv)?;
+        let ka = mops::short_conv(rec, &kp, &self.k_conv)?;
+        let q = self.normalized(rec, &qa)?;
+        let k = self.normalized(rec, &ka)?;
+        let v = self.heads(&v)?;
+        let o = mops::core(
+            rec,
+            &q,
+            &k,
+            &v,
+            &g,
+            &beta,
+            &self.lamb,
+            state,
+            self.cfg.cg_iters_prefill,
+        )?;
+        Ok((self.output(rec, x, &o)?, qp, kp))
+    }
+
+    /// Parallel forward over `x [B, T, hidden]` from zero states.
+    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        let (b, _) = self.check_input(x)?;
+        let ctx = rec.context().clone();
+        let state = MesaState::zeros(&ctx, b, self.cfg.heads, self.cfg.head_dim)?;
+        Ok(self.parallel(rec, x, &state)?.0)
+    }
+
+    /// An empty cache (zero states and conv history).
+    pub fn new_cache(&self, ctx: &Context, batch: usize) -> Result<MesaCache> {
+        let hd = self.cfg.heads * self.cfg.head_dim;
+        let cache = MesaCache {
+            state: MesaState::zeros(ctx, batch, self.cfg.heads, self.cfg.head_dim)?,
+            conv_q: ctx.alloc(&[batch, hd, 4], DType::F32)?,
+            conv_k: ctx.alloc(&[batch, hd, 4], DType::F32)?,
+            next_pos: 0,
+        };
+        ctx.run(|rec| {
+            rec.zero(&cache.conv_q);
+            rec.zero(&cache.conv_k);
+            Ok(())
+        })?;
+        Ok(cache)
+    }
+
+    /// Parallel forward over a prompt that also fills a new cache.
+    pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, MesaCache)> {
+        let (b, t) = self.check_input(x)?;
+        let ctx = rec.context().clone();
+        let mut cache = self.new_cache(&ctx, b)?;
+        let (y, qp, kp) = self.parallel(rec, x, &cache.state)?;
+        mops::conv_cache_fill(rec, &qp, &cache.conv_q)?;
+        mops::conv_cache_fill(rec, &kp, &cache.conv_k)?;
+        cache.next_pos = t;
+        Ok((y, cache))
+    }
+
+    /// One token per sequence, `x [B, 1, hidden]`; any batch size.
+    pub fn step(&self, rec: &mut Recording, cache: &mut MesaCache, x: &Tensor) -> Result<Tensor> {
+        let (b, t) = self.check_input(x)?;
+        if t != 1 || cache.conv_q.shape()[0] != b {
+            return Err(Error::shape(
+                "mesa step",
+                format!(
+                    "input must be [{}, 1, hidden], got {:?}",
+                    cache.conv_q.shape()[0],
+                    x.shape()
+                ),
+            ));
+        }
+        let [qp, kp, v, g, beta] = self.project(rec, x)?;
+        let qa = mops::conv_step(rec, &qp, &self.q_conv, &cache.conv_q)?;
+        let ka = mops::conv_step(rec, &kp, &self.k_conv, &cache.conv_k)?;
+        let q = self.normalized(rec, &qa)?;
+        let k = self.normalized(rec, &ka)?;
+        let v = self.heads(&v)?;
+        let o = mops::decode_step(
+            rec,
+            &q,
+            &k,
+            &v,
+            &g,
+            &beta,
+            &self.lamb,
+            &cache.state,
+            self.cfg.cg_iters_decode,
+        )?;
+        cache.next_pos += 1;
+        self.output(rec, x, &o)
+    }
+}
+
+impl super::SequenceLayer for MesaLayer {
+    type Cache = MesaCache;
+    fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        MesaLayer::forward(self, rec, x)
+    }
+    fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, MesaCache)> {
+        MesaLayer::prefill(self, rec, x)
+    }
+    fn step(&self, rec: &mut Recording, cache: &mut MesaCache, x: &Tensor) -> Result<Tensor> {
+        MesaLayer::step(self, rec, cache, x)
+    }
+}
