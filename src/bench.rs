@@ -257,6 +257,7 @@ pub enum LayerKind {
     Attention,
     Local,
     Rat,
+    Mesa,
 }
 
 impl std::str::FromStr for LayerKind {
@@ -266,8 +267,9 @@ impl std::str::FromStr for LayerKind {
             "attention" => Ok(LayerKind::Attention),
             "local" => Ok(LayerKind::Local),
             "rat" => Ok(LayerKind::Rat),
+            "mesa" => Ok(LayerKind::Mesa),
             other => Err(format!(
-                "unknown layer '{other}' (use attention, local, rat)"
+                "unknown layer '{other}' (use attention, local, rat, mesa)"
             )),
         }
     }
@@ -282,6 +284,8 @@ pub struct LayerShape {
     pub groups: usize,
     pub chunk: usize,
     pub window: usize,
+    /// Mesa CG iterations.
+    pub cg_iters: usize,
     pub dtype: DType,
 }
 
@@ -312,11 +316,30 @@ pub fn layer_flops(kind: LayerKind, s: &LayerShape, tokens: usize, keys_seen: f6
     let d = s.d_model as f64;
     let t = tokens as f64;
     let dh = d / s.heads as f64;
-    let proj = match kind {
-        LayerKind::Rat => 2.0 * t * d * (3.0 * d + 2.0 * s.groups as f64 * dh) + 2.0 * t * d * d,
-        _ => 8.0 * t * d * d,
-    };
-    proj + 4.0 * keys_seen * d
+    match kind {
+        LayerKind::Rat => {
+            2.0 * t * d * (3.0 * d + 2.0 * s.groups as f64 * dh)
+                + 2.0 * t * d * d
+                + 4.0 * keys_seen * d
+        }
+        LayerKind::Mesa => {
+            // Projections (q, k, v, two gates, output), then per token and head: the two state
+            // updates (2·2·D²), each CG iteration (the D×D state product 2·D² plus, in the chunked
+            // form, the C×C decay-weighted products 4·C·D) and the read-out (2·D² + 4·C·D).
+            let h = s.heads as f64;
+            let c = if keys_seen > 0.0 {
+                crate::ops::mesa::chunk_len(dh as usize) as f64
+            } else {
+                0.0
+            };
+            let per_head = s.cg_iters as f64 * (2.0 * dh * dh + 4.0 * c * dh)
+                + 4.0 * dh * dh
+                + 2.0 * dh * dh
+                + 4.0 * c * dh;
+            2.0 * t * d * (3.0 * d + 2.0 * h) + 2.0 * t * d * d + t * h * per_head
+        }
+        _ => 8.0 * t * d * d + 4.0 * keys_seen * d,
+    }
 }
 
 /// Keys (or chunk entries) a token at position p attends to.
@@ -325,6 +348,8 @@ fn keys_at(kind: LayerKind, s: &LayerShape, p: usize) -> f64 {
         LayerKind::Attention => (p + 1) as f64,
         LayerKind::Local => (p + 1).min(s.window + 1) as f64,
         LayerKind::Rat => (p / s.chunk + 1) as f64,
+        // Mesa has no keys; a positive value marks the chunked (forward) form in `layer_flops`.
+        LayerKind::Mesa => 1.0,
     }
 }
 
@@ -335,6 +360,10 @@ pub fn cache_bytes(kind: LayerKind, s: &LayerShape, position: usize) -> u64 {
         LayerKind::Attention => 2 * e * (position + 1) as u64,
         LayerKind::Local => 2 * e * (position + 1).min(s.window + 1) as u64,
         LayerKind::Rat => 2 * e * ((position / s.chunk + 1) as u64 + 1),
+        LayerKind::Mesa => {
+            let dh = (s.d_model / s.heads) as u64;
+            2 * s.heads as u64 * dh * dh * 4 + 2 * (s.d_model * 4 * 4) as u64
+        }
     }
 }
 
@@ -344,6 +373,9 @@ pub fn random_layer_checkpoint(
     s: &LayerShape,
 ) -> Result<crate::model::Checkpoint> {
     let d = s.d_model;
+    if kind == LayerKind::Mesa {
+        return random_mesa_checkpoint(s);
+    }
     let rows = match kind {
         LayerKind::Rat => 3 * d + 2 * s.groups * (d / s.heads),
         _ => 3 * d,
@@ -373,15 +405,64 @@ pub fn random_layer_checkpoint(
     crate::model::Checkpoint::from_f32("<random weights>", t)
 }
 
+fn random_mesa_checkpoint(s: &LayerShape) -> Result<crate::model::Checkpoint> {
+    let (d, h) = (s.d_model, s.heads);
+    let fill = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((((i + seed) * 2654435761usize) % 2001) as f32 / 1000.0 - 1.0) * scale)
+            .collect()
+    };
+    let sc = 1.0 / (d as f32).sqrt();
+    let t = vec![
+        ("q_proj.weight".to_string(), vec![d, d], fill(d * d, 1, sc)),
+        ("k_proj.weight".to_string(), vec![d, d], fill(d * d, 2, sc)),
+        ("v_proj.weight".to_string(), vec![d, d], fill(d * d, 3, sc)),
+        ("a_proj.weight".to_string(), vec![h, d], fill(h * d, 4, sc)),
+        ("a_proj.bias".to_string(), vec![h], vec![2.0; h]),
+        ("b_proj.weight".to_string(), vec![h, d], fill(h * d, 5, sc)),
+        ("b_proj.bias".to_string(), vec![h], vec![0.0; h]),
+        ("lambda_params".to_string(), vec![d], vec![0.1106; d]),
+        (
+            "q_conv1d.weight".to_string(),
+            vec![d, 1, 4],
+            fill(d * 4, 6, 0.5),
+        ),
+        (
+            "k_conv1d.weight".to_string(),
+            vec![d, 1, 4],
+            fill(d * 4, 7, 0.5),
+        ),
+        ("o_norm.weight".to_string(), vec![d / h], vec![1.0; d / h]),
+        ("o_proj.weight".to_string(), vec![d, d], fill(d * d, 8, sc)),
+    ];
+    crate::model::Checkpoint::from_f32("<random weights>", t)
+}
+
 fn build_layer(
     ctx: &Context,
     kind: LayerKind,
     s: &LayerShape,
     max_positions: usize,
 ) -> Result<crate::layers::AnyLayer> {
-    use crate::layers::{AnyLayer, AttentionConfig, AttentionLayer, RatConfig, RatLayer};
+    use crate::layers::{
+        AnyLayer, AttentionConfig, AttentionLayer, MesaConfig, MesaLayer, RatConfig, RatLayer,
+    };
     let ck = random_layer_checkpoint(kind, s)?;
     Ok(match kind {
+        LayerKind::Mesa => AnyLayer::Mesa(MesaLayer::load(
+            ctx,
+            MesaConfig {
+                hidden: s.d_model,
+                heads: s.heads,
+                head_dim: s.d_model / s.heads,
+                norm_eps: 1e-6,
+                cg_iters_prefill: s.cg_iters,
+                cg_iters_decode: s.cg_iters,
+            },
+            &ck,
+            "",
+            s.dtype,
+        )?),
         LayerKind::Rat => AnyLayer::Rat(RatLayer::load(
             ctx,
             RatConfig {
@@ -553,7 +634,12 @@ pub fn layer_decode(
         times.push(rec.submit_timed()?);
         finite(&y)?;
     }
-    let flops = batch as f64 * layer_flops(kind, s, 1, keys_at(kind, s, position));
+    let keys = if kind == LayerKind::Mesa {
+        0.0
+    } else {
+        keys_at(kind, s, position)
+    };
+    let flops = batch as f64 * layer_flops(kind, s, 1, keys);
     Ok(layer_result(
         ctx,
         kind,

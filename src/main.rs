@@ -69,7 +69,7 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct LayersArgs {
-    #[arg(long, default_value = "attention,rat")]
+    #[arg(long, default_value = "attention,rat,mesa")]
     layers: String,
     #[arg(long, default_value = "1024,4096")]
     seq: String,
@@ -89,6 +89,9 @@ struct LayersArgs {
     /// Sliding window of the local attention layer.
     #[arg(long, default_value_t = 1024)]
     window: usize,
+    /// CG iterations of the Mesa layer.
+    #[arg(long, default_value_t = 30)]
+    cg_steps: usize,
     #[arg(long, default_value = "f32")]
     dtype: DType,
     #[arg(long, value_enum, default_value = "both")]
@@ -479,6 +482,7 @@ fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         groups: a.groups,
         chunk: a.chunk,
         window: a.window,
+        cg_iters: a.cg_steps,
         dtype: a.dtype,
     };
     let ctx = Context::new_blocking()?;

@@ -55,12 +55,14 @@ impl SequenceLayer for RatLayer {
 pub enum AnyLayer {
     Rat(RatLayer),
     Attention(AttentionLayer),
+    Mesa(MesaLayer),
 }
 
 /// The cache of an [`AnyLayer`].
 pub enum AnyCache {
     Rat(RatCache),
     Attention(KvCache),
+    Mesa(MesaCache),
 }
 
 impl AnyCache {
@@ -68,12 +70,14 @@ impl AnyCache {
         match self {
             AnyCache::Rat(c) => c.bytes(),
             AnyCache::Attention(c) => c.bytes(),
+            AnyCache::Mesa(c) => c.bytes(),
         }
     }
     pub fn position(&self) -> usize {
         match self {
             AnyCache::Rat(c) => c.position(),
             AnyCache::Attention(c) => c.position(),
+            AnyCache::Mesa(c) => c.position(),
         }
     }
     #[doc(hidden)]
@@ -81,6 +85,7 @@ impl AnyCache {
         match self {
             AnyCache::Rat(c) => c.bench_seek(position),
             AnyCache::Attention(c) => c.bench_seek(position),
+            AnyCache::Mesa(c) => c.bench_seek(position),
         }
     }
 }
@@ -96,6 +101,7 @@ impl AnyLayer {
         Ok(match self {
             AnyLayer::Rat(l) => AnyCache::Rat(l.new_cache(ctx, batch, dtype)?),
             AnyLayer::Attention(l) => AnyCache::Attention(l.new_cache(ctx, batch, dtype)?),
+            AnyLayer::Mesa(l) => AnyCache::Mesa(l.new_cache(ctx, batch)?),
         })
     }
 }
@@ -106,6 +112,7 @@ impl SequenceLayer for AnyLayer {
         match self {
             AnyLayer::Rat(l) => l.forward(rec, x),
             AnyLayer::Attention(l) => l.forward(rec, x),
+            AnyLayer::Mesa(l) => l.forward(rec, x),
         }
     }
     fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, AnyCache)> {
@@ -118,12 +125,17 @@ impl SequenceLayer for AnyLayer {
                 let (y, c) = l.prefill(rec, x)?;
                 (y, AnyCache::Attention(c))
             }
+            AnyLayer::Mesa(l) => {
+                let (y, c) = l.prefill(rec, x)?;
+                (y, AnyCache::Mesa(c))
+            }
         })
     }
     fn step(&self, rec: &mut Recording, cache: &mut AnyCache, x: &Tensor) -> Result<Tensor> {
         match (self, cache) {
             (AnyLayer::Rat(l), AnyCache::Rat(c)) => l.step(rec, c, x),
             (AnyLayer::Attention(l), AnyCache::Attention(c)) => l.step(rec, c, x),
+            (AnyLayer::Mesa(l), AnyCache::Mesa(c)) => l.step(rec, c, x),
             _ => Err(crate::Error::invalid(
                 "step",
                 "the cache belongs to a layer of another kind",
