@@ -485,3 +485,109 @@ fn bad_mesa_inputs_are_named_errors() {
         .unwrap();
     assert!(e.to_string().contains("one token per sequence"), "{e}");
 }
+
+fn random_layer(hidden: usize, heads: usize, gate: bool) -> chunkwise::layers::MesaLayer {
+    use chunkwise::layers::{MesaConfig, MesaLayer};
+    let hd = hidden;
+    let d = hd / heads;
+    let s = 1.0 / (hidden as f32).sqrt();
+    let mut t = vec![
+        ("q_proj.weight", vec![hd, hidden], rand(hd * hidden, 1, s)),
+        ("k_proj.weight", vec![hd, hidden], rand(hd * hidden, 2, s)),
+        ("v_proj.weight", vec![hd, hidden], rand(hd * hidden, 3, s)),
+        (
+            "a_proj.weight",
+            vec![heads, hidden],
+            rand(heads * hidden, 4, s),
+        ),
+        ("a_proj.bias", vec![heads], vec![2.0; heads]),
+        (
+            "b_proj.weight",
+            vec![heads, hidden],
+            rand(heads * hidden, 5, s),
+        ),
+        ("b_proj.bias", vec![heads], vec![0.0; heads]),
+        ("lambda_params", vec![hd], rand(hd, 6, 0.5)),
+        ("q_conv1d.weight", vec![hd, 1, 4], rand(hd * 4, 7, 0.5)),
+        ("k_conv1d.weight", vec![hd, 1, 4], rand(hd * 4, 8, 0.5)),
+        (
+            "o_norm.weight",
+            vec![d],
+            rand(d, 9, 0.2).iter().map(|v| 1.0 + v).collect(),
+        ),
+        ("o_proj.weight", vec![hidden, hd], rand(hidden * hd, 10, s)),
+    ];
+    if gate {
+        t.push(("g_proj.weight", vec![hd, hidden], rand(hd * hidden, 11, s)));
+    }
+    let cfg = MesaConfig {
+        hidden,
+        heads,
+        head_dim: d,
+        norm_eps: 1e-5,
+        cg_iters_prefill: 30,
+        cg_iters_decode: 30,
+    };
+    MesaLayer::load(ctx(), cfg, &checkpoint(t), "", DType::F32).unwrap()
+}
+
+#[test]
+fn layer_decode_with_a_batch_equals_each_sequence_alone() {
+    // The reference layer decodes batch 1 only; ours must give each sequence of a batch the
+    // outputs it gets alone. Prefill outputs must equal the forward's.
+    let ctx = ctx();
+    let (b, t, p, hidden) = (2usize, 20usize, 9usize, 64usize);
+    for gate in [false, true] {
+        let layer = random_layer(hidden, 2, gate);
+        let x = rand(b * t * hidden, 42, 1.0);
+        let run = |xs: &[f32], bb: usize| -> (Vec<f32>, Vec<f32>) {
+            let rows = |lo: usize, hi: usize| -> Vec<f32> {
+                (0..bb)
+                    .flat_map(|bi| xs[(bi * t + lo) * hidden..(bi * t + hi) * hidden].to_vec())
+                    .collect()
+            };
+            let full = ctx.upload(xs, &[bb, t, hidden], DType::F32).unwrap();
+            let yf = ctx
+                .download(&ctx.run(|rec| layer.forward(rec, &full)).unwrap())
+                .unwrap();
+            let pt = ctx
+                .upload(&rows(0, p), &[bb, p, hidden], DType::F32)
+                .unwrap();
+            let (yp, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt)).unwrap();
+            let yp = ctx.download(&yp).unwrap();
+            let want: Vec<f64> = (0..bb)
+                .flat_map(|bi| yf[bi * t * hidden..(bi * t + p) * hidden].to_vec())
+                .map(f64::from)
+                .collect();
+            assert_close(&yp, &want, DType::F32, "mesa prefill vs forward");
+            let mut steps = Vec::new();
+            for i in p..t {
+                let xi = ctx
+                    .upload(&rows(i, i + 1), &[bb, 1, hidden], DType::F32)
+                    .unwrap();
+                steps.push(
+                    ctx.download(&ctx.run(|rec| layer.step(rec, &mut cache, &xi)).unwrap())
+                        .unwrap(),
+                );
+            }
+            (yf, steps.concat())
+        };
+        let (_, batched) = run(&x, b);
+        for bi in 0..b {
+            let (_, alone) = run(&x[bi * t * hidden..(bi + 1) * t * hidden], 1);
+            let mine: Vec<f32> = batched
+                .chunks(hidden)
+                .skip(bi)
+                .step_by(b)
+                .flatten()
+                .copied()
+                .collect();
+            assert_close(
+                &mine,
+                &alone.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                DType::F32,
+                &format!("sequence {bi} of the batch, gate {gate}"),
+            );
+        }
+    }
+}

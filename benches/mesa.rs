@@ -1,0 +1,63 @@
+//! Mesa core op at T = 1024, 4 heads of 64: the chunkwise CG forward (30 and 10 iterations) and
+//! one decode step, GPU time per call. `cargo bench --bench mesa`
+
+use std::time::Duration;
+
+use chunkwise::bench::gpu_time;
+use chunkwise::ops::mesa::{self as mops, MesaState};
+use chunkwise::{Context, DType};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+fn bench(c: &mut Criterion) {
+    let ctx = Context::new_blocking().expect("benchmarks need a wgpu adapter");
+    let (b, t, h, d) = (1usize, 1024usize, 4usize, 64usize);
+    let fill = |n: usize, s: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + s) * 7919 % 2000) as f32 / 1000.0 - 1.0) * 0.125)
+            .collect()
+    };
+    let up = |x: Vec<f32>, sh: &[usize]| ctx.upload(&x, sh, DType::F32).unwrap();
+    let sh = [b, t, h, d];
+    let (q, k, v) = (
+        up(fill(b * t * h * d, 1), &sh),
+        up(fill(b * t * h * d, 2), &sh),
+        up(fill(b * t * h * d, 3), &sh),
+    );
+    let (g, beta) = (
+        up(vec![-0.1; b * t * h], &[b, t, h]),
+        up(vec![0.5; b * t * h], &[b, t, h]),
+    );
+    let lamb = up(vec![1.0; h * d], &[h, d]);
+    let state = MesaState::zeros(&ctx, b, h, d).unwrap();
+    let mut grp = c.benchmark_group("mesa_t1024_h4_d64");
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(5));
+    for iters in [30usize, 10] {
+        grp.bench_function(BenchmarkId::new("core_forward_cg", iters), |bn| {
+            bn.iter_custom(|n| {
+                gpu_time(&ctx, n, &|rec| {
+                    mops::core(rec, &q, &k, &v, &g, &beta, &lamb, &state, iters)
+                })
+            })
+        });
+    }
+    let s1 = [b, 1, h, d];
+    let (q1, k1, v1) = (
+        up(fill(h * d, 4), &s1),
+        up(fill(h * d, 5), &s1),
+        up(fill(h * d, 6), &s1),
+    );
+    let (g1, b1) = (up(vec![-0.1; h], &[b, 1, h]), up(vec![0.5; h], &[b, 1, h]));
+    grp.bench_function("decode_step_cg30", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::decode_step(rec, &q1, &k1, &v1, &g1, &b1, &lamb, &state, 30)
+            })
+        })
+    });
+    grp.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
