@@ -653,3 +653,74 @@ pub fn layer_decode(
         batch,
     ))
 }
+
+/// Writes an SVG of forward latency against sequence length, log–log, one line per layer.
+pub fn plot_forward(path: &std::path::Path, title: &str, results: &[LayerResult]) -> Result<()> {
+    use plotters::prelude::*;
+    let io = |e: String| crate::Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
+    };
+    let fwd: Vec<&LayerResult> = results.iter().filter(|r| r.mode == "forward").collect();
+    if fwd.is_empty() {
+        return Err(io(
+            "no forward measurements to plot (use --mode forward or both)".into(),
+        ));
+    }
+    let (tmin, tmax) = fwd.iter().fold((f64::MAX, 0.0f64), |(a, b), r| {
+        (a.min(r.seq_len as f64), b.max(r.seq_len as f64))
+    });
+    let (ymin, ymax) = fwd.iter().fold((f64::MAX, 0.0f64), |(a, b), r| {
+        (a.min(r.time.median_ms), b.max(r.time.median_ms))
+    });
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| io(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (tmin * 0.8..tmax * 1.25).log_scale(),
+            (ymin * 0.7..ymax * 1.4).log_scale(),
+        )
+        .map_err(|e| io(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("sequence length T (tokens)")
+        .y_desc("forward latency (ms, median)")
+        .draw()
+        .map_err(|e| io(e.to_string()))?;
+    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    let mut kinds: Vec<LayerKind> = fwd.iter().map(|r| r.layer).collect();
+    kinds.dedup();
+    kinds.sort_by_key(|k| *k as u8);
+    kinds.dedup();
+    for (i, kind) in kinds.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let mut pts: Vec<(f64, f64)> = fwd
+            .iter()
+            .filter(|r| r.layer == *kind)
+            .map(|r| (r.seq_len as f64, r.time.median_ms))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| io(e.to_string()))?
+            .label(format!("{kind:?}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(|e| io(e.to_string()))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| io(e.to_string()))?;
+    root.present().map_err(|e| io(e.to_string()))?;
+    Ok(())
+}

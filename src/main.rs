@@ -104,6 +104,21 @@ struct LayersArgs {
     /// Also write JSON Lines, one object per measurement, to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Also draw forward latency against T (log–log, one line per layer) into this SVG file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// A prepared set of sizes, replacing the size flags: `quick` finishes in a few minutes on a
+    /// CPU driver such as lavapipe; `paper` is the RAT paper's setup (D = 2048, 16 heads of 128,
+    /// L = 16, batch × T = 262,144 tokens for T = 4096 … 131072; decode at positions 4096 and
+    /// 16384, batch 1 and 16) for real GPUs.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    Quick,
+    Paper,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -469,8 +484,37 @@ fn list(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise::bench::{LayerKind, LayerShape};
+    // (mode, batch, T or position) for every case of the run.
+    let mut cases: Vec<(&'static str, usize, usize)> = Vec::new();
+    match a.preset {
+        Some(Preset::Quick) => {
+            (a.d_model, a.heads, a.chunk, a.groups, a.window, a.samples) = (256, 4, 16, 2, 256, 2);
+            a.layers = "attention,local,rat,mesa".into();
+            cases.extend([256, 1024, 4096].map(|t| ("forward", 1, t)));
+            cases.extend([1, 16].map(|b| ("decode", b, 1024)));
+        }
+        Some(Preset::Paper) => {
+            (a.d_model, a.heads, a.chunk, a.groups, a.window) = (2048, 16, 16, 2, 1024);
+            cases.extend(
+                [4096, 8192, 16384, 32768, 65536, 131072].map(|t| ("forward", 262_144 / t, t)),
+            );
+            for pos in [4096, 16384] {
+                cases.extend([1, 16].map(|b| ("decode", b, pos)));
+            }
+        }
+        None => {
+            for b in list(&a.batch)? {
+                if a.mode != Mode::Decode {
+                    cases.extend(list(&a.seq)?.into_iter().map(|t| ("forward", b, t)));
+                }
+                if a.mode != Mode::Forward {
+                    cases.push(("decode", b, a.position));
+                }
+            }
+        }
+    }
     let kinds: Vec<LayerKind> = a
         .layers
         .split(',')
@@ -488,37 +532,42 @@ fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Context::new_blocking()?;
     let info = ctx.adapter_info().clone();
     let gemm = bench::gemm(&ctx, 1024, 1024, 1024, DType::F32, GemmSchedule::Auto, 3)?;
-    println!(
-        "# layers on {} ({:?}, {}), chunkwise {}; GEMM 1024³ f32: {:.2} GFLOP/s",
+    let title = format!(
+        "layers on {} ({:?}, {}), chunkwise {}; GEMM 1024³ f32: {:.2} GFLOP/s",
         info.name,
         info.backend,
         info.driver_info,
         env!("CARGO_PKG_VERSION"),
         gemm.gflops
     );
+    println!("# {title}");
+    println!(
+        "D = {}, {} heads, RAT L = {} (groups {}), local window {}, Mesa {} CG steps, {:?}",
+        a.d_model, a.heads, a.chunk, a.groups, a.window, a.cg_steps, a.dtype
+    );
+    println!();
     println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = match &a.json {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
-    let mut cases: Vec<(&'static str, usize, usize)> = Vec::new();
-    for b in list(&a.batch)? {
-        if a.mode != Mode::Decode {
-            cases.extend(list(&a.seq)?.into_iter().map(|t| ("forward", b, t)));
-        }
-        if a.mode != Mode::Forward {
-            cases.push(("decode", b, a.position));
-        }
-    }
+    let bar = indicatif::ProgressBar::new((cases.len() * kinds.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    let mut all = Vec::new();
     for (mode, b, n) in cases {
         let mut attention_ms = None;
         for &kind in &kinds {
+            bar.set_message(format!("{kind:?} {mode} batch {b} at {n}"));
             let r = if mode == "forward" {
                 bench::layer_forward(&ctx, kind, &shape, b, n, a.samples)
             } else {
                 bench::layer_decode(&ctx, kind, &shape, b, n, a.samples)
             };
+            bar.inc(1);
             let r = match r {
                 Ok(r) => r,
                 // Too large for this adapter: reported as skipped, as the RAT paper marks OOM.
@@ -526,7 +575,9 @@ fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                     e @ (chunkwise::Error::LimitExceeded { .. }
                     | chunkwise::Error::OutOfMemory { .. }),
                 ) => {
-                    println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | |");
+                    bar.suspend(|| {
+                        println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | |")
+                    });
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -536,20 +587,22 @@ fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             let ratio =
                 attention_ms.map_or("-".to_string(), |m| format!("{:.2}", m / r.time.median_ms));
-            println!(
-                "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} |",
-                r.layer,
-                r.mode,
-                r.batch,
-                n,
-                r.time.median_ms,
-                r.time.min_ms,
-                r.time.max_ms,
-                r.gflops,
-                r.tokens_per_s,
-                r.cache_bytes,
-                ratio
-            );
+            bar.suspend(|| {
+                println!(
+                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} |",
+                    r.layer,
+                    r.mode,
+                    r.batch,
+                    n,
+                    r.time.median_ms,
+                    r.time.min_ms,
+                    r.time.max_ms,
+                    r.gflops,
+                    r.tokens_per_s,
+                    r.cache_bytes,
+                    ratio
+                )
+            });
             if let Some(f) = json.as_mut() {
                 use std::io::Write;
                 let mut v = serde_json::to_value(&r)?;
@@ -558,7 +611,12 @@ fn bench_layers(a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                 v["ratio_vs_attention"] = attention_ms.map(|m| m / r.time.median_ms).into();
                 writeln!(f, "{v}")?;
             }
+            all.push(r);
         }
+    }
+    bar.finish_and_clear();
+    if let Some(p) = &a.plot {
+        bench::plot_forward(p, &title, &all)?;
     }
     Ok(())
 }

@@ -137,6 +137,7 @@ fn run_on_a_missing_case_exits_non_zero_naming_the_file() {
 #[test]
 fn bench_layers_reports_ratios_and_writes_json_lines() {
     let json = std::env::temp_dir().join(format!("chunkwise-layers-{}.jsonl", std::process::id()));
+    let svg = std::env::temp_dir().join(format!("chunkwise-layers-{}.svg", std::process::id()));
     let out = chunkwise(&[
         "bench",
         "layers",
@@ -160,6 +161,8 @@ fn bench_layers_reports_ratios_and_writes_json_lines() {
         "1",
         "--json",
         json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -209,6 +212,9 @@ fn bench_layers_reports_ratios_and_writes_json_lines() {
             < att_decode["cache_bytes"].as_u64().unwrap()
     );
     std::fs::remove_file(&json).ok();
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("Rat") && plot.contains("Attention"), "{}", &plot[..200.min(plot.len())]);
+    std::fs::remove_file(&svg).ok();
 }
 
 #[test]
