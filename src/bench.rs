@@ -308,6 +308,9 @@ pub struct LayerResult {
     pub tokens_per_s: f64,
     /// Decode cache bytes per sequence at this position (what the layer must keep).
     pub cache_bytes: u64,
+    /// Wall time from building the layer (weights uploaded, pipelines created unless an earlier
+    /// case of the run already compiled them) to the first output read back.
+    pub first_call_ms: f64,
 }
 
 /// FLOPs of one layer, projections included (multiply-add = 2). `t` tokens processed, each seeing
@@ -529,10 +532,13 @@ pub fn layer_forward(
     samples: usize,
 ) -> Result<LayerResult> {
     use crate::layers::SequenceLayer;
-    let layer = build_layer(ctx, kind, s, t)?;
     let x = input(ctx, batch, t, s)?;
+    ctx.sync()?;
+    let t0 = std::time::Instant::now();
+    let layer = build_layer(ctx, kind, s, t)?;
     let run = |rec: &mut crate::Recording| layer.forward(rec, &x);
     let warm = ctx.download(&ctx.run(run)?)?;
+    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
     if warm.iter().any(|v| !v.is_finite()) {
         return Err(crate::Error::Readback(format!(
             "{kind:?} forward produced non-finite values"
@@ -553,7 +559,7 @@ pub fn layer_forward(
     )?;
     let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();
     let flops = batch as f64 * layer_flops(kind, s, t, keys);
-    Ok(layer_result(
+    let r = layer_result(
         ctx,
         kind,
         s,
@@ -564,7 +570,8 @@ pub fn layer_forward(
         &times,
         flops,
         batch * t,
-    ))
+    );
+    Ok(LayerResult { first_call_ms, ..r })
 }
 
 /// Assembles a measurement: times → summary, FLOPs → GFLOP/s, tokens → tokens/s.
@@ -597,6 +604,7 @@ fn layer_result(
         tokens_per_s: tokens as f64 / (time.median_ms * 1e-3),
         cache_bytes: cache_bytes(kind, s, position.unwrap_or(seq_len.saturating_sub(1))),
         time,
+        first_call_ms: 0.0,
     }
 }
 
@@ -613,8 +621,10 @@ pub fn layer_decode(
     use crate::layers::SequenceLayer;
     let samples = samples.max(1);
     let max_positions = position + samples + 2;
-    let layer = build_layer(ctx, kind, s, max_positions)?;
     let x = input(ctx, batch, 1, s)?;
+    ctx.sync()?;
+    let t0 = std::time::Instant::now();
+    let layer = build_layer(ctx, kind, s, max_positions)?;
     let mut times = Vec::new();
     let finite = |y: &crate::Tensor| -> Result<()> {
         if ctx.download(y)?.iter().any(|v| !v.is_finite()) {
@@ -627,6 +637,7 @@ pub fn layer_decode(
     let mut cache = layer.new_cache(ctx, batch, s.dtype)?;
     cache.bench_seek(position);
     finite(&ctx.run(|rec| layer.step(rec, &mut cache, &x))?)?; // warm-up
+    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
     cache.bench_seek(position);
     for _ in 0..samples {
         let mut rec = ctx.record();
@@ -640,7 +651,7 @@ pub fn layer_decode(
         keys_at(kind, s, position)
     };
     let flops = batch as f64 * layer_flops(kind, s, 1, keys);
-    Ok(layer_result(
+    let r = layer_result(
         ctx,
         kind,
         s,
@@ -651,7 +662,8 @@ pub fn layer_decode(
         &times,
         flops,
         batch,
-    ))
+    );
+    Ok(LayerResult { first_call_ms, ..r })
 }
 
 /// Writes an SVG of forward latency against sequence length, log–log, one line per layer.

@@ -546,8 +546,8 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.d_model, a.heads, a.chunk, a.groups, a.window, a.cg_steps, a.dtype
     );
     println!();
-    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = match &a.json {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
@@ -576,7 +576,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                     | chunkwise::Error::OutOfMemory { .. }),
                 ) => {
                     bar.suspend(|| {
-                        println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | |")
+                        println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | | |")
                     });
                     continue;
                 }
@@ -589,7 +589,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                 attention_ms.map_or("-".to_string(), |m| format!("{:.2}", m / r.time.median_ms));
             bar.suspend(|| {
                 println!(
-                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} |",
+                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} | {:.0} |",
                     r.layer,
                     r.mode,
                     r.batch,
@@ -600,7 +600,8 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                     r.gflops,
                     r.tokens_per_s,
                     r.cache_bytes,
-                    ratio
+                    ratio,
+                    r.first_call_ms
                 )
             });
             if let Some(f) = json.as_mut() {

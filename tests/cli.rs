@@ -194,6 +194,7 @@ fn bench_layers_reports_ratios_and_writes_json_lines() {
             "gflops",
             "adapter",
             "backend",
+            "first_call_ms",
         ] {
             assert!(l.get(key).is_some(), "missing {key}: {l}");
         }
@@ -213,7 +214,11 @@ fn bench_layers_reports_ratios_and_writes_json_lines() {
     );
     std::fs::remove_file(&json).ok();
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.starts_with("<svg") && plot.contains("Rat") && plot.contains("Attention"), "{}", &plot[..200.min(plot.len())]);
+    assert!(
+        plot.starts_with("<svg") && plot.contains("Rat") && plot.contains("Attention"),
+        "{}",
+        &plot[..200.min(plot.len())]
+    );
     std::fs::remove_file(&svg).ok();
 }
 
