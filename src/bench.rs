@@ -688,7 +688,7 @@ pub fn plot_forward(path: &std::path::Path, title: &str, results: &[LayerResult]
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| io(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, ("sans-serif", 16))
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(70)
@@ -729,6 +729,7 @@ pub fn plot_forward(path: &std::path::Path, title: &str, results: &[LayerResult]
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()

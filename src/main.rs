@@ -617,7 +617,11 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     bar.finish_and_clear();
     if let Some(p) = &a.plot {
-        bench::plot_forward(p, &title, &all)?;
+        let caption = format!(
+            "layer forward latency, {} ({:?}), D = {}",
+            info.name, info.backend, a.d_model
+        );
+        bench::plot_forward(p, &caption, &all)?;
     }
     Ok(())
 }
