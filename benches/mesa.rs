@@ -37,7 +37,19 @@ fn bench(c: &mut Criterion) {
         grp.bench_function(BenchmarkId::new("core_forward_cg", iters), |bn| {
             bn.iter_custom(|n| {
                 gpu_time(&ctx, n, &|rec| {
-                    mops::core(rec, &q, &k, &v, &g, &beta, &lamb, &state, iters)
+                    mops::core(
+                        rec,
+                        &mops::MesaInputs {
+                            q: &q,
+                            k: &k,
+                            v: &v,
+                            g: &g,
+                            beta: &beta,
+                            lamb: &lamb,
+                        },
+                        &state,
+                        iters,
+                    )
                 })
             })
         });
@@ -52,7 +64,19 @@ fn bench(c: &mut Criterion) {
     grp.bench_function("decode_step_cg30", |bn| {
         bn.iter_custom(|n| {
             gpu_time(&ctx, n, &|rec| {
-                mops::decode_step(rec, &q1, &k1, &v1, &g1, &b1, &lamb, &state, 30)
+                mops::decode_step(
+                    rec,
+                    &mops::MesaInputs {
+                        q: &q1,
+                        k: &k1,
+                        v: &v1,
+                        g: &g1,
+                        beta: &b1,
+                        lamb: &lamb,
+                    },
+                    &state,
+                    30,
+                )
             })
         })
     });

@@ -373,7 +373,21 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
         up(cols(&g, h, 0, p), &[b, p, h])?,
         up(cols(&beta, h, 0, p), &[b, p, h])?,
     );
-    let o = ctx.run(|rec| mops::core(rec, &qt, &kt, &vt, &gt, &bt, &lam, &state, iters))?;
+    let o = ctx.run(|rec| {
+        mops::core(
+            rec,
+            &mops::MesaInputs {
+                q: &qt,
+                k: &kt,
+                v: &vt,
+                g: &gt,
+                beta: &bt,
+                lamb: &lam,
+            },
+            &state,
+            iters,
+        )
+    })?;
     let mut out = Vec::new();
     if decode {
         let mut steps = vec![Vec::new(); b];
@@ -388,8 +402,21 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
                 up(cols(&g, h, i, i + 1), &[b, 1, h])?,
                 up(cols(&beta, h, i, i + 1), &[b, 1, h])?,
             );
-            let oi = ctx
-                .run(|rec| mops::decode_step(rec, &qi, &ki, &vi, &gi, &bi_, &lam, &state, iters))?;
+            let oi = ctx.run(|rec| {
+                mops::decode_step(
+                    rec,
+                    &mops::MesaInputs {
+                        q: &qi,
+                        k: &ki,
+                        v: &vi,
+                        g: &gi,
+                        beta: &bi_,
+                        lamb: &lam,
+                    },
+                    &state,
+                    iters,
+                )
+            })?;
             for (bi, row) in ctx.download(&oi)?.chunks(hd).enumerate() {
                 steps[bi].extend_from_slice(row);
             }

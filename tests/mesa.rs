@@ -9,6 +9,16 @@ use chunkwise::model::Checkpoint;
 use chunkwise::reference::max_abs;
 use chunkwise::reference::mesa::{core, MesaShape, Solve};
 
+/// The reference iteration: parallel path (x0 = 0) and decode path (Jacobi start), 30 steps.
+const CG30: Solve = Solve::Cg {
+    iters: 30,
+    jacobi: false,
+};
+const CG30_DECODE: Solve = Solve::Cg {
+    iters: 30,
+    jacobi: true,
+};
+
 fn golden(name: &str) -> Option<Checkpoint> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/golden/mesa")
@@ -53,21 +63,7 @@ fn cpu_reference_reproduces_the_golden_core_cases() {
             (vec![], vec![])
         };
         let init = init.then_some((&kk0[..], &kv0[..]));
-        let (o, hkk, hkv) = core(
-            s,
-            &q,
-            &k,
-            &v,
-            &g,
-            &beta,
-            &lamb,
-            init,
-            Solve::Cg {
-                iters: 30,
-                jacobi: false,
-            },
-            None,
-        );
+        let (o, hkk, hkv) = core(s, &q, &k, &v, &g, &beta, &lamb, init, CG30, None);
         let want = ck.f64("o_cg30_f64").unwrap().0;
         let got: Vec<f32> = o.iter().map(|&x| x as f32).collect();
         assert!(
@@ -138,17 +134,8 @@ fn cpu_reference_reproduces_the_golden_decode_case() {
         &beta,
         &lamb,
         None,
-        Solve::Cg {
-            iters: 30,
-            jacobi: false,
-        },
-        Some((
-            p,
-            Solve::Cg {
-                iters: 30,
-                jacobi: true,
-            },
-        )),
+        CG30,
+        Some((p, CG30_DECODE)),
     );
     let (want, ws) = ck.f64("o_decode_cg30_f64").unwrap();
     let dec: Vec<f32> = o[p * s.h * s.d..].iter().map(|&x| x as f32).collect();
@@ -212,6 +199,20 @@ fn inputs(s: MesaShape, seed: u64, gate: (f32, f32)) -> Inputs {
     }
 }
 
+impl Inputs {
+    fn reference(
+        &self,
+        init: Option<(&[f32], &[f32])>,
+        parallel: Solve,
+        decode: Option<(usize, Solve)>,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        core(
+            self.s, &self.q, &self.k, &self.v, &self.g, &self.beta, &self.lamb, init, parallel,
+            decode,
+        )
+    }
+}
+
 fn run_core(
     inp: &Inputs,
     init: Option<(&[f32], &[f32])>,
@@ -232,7 +233,21 @@ fn run_core(
         up(&inp.lamb, &[h, d]),
     );
     let o = ctx
-        .run(|rec| mops::core(rec, &q, &k, &v, &g, &beta, &lamb, &st, iters))
+        .run(|rec| {
+            mops::core(
+                rec,
+                &mops::MesaInputs {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    g: &g,
+                    beta: &beta,
+                    lamb: &lamb,
+                },
+                &st,
+                iters,
+            )
+        })
         .unwrap();
     (
         ctx.download(&o).unwrap(),
@@ -293,21 +308,7 @@ fn gpu_core_matches_reference_cg_over_shapes_and_gate_regimes() {
     for (i, &(s, gate)) in cases.iter().enumerate() {
         let inp = inputs(s, 10 * i as u64 + 1, gate);
         let (o, kk, kv) = run_core(&inp, None, 30);
-        let (want, wkk, wkv) = core(
-            s,
-            &inp.q,
-            &inp.k,
-            &inp.v,
-            &inp.g,
-            &inp.beta,
-            &inp.lamb,
-            None,
-            Solve::Cg {
-                iters: 30,
-                jacobi: false,
-            },
-            None,
-        );
+        let (want, wkk, wkv) = inp.reference(None, CG30, None);
         assert_close(
             &o,
             &want,
@@ -350,14 +351,7 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
     let kv = rand(n, 6, 0.5);
     for iters in [4usize, 30] {
         let (o, _, _) = run_core(&inp, Some((&kk, &kv)), iters);
-        let (want, _, _) = core(
-            s,
-            &inp.q,
-            &inp.k,
-            &inp.v,
-            &inp.g,
-            &inp.beta,
-            &inp.lamb,
+        let (want, _, _) = inp.reference(
             Some((&kk, &kv)),
             Solve::Cg {
                 iters,
@@ -385,27 +379,7 @@ fn gpu_decode_steps_match_reference_for_a_batch() {
     };
     let p = 17;
     let inp = inputs(s, 91, (0.85, 0.95));
-    let (want, _, _) = core(
-        s,
-        &inp.q,
-        &inp.k,
-        &inp.v,
-        &inp.g,
-        &inp.beta,
-        &inp.lamb,
-        None,
-        Solve::Cg {
-            iters: 30,
-            jacobi: false,
-        },
-        Some((
-            p,
-            Solve::Cg {
-                iters: 30,
-                jacobi: true,
-            },
-        )),
-    );
+    let (want, _, _) = inp.reference(None, CG30, Some((p, CG30_DECODE)));
     let MesaShape { b, t, h, d } = s;
     // Prefill the first p tokens with the parallel path, then one token at a time.
     let cols = |x: &[f32], w: usize, lo: usize, hi: usize| -> Vec<f32> {
@@ -428,7 +402,19 @@ fn gpu_decode_steps_match_reference_for_a_batch() {
             up(cols(&inp.g, gd, 0, p), &[b, p, h]),
             up(cols(&inp.beta, gd, 0, p), &[b, p, h]),
         );
-        mops::core(rec, &q, &k, &v, &g, &be, &lamb, &st, 30)
+        mops::core(
+            rec,
+            &mops::MesaInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                g: &g,
+                beta: &be,
+                lamb: &lamb,
+            },
+            &st,
+            30,
+        )
     })
     .unwrap();
     for i in p..t {
@@ -443,7 +429,21 @@ fn gpu_decode_steps_match_reference_for_a_batch() {
             up(cols(&inp.beta, gd, i, i + 1), &[b, 1, h]),
         );
         let o = ctx
-            .run(|rec| mops::decode_step(rec, &q, &k, &v, &g, &be, &lamb, &st, 30))
+            .run(|rec| {
+                mops::decode_step(
+                    rec,
+                    &mops::MesaInputs {
+                        q: &q,
+                        k: &k,
+                        v: &v,
+                        g: &g,
+                        beta: &be,
+                        lamb: &lamb,
+                    },
+                    &st,
+                    30,
+                )
+            })
             .unwrap();
         let w: Vec<f64> = (0..b)
             .flat_map(|bi| want[(bi * t + i) * hd..(bi * t + i + 1) * hd].to_vec())
@@ -470,17 +470,59 @@ fn bad_mesa_inputs_are_named_errors() {
     let lamb = ctx.upload(&vec![1.0; h * d], &[h, d], DType::F32).unwrap();
     let st = MesaState::zeros(ctx, b, h, d).unwrap();
     let e = ctx
-        .run(|rec| mops::core(rec, &x, &x, &x, &gt, &gt, &lamb, &st, 5000))
+        .run(|rec| {
+            mops::core(
+                rec,
+                &mops::MesaInputs {
+                    q: &x,
+                    k: &x,
+                    v: &x,
+                    g: &gt,
+                    beta: &gt,
+                    lamb: &lamb,
+                },
+                &st,
+                5000,
+            )
+        })
         .err()
         .unwrap();
     assert!(e.to_string().contains("5000 CG iterations"), "{e}");
     let e = ctx
-        .run(|rec| mops::core(rec, &x, &x, &x, &gt, &gt, &x, &st, 30))
+        .run(|rec| {
+            mops::core(
+                rec,
+                &mops::MesaInputs {
+                    q: &x,
+                    k: &x,
+                    v: &x,
+                    g: &gt,
+                    beta: &gt,
+                    lamb: &x,
+                },
+                &st,
+                30,
+            )
+        })
         .err()
         .unwrap();
     assert!(e.to_string().contains("lamb must be [2, 8]"), "{e}");
     let e = ctx
-        .run(|rec| mops::decode_step(rec, &x, &x, &x, &gt, &gt, &lamb, &st, 30))
+        .run(|rec| {
+            mops::decode_step(
+                rec,
+                &mops::MesaInputs {
+                    q: &x,
+                    k: &x,
+                    v: &x,
+                    g: &gt,
+                    beta: &gt,
+                    lamb: &lamb,
+                },
+                &st,
+                30,
+            )
+        })
         .err()
         .unwrap();
     assert!(e.to_string().contains("one token per sequence"), "{e}");

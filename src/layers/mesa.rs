@@ -205,12 +205,14 @@ impl MesaLayer {
         let v = self.heads(&v)?;
         let o = mops::core(
             rec,
-            &q,
-            &k,
-            &v,
-            &g,
-            &beta,
-            &self.lamb,
+            &mops::MesaInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                g: &g,
+                beta: &beta,
+                lamb: &self.lamb,
+            },
             state,
             self.cfg.cg_iters_prefill,
         )?;
@@ -275,12 +277,14 @@ impl MesaLayer {
         let v = self.heads(&v)?;
         let o = mops::decode_step(
             rec,
-            &q,
-            &k,
-            &v,
-            &g,
-            &beta,
-            &self.lamb,
+            &mops::MesaInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                g: &g,
+                beta: &beta,
+                lamb: &self.lamb,
+            },
             &cache.state,
             self.cfg.cg_iters_decode,
         )?;

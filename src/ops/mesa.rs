@@ -55,6 +55,18 @@ impl MesaState {
     }
 }
 
+/// The inputs of the core op: `q, k, v [B, T, H, D]` (q and k already L2-normalised), log decays
+/// `g` and input gates `beta [B, T, H]`, and `lamb [H, D]`; gates and lambda in f32.
+#[derive(Clone, Copy)]
+pub struct MesaInputs<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub g: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub lamb: &'a Tensor,
+}
+
 /// Chunk length used for head dim `d` (see the module comment).
 pub fn chunk_len(d: usize) -> usize {
     if d <= 64 {
@@ -86,16 +98,15 @@ struct Dims {
     d: usize,
 }
 
-fn check(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: &Tensor,
-    beta: &Tensor,
-    lamb: &Tensor,
-    st: &MesaState,
-    iters: usize,
-) -> Result<Dims> {
+fn check(inp: &MesaInputs, st: &MesaState, iters: usize) -> Result<Dims> {
+    let MesaInputs {
+        q,
+        k,
+        v,
+        g,
+        beta,
+        lamb,
+    } = *inp;
     super::same_dtype("mesa", &[q, k, v])?;
     let s = q.shape();
     if s.len() != 4 || k.shape() != s || v.shape() != s {
@@ -158,22 +169,23 @@ fn check(
     Ok(Dims { b, t, h, d })
 }
 
-/// The chunkwise-parallel core op: `o [B, T, H, D]` for `q, k, v [B, T, H, D]` (q and k already
-/// L2-normalised), log decays `g` and input gates `beta [B, T, H]`, `lamb [H, D]` (f32). `state`
-/// holds the initial states and is advanced to the final ones.
-#[allow(clippy::too_many_arguments)]
+/// The chunkwise-parallel core op: `o [B, T, H, D]`. `state` holds the initial states and is
+/// advanced to the final ones.
 pub fn core(
     rec: &mut Recording,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: &Tensor,
-    beta: &Tensor,
-    lamb: &Tensor,
+    inp: &MesaInputs,
     state: &MesaState,
     iters: usize,
 ) -> Result<Tensor> {
-    let Dims { b, t, h, d } = check(q, k, v, g, beta, lamb, state, iters)?;
+    let Dims { b, t, h, d } = check(inp, state, iters)?;
+    let MesaInputs {
+        q,
+        k,
+        v,
+        g,
+        beta,
+        lamb,
+    } = *inp;
     let ctx = rec.context().clone();
     let o = ctx.alloc(q.shape(), q.dtype())?;
     if t == 0 || b == 0 {
@@ -242,21 +254,23 @@ struct DecodeParams {
     _p: u32,
 }
 
-/// One decode token per sequence: `q, k, v [B, 1, H, D]`, `g, beta [B, 1, H]`; updates `state`
-/// in place and returns `o [B, 1, H, D]` (Jacobi-started CG, spec §7). Any batch size.
-#[allow(clippy::too_many_arguments)]
+/// One decode token per sequence (inputs with T = 1): updates `state` in place and returns
+/// `o [B, 1, H, D]` (Jacobi-started CG, spec §7). Any batch size.
 pub fn decode_step(
     rec: &mut Recording,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: &Tensor,
-    beta: &Tensor,
-    lamb: &Tensor,
+    inp: &MesaInputs,
     state: &MesaState,
     iters: usize,
 ) -> Result<Tensor> {
-    let Dims { b, t, h, d } = check(q, k, v, g, beta, lamb, state, iters)?;
+    let Dims { b, t, h, d } = check(inp, state, iters)?;
+    let MesaInputs {
+        q,
+        k,
+        v,
+        g,
+        beta,
+        lamb,
+    } = *inp;
     if t != 1 {
         return Err(Error::shape(
             "mesa decode",
