@@ -15,6 +15,9 @@ pub enum ModelKind {
     Hybrid,
     /// Every layer full causal attention.
     Attention,
+    /// MesaNet in the flash-linear-attention layout (spec/mesa.md §3.1): pre-norm Mesa layers and
+    /// SwiGLU MLPs.
+    MesaNet,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +36,11 @@ pub struct ModelConfig {
     pub rope_base: f64,
     pub max_seq_len: usize,
     pub tie_embedding: bool,
+    /// Head dimension (`d_head`, else d_model / num_head).
+    pub d_head: usize,
+    /// Mesa CG iterations on the parallel and decode paths (`max_cg_step_training`, `max_cg_step_decoding`).
+    pub cg_steps_prefill: usize,
+    pub cg_steps_decode: usize,
 }
 
 const KNOWN: &[&str] = &[
@@ -96,21 +104,18 @@ impl ModelConfig {
             Some("rat") => ModelKind::Rat,
             Some("hybrid") => ModelKind::Hybrid,
             Some("attention") => ModelKind::Attention,
-            Some("mesanet") => {
-                return Err(err(
-                    "model_kind 'mesanet' is not supported yet in this version of chunkwise".into(),
-                ))
-            }
+            Some("mesanet") => ModelKind::MesaNet,
             Some(other) => {
                 return Err(err(format!(
-                    "unknown model_kind '{other}' (rat, hybrid, attention)"
+                    "unknown model_kind '{other}' (rat, hybrid, attention, mesanet)"
                 )))
             }
             None => return Err(err("required key 'model_kind' is missing".into())),
         };
         let d_model = req("d_model")?;
         let num_head = req("num_head")?;
-        if let Some(dh) = opt("d_head") {
+        // MesaNet's key width H·D is free; the other stacks split d_model into heads.
+        if let (Some(dh), false) = (opt("d_head"), kind == ModelKind::MesaNet) {
             if dh * num_head != d_model {
                 return Err(err(format!(
                     "d_head {dh} × num_head {num_head} ≠ d_model {d_model}"
@@ -124,7 +129,7 @@ impl ModelConfig {
             num_layers: req("num_layers")?,
             num_head,
             ngroups: opt("ngroups").unwrap_or(2),
-            chunk_size: if kind == ModelKind::Attention {
+            chunk_size: if matches!(kind, ModelKind::Attention | ModelKind::MesaNet) {
                 opt("chunk_size").unwrap_or(1)
             } else {
                 req("chunk_size")?
@@ -144,6 +149,9 @@ impl ModelConfig {
                 .get("tie_embedding")
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
+            d_head: opt("d_head").unwrap_or(d_model / num_head.max(1)),
+            cg_steps_prefill: opt("max_cg_step_training").unwrap_or(30),
+            cg_steps_decode: opt("max_cg_step_decoding").unwrap_or(30),
         };
         if kind == ModelKind::Hybrid && cfg.window_size.is_none() {
             return Err(err("a hybrid model needs 'window_size'".into()));
@@ -159,7 +167,7 @@ impl ModelConfig {
         match self.kind {
             ModelKind::Rat => true,
             ModelKind::Hybrid => i % self.interleave_step == 0,
-            ModelKind::Attention => false,
+            ModelKind::Attention | ModelKind::MesaNet => false,
         }
     }
 }

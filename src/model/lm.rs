@@ -1,12 +1,15 @@
-//! The language models of the RAT reference code (spec/rat.md §6): embedding → per block a
-//! sequence layer then a GELU FFN (`h + fc2(GELU(fc1(RMSNorm(h))))`) → final RMSNorm → tied head.
+//! Language models. The RAT reference code's (spec/rat.md §6): embedding → per block a sequence
+//! layer (with its own pre-norm and residual) then a GELU FFN (`h + fc2(GELU(fc1(RMSNorm(h))))`) →
+//! final RMSNorm → tied head. MesaNet in the flash-linear-attention layout (spec/mesa.md §3.1):
+//! per block `h + attn(attn_norm(h))` then `h + down(silu(gate(u)) ⊙ up(u))` with `u = mlp_norm(h)`.
 
 use std::path::Path;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::layers::{
-    AnyCache, AnyLayer, AttentionConfig, AttentionLayer, RatConfig, RatLayer, SequenceLayer,
+    AnyCache, AnyLayer, AttentionConfig, AttentionLayer, MesaConfig, MesaLayer, RatConfig,
+    RatLayer, SequenceLayer,
 };
 use crate::model::{Checkpoint, ModelConfig};
 use crate::ops::embedding::{embedding, TokenIds};
@@ -15,10 +18,28 @@ use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
 
-struct Ffn {
-    ln: Tensor,
-    fc1: Linear,
-    fc2: Linear,
+enum Ffn {
+    /// `h + fc2(GELU(fc1(RMSNorm(h))))`
+    Gelu {
+        ln: Tensor,
+        fc1: Linear,
+        fc2: Linear,
+    },
+    /// `h + down(silu(gate(u)) ⊙ up(u))`, `u = RMSNorm(h)`
+    SwiGlu {
+        norm: Tensor,
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+}
+
+struct Block {
+    /// MesaNet's `attn_norm`: the mixer gets RMSNorm(h) and its output is added to h. RAT-style
+    /// layers carry their own norm and residual (None).
+    pre_norm: Option<Tensor>,
+    mixer: AnyLayer,
+    ffn: Ffn,
 }
 
 /// A loaded model.
@@ -27,7 +48,7 @@ pub struct Model {
     wte: Tensor,
     head: Linear,
     final_norm: Tensor,
-    blocks: Vec<(AnyLayer, Ffn)>,
+    blocks: Vec<Block>,
 }
 
 /// The decode state of a whole model.
@@ -67,6 +88,9 @@ impl Model {
     /// expected here: `scripts/convert_checkpoint.py` strips it). A missing `head.lm_head.weight`
     /// is tied to the embedding.
     pub fn load(ctx: &Context, cfg: ModelConfig, ckpt: &Checkpoint, dtype: DType) -> Result<Model> {
+        if cfg.kind == crate::model::ModelKind::MesaNet {
+            return Self::load_mesanet(ctx, cfg, ckpt, dtype);
+        }
         let (v, d) = (cfg.vocab_size, cfg.d_model);
         let (wte, _) = ckpt.f32("embedding.wte.weight", Some(&[v, d]))?;
         let head_w = if ckpt.contains("head.lm_head.weight") {
@@ -110,17 +134,76 @@ impl Model {
             let (ln, _) = ckpt.f32(&format!("{f}ln.weight"), Some(&[d]))?;
             let (fc1, _) = ckpt.f32(&format!("{f}fc1.weight"), Some(&[cfg.d_ffn, d]))?;
             let (fc2, _) = ckpt.f32(&format!("{f}fc2.weight"), Some(&[d, cfg.d_ffn]))?;
-            let ffn = Ffn {
+            let ffn = Ffn::Gelu {
                 ln: ctx.upload(&ln, &[d], dtype)?,
                 fc1: Linear::new(ctx, ctx.upload(&fc1, &[cfg.d_ffn, d], dtype)?)?,
                 fc2: Linear::new(ctx, ctx.upload(&fc2, &[d, cfg.d_ffn], dtype)?)?,
             };
-            blocks.push((mixer, ffn));
+            blocks.push(Block {
+                pre_norm: None,
+                mixer,
+                ffn,
+            });
         }
         Ok(Model {
             wte: ctx.upload(&wte, &[v, d], dtype)?,
             head: Linear::new(ctx, ctx.upload(&head_w, &[v, d], dtype)?)?,
             final_norm: ctx.upload(&final_norm, &[d], dtype)?,
+            blocks,
+            cfg,
+        })
+    }
+
+    /// MesaNet under flash-linear-attention's names (`model.embeddings.weight`,
+    /// `model.layers.{i}.{attn_norm,attn,mlp_norm,mlp}.*`, `model.norm.weight`, `lm_head.weight`,
+    /// tied to the embedding when absent).
+    fn load_mesanet(
+        ctx: &Context,
+        cfg: ModelConfig,
+        ckpt: &Checkpoint,
+        dtype: DType,
+    ) -> Result<Model> {
+        let (v, d, f) = (cfg.vocab_size, cfg.d_model, cfg.d_ffn);
+        let (wte, _) = ckpt.f32("model.embeddings.weight", Some(&[v, d]))?;
+        let head_w = if ckpt.contains("lm_head.weight") {
+            ckpt.f32("lm_head.weight", Some(&[v, d]))?.0
+        } else {
+            wte.clone()
+        };
+        let vec =
+            |n: &str| -> Result<Tensor> { ctx.upload(&ckpt.f32(n, Some(&[d]))?.0, &[d], dtype) };
+        let lin = |n: &str, shape: [usize; 2]| -> Result<Linear> {
+            Linear::new(
+                ctx,
+                ctx.upload(&ckpt.f32(n, Some(&shape))?.0, &shape, dtype)?,
+            )
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}.");
+            let mc = MesaConfig {
+                hidden: d,
+                heads: cfg.num_head,
+                head_dim: cfg.d_head,
+                norm_eps: cfg.norm_eps,
+                cg_iters_prefill: cfg.cg_steps_prefill,
+                cg_iters_decode: cfg.cg_steps_decode,
+            };
+            blocks.push(Block {
+                pre_norm: Some(vec(&format!("{p}attn_norm.weight"))?),
+                mixer: AnyLayer::Mesa(MesaLayer::load(ctx, mc, ckpt, &format!("{p}attn."), dtype)?),
+                ffn: Ffn::SwiGlu {
+                    norm: vec(&format!("{p}mlp_norm.weight"))?,
+                    gate: lin(&format!("{p}mlp.gate_proj.weight"), [f, d])?,
+                    up: lin(&format!("{p}mlp.up_proj.weight"), [f, d])?,
+                    down: lin(&format!("{p}mlp.down_proj.weight"), [d, f])?,
+                },
+            });
+        }
+        Ok(Model {
+            wte: ctx.upload(&wte, &[v, d], dtype)?,
+            head: Linear::new(ctx, ctx.upload(&head_w, &[v, d], dtype)?)?,
+            final_norm: vec("model.norm.weight")?,
             blocks,
             cfg,
         })
@@ -142,11 +225,44 @@ impl Model {
     }
 
     fn ffn(&self, rec: &mut Recording, f: &Ffn, h: &Tensor) -> Result<Tensor> {
-        let u = norm::rmsnorm(rec, h, &f.ln, self.cfg.norm_eps)?;
-        let a = f.fc1.forward(rec, &u)?;
-        let a = ew::gelu(rec, &a)?;
-        let o = f.fc2.forward(rec, &a)?;
+        let eps = self.cfg.norm_eps;
+        let o = match f {
+            Ffn::Gelu { ln, fc1, fc2 } => {
+                let u = norm::rmsnorm(rec, h, ln, eps)?;
+                let a = fc1.forward(rec, &u)?;
+                let a = ew::gelu(rec, &a)?;
+                fc2.forward(rec, &a)?
+            }
+            Ffn::SwiGlu {
+                norm: n,
+                gate,
+                up,
+                down,
+            } => {
+                let u = norm::rmsnorm(rec, h, n, eps)?;
+                let g = gate.forward(rec, &u)?;
+                let g = ew::silu(rec, &g)?;
+                let a = up.forward(rec, &u)?;
+                let a = ew::mul(rec, &g, &a)?;
+                down.forward(rec, &a)?
+            }
+        };
         ew::add(rec, h, &o)
+    }
+
+    /// The mixer's contribution: its output, plus the residual where the block holds the norm.
+    fn mix(&self, rec: &mut Recording, b: &Block, h: &Tensor, y: Tensor) -> Result<Tensor> {
+        match b.pre_norm {
+            Some(_) => ew::add(rec, h, &y),
+            None => Ok(y),
+        }
+    }
+
+    fn mixer_input(&self, rec: &mut Recording, b: &Block, h: &Tensor) -> Result<Tensor> {
+        match &b.pre_norm {
+            Some(n) => norm::rmsnorm(rec, h, n, self.cfg.norm_eps),
+            None => Ok(h.clone()),
+        }
     }
 
     fn logits(&self, rec: &mut Recording, h: &Tensor) -> Result<Tensor> {
@@ -157,9 +273,11 @@ impl Model {
     /// Logits `[B, T, V]` of the parallel forward.
     pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
         let mut h = embedding(rec, &self.wte, ids)?;
-        for (m, f) in &self.blocks {
-            h = m.forward(rec, &h)?;
-            h = self.ffn(rec, f, &h)?;
+        for b in &self.blocks {
+            let u = self.mixer_input(rec, b, &h)?;
+            let y = b.mixer.forward(rec, &u)?;
+            h = self.mix(rec, b, &h, y)?;
+            h = self.ffn(rec, &b.ffn, &h)?;
         }
         self.logits(rec, &h)
     }
@@ -168,10 +286,12 @@ impl Model {
     pub fn prefill(&self, rec: &mut Recording, ids: &TokenIds) -> Result<(Tensor, ModelCache)> {
         let mut h = embedding(rec, &self.wte, ids)?;
         let mut layers = Vec::with_capacity(self.blocks.len());
-        for (m, f) in &self.blocks {
-            let (y, c) = m.prefill(rec, &h)?;
+        for b in &self.blocks {
+            let u = self.mixer_input(rec, b, &h)?;
+            let (y, c) = b.mixer.prefill(rec, &u)?;
             layers.push(c);
-            h = self.ffn(rec, f, &y)?;
+            h = self.mix(rec, b, &h, y)?;
+            h = self.ffn(rec, &b.ffn, &h)?;
         }
         Ok((
             self.logits(rec, &h)?,
@@ -196,9 +316,11 @@ impl Model {
             ));
         }
         let mut h = embedding(rec, &self.wte, ids)?;
-        for ((m, f), c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let y = m.step(rec, c, &h)?;
-            h = self.ffn(rec, f, &y)?;
+        for (b, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let u = self.mixer_input(rec, b, &h)?;
+            let y = b.mixer.step(rec, c, &u)?;
+            h = self.mix(rec, b, &h, y)?;
+            h = self.ffn(rec, &b.ffn, &h)?;
         }
         cache.position += 1;
         self.logits(rec, &h)
