@@ -1,7 +1,7 @@
 //! The GPU context: adapter choice, device and queue, features and limits, the kernel registry and
 //! the buffer pool. A `Context` is a cheap handle (`Clone + Send + Sync`); clones share everything.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) pool: BufferPool,
     lost: Arc<Mutex<Option<String>>>,
     warned_f16: AtomicBool,
+    /// Bytes of tensors this context may hold at once; 0 = no cap.
+    memory_budget: AtomicU64,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -231,6 +233,7 @@ impl Context {
                 pool,
                 lost: Arc::new(Mutex::new(None)),
                 warned_f16: AtomicBool::new(false),
+                memory_budget: AtomicU64::new(0),
             }),
         }
     }
@@ -260,6 +263,18 @@ impl Context {
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+    /// Caps the bytes of GPU buffers this context holds at once (`None`: no cap). An allocation
+    /// past the cap fails with [`Error::OutOfMemory`] before the driver is asked, so a host app can
+    /// keep chunkwise inside its share of the GPU, and so drivers that over-commit (lavapipe, some
+    /// integrated GPUs) still fail early instead of at first touch.
+    pub fn set_memory_budget(&self, bytes: Option<u64>) {
+        self.inner
+            .memory_budget
+            .store(bytes.unwrap_or(0), Ordering::Relaxed);
+    }
+    pub fn memory_budget(&self) -> Option<u64> {
+        Some(self.inner.memory_budget.load(Ordering::Relaxed)).filter(|&b| b > 0)
     }
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
@@ -356,6 +371,18 @@ impl Context {
             })?;
         let bytes = (numel as u64).saturating_mul(dtype.size() as u64);
         self.check_buffer_bytes(&format!("tensor {shape:?} {dtype:?}"), bytes)?;
+        if let Some(budget) = self.memory_budget() {
+            let in_use = self.inner.pool.stats().bytes_in_use;
+            if in_use.saturating_add(bytes) > budget {
+                return Err(Error::OutOfMemory {
+                    during: format!("allocating tensor {shape:?} ({bytes} bytes)"),
+                    detail: format!(
+                        "{in_use} bytes are in use and the context's memory budget is {budget} bytes \
+                         (Context::set_memory_budget): free tensors or raise the budget"
+                    ),
+                });
+            }
+        }
         let scope = self
             .inner
             .device

@@ -263,7 +263,7 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
         &case.json["config"],
         kind,
     )?;
-    let (ids, shape) = case.ckpt.f32("input_ids", None)?;
+    let (ids, shape) = case.ckpt.numbers("input_ids", None)?;
     if shape.len() != 2 {
         return Err(case.err(format!(
             "tensor 'input_ids' has shape {shape:?}, expected [B, T]"

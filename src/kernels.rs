@@ -352,6 +352,20 @@ impl Registry {
                 limit,
             });
         }
+        let storage = info
+            .bindings
+            .iter()
+            .filter(|(_, k)| !matches!(k, BindingKind::Uniform))
+            .count() as u64;
+        let limit = limits.max_storage_buffers_per_shader_stage as u64;
+        if storage > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("kernel {}::{} storage buffers", key.file, key.entry),
+                requested: storage,
+                limit_name: "max_storage_buffers_per_shader_stage",
+                limit,
+            });
+        }
         let entries: Vec<wgpu::BindGroupLayoutEntry> = info
             .bindings
             .iter()

@@ -210,36 +210,44 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             use std::io::Write;
             let ctx = Context::new_blocking()?;
             let m = chunkwise::model::Model::open(&ctx, &model, dtype)?;
-            if m.config().vocab_size != 256 {
-                return Err("only byte-level models (vocab 256) are supported yet: tokenizer.json is not read".into());
-            }
+            let tok = chunkwise::model::Tokenizer::open(&model, m.config())?;
             let prompts: Vec<Vec<u32>> = prompt
                 .iter()
-                .map(|p| p.bytes().map(u32::from).collect())
-                .collect();
+                .map(|p| tok.encode(p))
+                .collect::<Result<_, _>>()?;
             let mut sampler =
                 chunkwise::model::sampling::Sampler::new(temperature, top_k, top_p, seed);
             let single = prompts.len() == 1;
             let stdout = std::io::stdout();
+            let mut stream = tok.stream();
+            let mut stream_err = None;
             let (outs, stats) = chunkwise::model::generate::generate(
                 &ctx,
                 &m,
                 &prompts,
                 max_tokens,
                 &mut sampler,
-                |_, tok| {
-                    if single {
-                        let mut o = stdout.lock();
-                        let _ = o.write_all(&[tok as u8]);
-                        let _ = o.flush();
+                |_, id| {
+                    if single && stream_err.is_none() {
+                        match stream.step(id) {
+                            Ok(bytes) => {
+                                let mut o = stdout.lock();
+                                let _ = o.write_all(&bytes);
+                                let _ = o.flush();
+                            }
+                            Err(e) => stream_err = Some(e),
+                        }
                     }
                 },
             )?;
+            if let Some(e) = stream_err {
+                return Err(e.into());
+            }
             if !single {
                 let mut o = stdout.lock();
-                for (i, toks) in outs.iter().enumerate() {
+                for (i, ids) in outs.iter().enumerate() {
                     writeln!(o, "=== prompt {i} ===")?;
-                    o.write_all(&toks.iter().map(|&t| t as u8).collect::<Vec<_>>())?;
+                    o.write_all(&tok.decode(ids)?)?;
                     writeln!(o)?;
                 }
             }

@@ -198,6 +198,21 @@ fn causal_attention_over_2048_keys_at_head_dims_64_and_128() {
 fn decode_splits_stay_short_for_many_sequences() {
     assert_eq!(attn::decode_split(64, 4, 100_000), 4096);
     assert_eq!(attn::decode_split(1, 1, 4096), 64);
+    // The partial buffers are sized once per cache by decode_max_splits: it must bound every length.
+    for (b, h, cap) in [
+        (1, 1, 20_000),
+        (1, 4, 70_000),
+        (16, 4, 9000),
+        (64, 4, 100_000),
+    ] {
+        let max = attn::decode_max_splits(b, h, cap);
+        for len in 1..=cap {
+            assert!(
+                len.div_ceil(attn::decode_split(b, h, len)) <= max,
+                "{b} {h} {len}"
+            );
+        }
+    }
     // b·h ≥ 256 and a long cache: one split per sequence would exceed 4096 keys.
     let ctx = ctx();
     let (b, h, dh, len) = (64usize, 4usize, 4usize, 5000usize);

@@ -1,7 +1,8 @@
 //! safetensors checkpoints under the reference implementations' parameter names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -15,6 +16,8 @@ struct Entry {
 pub struct Checkpoint {
     file: String,
     tensors: HashMap<String, Entry>,
+    /// Names read so far, so that a loader can refuse tensors it did not expect.
+    used: Mutex<HashSet<String>>,
 }
 
 impl Checkpoint {
@@ -49,6 +52,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             file: file.into(),
             tensors,
+            used: Mutex::default(),
         })
     }
 
@@ -80,6 +84,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             file: file.into(),
             tensors: map,
+            used: Mutex::default(),
         })
     }
 
@@ -96,6 +101,19 @@ impl Checkpoint {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// Names never read through [`Checkpoint::f32`] or [`Checkpoint::f64`], sorted.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
     fn err(&self, msg: String) -> Error {
         Error::Checkpoint {
             file: self.file.clone(),
@@ -103,12 +121,31 @@ impl Checkpoint {
         }
     }
 
-    /// A tensor converted to f32, checked against `shape` (pass `None` to accept any shape).
+    /// A floating-point tensor converted to f32, checked against `shape` (pass `None` to accept
+    /// any shape). Integer tensors are refused: a weight stored as integers is a broken export.
     pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.convert(name, shape, false)
+    }
+
+    /// Like [`Checkpoint::f32`] but also accepts integer tensors (token ids, positions).
+    pub fn numbers(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.convert(name, shape, true)
+    }
+
+    fn convert(
+        &self,
+        name: &str,
+        shape: Option<&[usize]>,
+        integers: bool,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
         let e = self
             .tensors
             .get(name)
             .ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
         if let Some(want) = shape {
             if e.shape != want {
                 return Err(self.err(format!(
@@ -132,17 +169,22 @@ impl Checkpoint {
                 .iter()
                 .map(|x| x.to_f32())
                 .collect(),
-            D::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(&e.data)
+            D::I64 if integers => bytemuck::pod_collect_to_vec::<u8, i64>(&e.data)
                 .iter()
                 .map(|&x| x as f32)
                 .collect(),
-            D::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(&e.data)
+            D::I32 if integers => bytemuck::pod_collect_to_vec::<u8, i32>(&e.data)
                 .iter()
                 .map(|&x| x as f32)
                 .collect(),
             other => {
                 return Err(self.err(format!(
-                    "tensor '{name}' has dtype {other:?}; expected a float or integer tensor"
+                    "tensor '{name}' has dtype {other:?}; expected {}",
+                    if integers {
+                        "a float or integer tensor"
+                    } else {
+                        "a float tensor (F32, F64, F16 or BF16)"
+                    }
                 )))
             }
         };
@@ -156,6 +198,10 @@ impl Checkpoint {
             .get(name)
             .ok_or_else(|| self.err(format!("tensor '{name}' is missing")))?;
         if e.dtype == safetensors::Dtype::F64 {
+            self.used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string());
             return Ok((
                 bytemuck::pod_collect_to_vec::<u8, f64>(&e.data),
                 e.shape.clone(),

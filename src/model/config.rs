@@ -41,6 +41,8 @@ pub struct ModelConfig {
     /// Mesa CG iterations on the parallel and decode paths (`max_cg_step_training`, `max_cg_step_decoding`).
     pub cg_steps_prefill: usize,
     pub cg_steps_decode: usize,
+    /// `"bytes"` for byte-level models; otherwise the folder's `tokenizer.json` is used.
+    pub tokenizer: Option<String>,
 }
 
 const KNOWN: &[&str] = &[
@@ -68,7 +70,17 @@ const KNOWN: &[&str] = &[
     "batch",
     "bias",
     "rope_dim",
+    "max_cg_step_training",
+    "max_cg_step_decoding",
 ];
+
+/// More CG iterations than this is a config mistake, not a request: the reference uses 30, and
+/// every iteration is a pass over all states.
+pub const MAX_CG_STEPS: usize = crate::ops::mesa::MAX_ITERS;
+
+/// Longest sequence a config may declare; positions beyond it would not fit a RoPE table or cache
+/// that a single device can hold anyway.
+pub const MAX_SEQ_LEN: usize = 1 << 22;
 
 impl ModelConfig {
     /// Parses a config object; `file` names it in errors. `kind` overrides `model_kind` (the golden
@@ -84,17 +96,35 @@ impl ModelConfig {
         for k in obj.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
             log::warn!("{file}: ignoring unknown config key '{k}'");
         }
-        let req = |k: &str| -> Result<usize> {
-            obj.get(k)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| {
-                    err(format!(
-                        "required key '{k}' is missing or not a positive integer"
-                    ))
-                })
+        // A key that is present must be well-formed: a negative or fractional value is an error
+        // naming the key, never silently replaced by a default.
+        let opt = |k: &str| -> Result<Option<usize>> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                    err(format!("key '{k}' must be a non-negative integer, got {v}"))
+                }),
+            }
         };
-        let opt = |k: &str| obj.get(k).and_then(Value::as_u64).map(|x| x as usize);
+        let req = |k: &str| -> Result<usize> {
+            opt(k)?.ok_or_else(|| err(format!("required key '{k}' is missing")))
+        };
+        let positive = |k: &str, v: usize| -> Result<usize> {
+            if v == 0 {
+                Err(err(format!("key '{k}' must be at least 1")))
+            } else {
+                Ok(v)
+            }
+        };
+        let float = |k: &str, default: f64| -> Result<f64> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| err(format!("key '{k}' must be a positive number, got {v}"))),
+            }
+        };
         let kind_s = kind.map(str::to_string).or_else(|| {
             obj.get("model_kind")
                 .and_then(Value::as_str)
@@ -112,52 +142,88 @@ impl ModelConfig {
             }
             None => return Err(err("required key 'model_kind' is missing".into())),
         };
-        let d_model = req("d_model")?;
-        let num_head = req("num_head")?;
-        // MesaNet's key width H·D is free; the other stacks split d_model into heads.
-        if let (Some(dh), false) = (opt("d_head"), kind == ModelKind::MesaNet) {
-            if dh * num_head != d_model {
+        let d_model = positive("d_model", req("d_model")?)?;
+        let num_head = positive("num_head", req("num_head")?)?;
+        let d_head = match opt("d_head")? {
+            Some(dh) => positive("d_head", dh)?,
+            None if d_model % num_head != 0 => {
                 return Err(err(format!(
-                    "d_head {dh} × num_head {num_head} ≠ d_model {d_model}"
+                    "num_head {num_head} does not divide d_model {d_model}: change num_head or give 'd_head'"
+                )))
+            }
+            None => d_model / num_head,
+        };
+        // MesaNet's key width H·D is free; the other stacks split d_model into heads.
+        if kind != ModelKind::MesaNet && d_head * num_head != d_model {
+            return Err(err(format!(
+                "d_head {d_head} × num_head {num_head} ≠ d_model {d_model}"
+            )));
+        }
+        let chunk_size = match (kind, opt("chunk_size")?) {
+            (ModelKind::Attention | ModelKind::MesaNet, c) => c.unwrap_or(1),
+            (_, c) => c.ok_or_else(|| err("required key 'chunk_size' is missing".into()))?,
+        };
+        let cg = |k: &str| -> Result<usize> {
+            let n = opt(k)?.unwrap_or(30);
+            if n == 0 || n > MAX_CG_STEPS {
+                return Err(err(format!(
+                    "key '{k}' = {n} is outside 1..={MAX_CG_STEPS} conjugate-gradient iterations"
                 )));
             }
+            Ok(n)
+        };
+        let max_seq_len = match opt("max_seq_len")? {
+            Some(n) => Some(n),
+            None => opt("seq_len")?,
         }
+        .unwrap_or(4096);
+        if max_seq_len == 0 || max_seq_len > MAX_SEQ_LEN {
+            return Err(err(format!(
+                "key 'max_seq_len' = {max_seq_len} is outside 1..={MAX_SEQ_LEN}"
+            )));
+        }
+        let tie_embedding = match obj.get("tie_embedding") {
+            None | Some(Value::Null) => true,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                err(format!(
+                    "key 'tie_embedding' must be true or false, got {v}"
+                ))
+            })?,
+        };
         let cfg = ModelConfig {
             kind,
-            vocab_size: req("vocab_size")?,
+            vocab_size: positive("vocab_size", req("vocab_size")?)?,
             d_model,
-            num_layers: req("num_layers")?,
+            num_layers: positive("num_layers", req("num_layers")?)?,
             num_head,
-            ngroups: opt("ngroups").unwrap_or(2),
-            chunk_size: if matches!(kind, ModelKind::Attention | ModelKind::MesaNet) {
-                opt("chunk_size").unwrap_or(1)
-            } else {
-                req("chunk_size")?
+            ngroups: positive("ngroups", opt("ngroups")?.unwrap_or(2))?,
+            chunk_size: positive("chunk_size", chunk_size)?,
+            window_size: opt("window_size")?
+                .map(|w| positive("window_size", w))
+                .transpose()?,
+            interleave_step: positive("interleave_step", opt("interleave_step")?.unwrap_or(2))?,
+            d_ffn: positive("d_ffn", opt("d_ffn")?.unwrap_or(4 * d_model))?,
+            norm_eps: float("norm_eps", 1e-6)? as f32,
+            rope_base: float("rope_base", 10000.0)?,
+            max_seq_len,
+            tie_embedding,
+            d_head,
+            cg_steps_prefill: cg("max_cg_step_training")?,
+            cg_steps_decode: cg("max_cg_step_decoding")?,
+            tokenizer: match obj.get("tokenizer") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) => Some(t.clone()),
+                Some(v) => return Err(err(format!("key 'tokenizer' must be a string, got {v}"))),
             },
-            window_size: opt("window_size"),
-            interleave_step: opt("interleave_step").unwrap_or(2),
-            d_ffn: opt("d_ffn").unwrap_or(4 * d_model),
-            norm_eps: obj.get("norm_eps").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
-            rope_base: obj
-                .get("rope_base")
-                .and_then(Value::as_f64)
-                .unwrap_or(10000.0),
-            max_seq_len: opt("max_seq_len")
-                .or_else(|| opt("seq_len"))
-                .unwrap_or(4096),
-            tie_embedding: obj
-                .get("tie_embedding")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            d_head: opt("d_head").unwrap_or(d_model / num_head.max(1)),
-            cg_steps_prefill: opt("max_cg_step_training").unwrap_or(30),
-            cg_steps_decode: opt("max_cg_step_decoding").unwrap_or(30),
         };
         if kind == ModelKind::Hybrid && cfg.window_size.is_none() {
             return Err(err("a hybrid model needs 'window_size'".into()));
         }
-        if cfg.interleave_step == 0 {
-            return Err(err("'interleave_step' must be at least 1".into()));
+        if matches!(kind, ModelKind::Rat | ModelKind::Hybrid) && num_head % cfg.ngroups != 0 {
+            return Err(err(format!(
+                "ngroups {} does not divide num_head {num_head}",
+                cfg.ngroups
+            )));
         }
         Ok(cfg)
     }

@@ -81,7 +81,26 @@ impl Model {
         })?;
         let cfg = ModelConfig::from_json(&cfg_path.display().to_string(), &json, None)?;
         let ckpt = Checkpoint::open(&dir.join("model.safetensors"))?;
-        Self::load(ctx, cfg, &ckpt, dtype)
+        let model = Self::load(ctx, cfg, &ckpt, dtype)?;
+        // Tensors the config did not ask for mean the config describes another model (more
+        // layers, another kind): running it would silently drop weights.
+        let extra = ckpt.unused();
+        if !extra.is_empty() {
+            let shown: Vec<&str> = extra.iter().take(4).map(String::as_str).collect();
+            return Err(Error::Checkpoint {
+                file: ckpt.file().to_string(),
+                msg: format!(
+                    "{} tensor(s) are not used by the model config.json describes ({:?}, {} layers): {}{}; \
+                     check model_kind and num_layers",
+                    extra.len(),
+                    model.cfg.kind,
+                    model.cfg.num_layers,
+                    shown.join(", "),
+                    if extra.len() > shown.len() { ", …" } else { "" }
+                ),
+            });
+        }
+        Ok(model)
     }
 
     /// Builds the model from a checkpoint under the upstream names (a `_orig_mod.` prefix is not
@@ -270,8 +289,25 @@ impl Model {
         self.head.forward(rec, &u)
     }
 
+    /// Refuses positions past `max_seq_len` up front: RoPE tables and caches are sized by it, and
+    /// MesaNet (which has neither) keeps the same contract so a config means the same everywhere.
+    fn check_len(&self, end: usize) -> Result<()> {
+        if end > self.cfg.max_seq_len {
+            return Err(Error::invalid(
+                "model",
+                format!(
+                    "positions up to {end} exceed the config's max_seq_len {}: shorten the input \
+                     or raise max_seq_len in config.json",
+                    self.cfg.max_seq_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Logits `[B, T, V]` of the parallel forward.
     pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
+        self.check_len(ids.shape()[1])?;
         let mut h = embedding(rec, &self.wte, ids)?;
         for b in &self.blocks {
             let u = self.mixer_input(rec, b, &h)?;
@@ -284,6 +320,7 @@ impl Model {
 
     /// Logits of the prompt `[B, P, V]` and the cache to decode from position P.
     pub fn prefill(&self, rec: &mut Recording, ids: &TokenIds) -> Result<(Tensor, ModelCache)> {
+        self.check_len(ids.shape()[1])?;
         let mut h = embedding(rec, &self.wte, ids)?;
         let mut layers = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
@@ -315,6 +352,7 @@ impl Model {
                 format!("ids must be [B, 1], got {:?}", ids.shape()),
             ));
         }
+        self.check_len(cache.position + 1)?;
         let mut h = embedding(rec, &self.wte, ids)?;
         for (b, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let u = self.mixer_input(rec, b, &h)?;

@@ -48,6 +48,10 @@ impl Sampler {
         if self.temperature <= 0.0 || self.top_k == 1 {
             return argmax();
         }
+        // An infinite logit takes all the probability mass.
+        if let Some(i) = logits.iter().position(|&v| v == f32::INFINITY) {
+            return i as u32;
+        }
         let mut idx: Vec<usize> = (0..logits.len())
             .filter(|&i| logits[i].is_finite())
             .collect();

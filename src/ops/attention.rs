@@ -182,6 +182,15 @@ pub fn decode_split(b: usize, heads: usize, len: usize) -> usize {
     (len.div_ceil(want_splits).div_ceil(64).max(1) * 64).min(4096)
 }
 
+/// The most splits [`decode_split`] yields for any length up to `cap`: below the 4096-key cap a
+/// split holds at least ⌈len / want⌉ keys, so there are at most `want` splits; at the cap there are
+/// ⌈cap / 4096⌉.
+pub fn decode_max_splits(b: usize, heads: usize, cap: usize) -> usize {
+    256usize
+        .div_ceil((b * heads).max(1))
+        .max(cap.div_ceil(4096))
+}
+
 /// One query per sequence, `q [B, 1, D]` or `[B, D]`, against the first `len` slots of
 /// `k_cache, v_cache [B, heads, cap, dh]`. Returns `[B, 1, D]`.
 pub fn decode(
@@ -224,8 +233,11 @@ pub fn decode(
     let ctx = rec.context().clone();
     let split = decode_split(b, h, len);
     let nsplit = len.div_ceil(split);
-    let part_ml = ctx.alloc(&[b, h, nsplit, 2], DType::F32)?;
-    let part_acc = ctx.alloc(&[b, h, nsplit, dh], DType::F32)?;
+    // Partials sized for the fullest cache, not for `len`: then every step of a decode loop asks
+    // the pool for the same sizes and GPU memory stays flat as the cache fills.
+    let max_splits = decode_max_splits(b, h, cap);
+    let part_ml = ctx.alloc(&[b, h, max_splits, 2], DType::F32)?;
+    let part_acc = ctx.alloc(&[b, h, max_splits, dh], DType::F32)?;
     let o = ctx.alloc(&[b, 1, h * dh], dtype)?;
     let params = DecodeParams {
         b: b as u32,
