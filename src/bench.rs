@@ -737,3 +737,120 @@ pub fn plot_forward(path: &std::path::Path, title: &str, results: &[LayerResult]
     root.present().map_err(|e| io(e.to_string()))?;
     Ok(())
 }
+
+/// End-to-end generation with one model: prefill and decode tokens/s, and what picking the next
+/// token costs on each side (CPU: read back the logits rows and take the argmax; GPU: argmax
+/// kernel, read back one number per sequence).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelResult {
+    pub model: String,
+    pub kind: String,
+    pub layers: usize,
+    pub d_model: usize,
+    pub vocab: usize,
+    pub batch: usize,
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    pub prefill_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms_per_step: f64,
+    pub decode_tokens_per_s: f64,
+    pub sample_cpu_ms: f64,
+    pub sample_gpu_ms: f64,
+    pub first_call_ms: f64,
+    pub adapter: String,
+    pub backend: String,
+}
+
+/// Greedy generation of `new_tokens` after `batch` prompts of `prompt_len` tokens. A short run
+/// first builds the pipelines (its time is `first_call_ms`); the timed run's tokens are checked
+/// to lie in the vocabulary (a failed run never yields a time).
+pub fn model_generation(
+    ctx: &Context,
+    model: &crate::model::Model,
+    name: &str,
+    batch: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+) -> Result<ModelResult> {
+    use crate::model::generate::generate;
+    use crate::model::sampling::Sampler;
+    let cfg = model.config();
+    let v = cfg.vocab_size;
+    // Printable ASCII for byte models (text-like), any id otherwise.
+    let span = if v >= 128 { 95 } else { v as u32 };
+    let base = if v >= 128 { 32 } else { 0 };
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..prompt_len)
+                .map(|i| base + ((i * 7919 + b * 104_729) as u32 % span))
+                .collect()
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let short: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| p[..p.len().min(16)].to_vec())
+        .collect();
+    generate(ctx, model, &short, 2, &mut Sampler::greedy(), |_, _| {})?;
+    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (out, stats) = generate(
+        ctx,
+        model,
+        &prompts,
+        new_tokens,
+        &mut Sampler::greedy(),
+        |_, _| {},
+    )?;
+    if out.iter().flatten().any(|&t| t as usize >= v) || out.iter().any(|o| o.len() != new_tokens) {
+        return Err(crate::Error::Readback(format!(
+            "{name}: generation returned tokens outside the vocabulary"
+        )));
+    }
+    // Sampling cost, on logits of the shape a decode step produces.
+    let rows: Vec<f32> = (0..batch * v)
+        .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 100.0)
+        .collect();
+    let logits = ctx.upload(&rows, &[batch, 1, v], DType::F32)?;
+    let reps = 20;
+    let mut cpu = Vec::with_capacity(reps);
+    let mut gpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let host = ctx.download(&logits)?;
+        let a: Vec<u32> = host
+            .chunks(v)
+            .map(|r| Sampler::greedy().sample(r))
+            .collect();
+        cpu.push(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let ids = ctx.run(|rec| crate::ops::sample::argmax(rec, &logits))?;
+        let b: Vec<u32> = ctx.download(&ids)?.iter().map(|&x| x as u32).collect();
+        gpu.push(t.elapsed().as_secs_f64());
+        if a != b {
+            return Err(crate::Error::Readback(format!(
+                "GPU argmax {b:?} differs from the CPU's {a:?}"
+            )));
+        }
+    }
+    let info = ctx.adapter_info();
+    Ok(ModelResult {
+        model: name.to_string(),
+        kind: format!("{:?}", cfg.kind).to_lowercase(),
+        layers: cfg.num_layers,
+        d_model: cfg.d_model,
+        vocab: v,
+        batch,
+        prompt_len,
+        new_tokens,
+        prefill_ms: stats.prefill_s * 1e3,
+        prefill_tokens_per_s: stats.prefill_tokens_per_s(),
+        decode_ms_per_step: stats.decode_s * 1e3 / new_tokens.max(1) as f64,
+        decode_tokens_per_s: stats.decode_tokens_per_s(),
+        sample_cpu_ms: summarize(&cpu).median_ms,
+        sample_gpu_ms: summarize(&gpu).median_ms,
+        first_call_ms,
+        adapter: info.name.clone(),
+        backend: format!("{:?}", info.backend).to_lowercase(),
+    })
+}

@@ -135,8 +135,41 @@ enum Schedule {
     Direct,
 }
 
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Model folders to run (repeat the flag); none runs the random-weight models of `--kinds`.
+    #[arg(long)]
+    model: Vec<std::path::PathBuf>,
+    /// Random-weight models to build (rat, hybrid, attention, mesanet), when no --model is given.
+    #[arg(long, default_value = "rat,hybrid,attention,mesanet")]
+    kinds: String,
+    #[arg(long, default_value_t = 8)]
+    layers: usize,
+    #[arg(long, default_value_t = 512)]
+    d_model: usize,
+    #[arg(long, default_value_t = 8)]
+    heads: usize,
+    #[arg(long, default_value_t = 256)]
+    vocab: usize,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 1024)]
+    prompt: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    #[arg(long, default_value = "1,16")]
+    batch: String,
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    /// Also write JSON Lines, one object per measurement, to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Whole models: prefill and decode tokens/s of greedy generation (shipped or random-weight
+    /// models), and the cost of picking a token on the CPU and on the GPU.
+    Model(ModelArgs),
     /// Whole layers (projections included): forward latency over a sequence and decode latency
     /// at a position, with GFLOP/s, tokens/s, cache bytes and the ratio to attention in the same run.
     Layers(LayersArgs),
@@ -288,6 +321,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Bench {
             what: BenchCmd::Layers(a),
         } => bench_layers(a),
+        Cmd::Bench {
+            what: BenchCmd::Model(a),
+        } => bench_model(a),
         Cmd::Bench {
             what:
                 BenchCmd::Attention {
@@ -490,6 +526,108 @@ fn list(s: &str) -> Result<Vec<usize>, String> {
                 .map_err(|_| format!("bad number '{v}' in '{s}'"))
         })
         .collect()
+}
+
+fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise::model::{Checkpoint, Model, ModelConfig};
+    let ctx = Context::new_blocking()?;
+    let info = ctx.adapter_info().clone();
+    let batches = list(&a.batch)?;
+    // (name, model) pairs, built lazily so that one model's weights are on the GPU at a time.
+    let mut specs: Vec<(String, Box<dyn Fn() -> chunkwise::Result<Model>>)> = Vec::new();
+    for dir in &a.model {
+        let (ctx, dir, dtype) = (ctx.clone(), dir.clone(), a.dtype);
+        let name = dir
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+        specs.push((name, Box::new(move || Model::open(&ctx, &dir, dtype))));
+    }
+    if a.model.is_empty() {
+        for kind in a.kinds.split(',') {
+            let dh = a.d_model / a.heads.max(1);
+            let json = serde_json::json!({
+                "model_kind": kind, "vocab_size": a.vocab, "d_model": a.d_model,
+                "num_layers": a.layers, "num_head": a.heads, "d_head": dh, "ngroups": 2,
+                "chunk_size": 16, "window_size": 256, "interleave_step": 2,
+                "max_seq_len": a.prompt + a.new_tokens,
+            });
+            let cfg = ModelConfig::from_json("<bench model>", &json, None)?;
+            let (ctx, dtype) = (ctx.clone(), a.dtype);
+            let name = format!("random {kind} {}L D{}", a.layers, a.d_model);
+            specs.push((
+                name,
+                Box::new(move || {
+                    let ck = Checkpoint::from_f32(
+                        "<random weights>",
+                        chunkwise::model::random::random_weights(&cfg, 1),
+                    )?;
+                    Model::load(&ctx, cfg.clone(), &ck, dtype)
+                }),
+            ));
+        }
+    }
+    println!(
+        "# models on {} ({:?}, {}), chunkwise {}",
+        info.name,
+        info.backend,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "prompt {} tokens, {} new tokens (greedy), {:?}",
+        a.prompt, a.new_tokens, a.dtype
+    );
+    println!();
+    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | pick a token: CPU ms | GPU ms | first call ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut json = match &a.json {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let bar = indicatif::ProgressBar::new((specs.len() * batches.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    for (name, build) in &specs {
+        let model = build()?;
+        for &b in &batches {
+            bar.set_message(format!("{name}, batch {b}"));
+            let r = bench::model_generation(&ctx, &model, name, b, a.prompt, a.new_tokens);
+            bar.inc(1);
+            let r = match r {
+                Ok(r) => r,
+                Err(
+                    e @ (chunkwise::Error::LimitExceeded { .. }
+                    | chunkwise::Error::OutOfMemory { .. }),
+                ) => {
+                    bar.suspend(|| println!("| {name} | {b} | skipped: {e} | | | | | | |"));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            bar.suspend(|| {
+                println!(
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} |",
+                    r.model,
+                    r.batch,
+                    r.prefill_ms,
+                    r.prefill_tokens_per_s,
+                    r.decode_ms_per_step,
+                    r.decode_tokens_per_s,
+                    r.sample_cpu_ms,
+                    r.sample_gpu_ms,
+                    r.first_call_ms
+                )
+            });
+            if let Some(f) = json.as_mut() {
+                use std::io::Write;
+                writeln!(f, "{}", serde_json::to_value(&r)?)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -214,3 +214,35 @@ fn transpose_matches_host_transpose_with_padding() {
         }
     }
 }
+
+#[test]
+fn gpu_argmax_equals_the_cpu_greedy_sampler() {
+    use chunkwise::model::sampling::Sampler;
+    let ctx = ctx();
+    for dtype in dtypes() {
+        for &(rows, v) in &[(1usize, 1usize), (3, 256), (16, 1000), (2, 50_257)] {
+            let mut x = stored(&rand(rows * v, v as u64, 4.0), dtype);
+            if v > 10 {
+                // Ties (the first wins), NaN (never wins) and an all -inf row.
+                x[5] = 9.0;
+                x[7] = 9.0;
+                x[3] = f32::NAN;
+                if rows > 1 {
+                    x[v..2 * v].fill(f32::NEG_INFINITY);
+                }
+            }
+            let xt = ctx.upload(&x, &[rows, v], dtype).unwrap();
+            let ids = ctx
+                .run(|rec| chunkwise::ops::sample::argmax(rec, &xt))
+                .unwrap();
+            let got: Vec<u32> = ctx
+                .download(&ids)
+                .unwrap()
+                .iter()
+                .map(|&i| i as u32)
+                .collect();
+            let want: Vec<u32> = x.chunks(v).map(|r| Sampler::greedy().sample(r)).collect();
+            assert_eq!(got, want, "{rows}x{v} {dtype:?}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod mesa;
 pub mod norm;
 pub mod rat;
 pub mod rope;
+pub mod sample;
 pub mod softmax;
 pub mod transpose;
 
