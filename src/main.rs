@@ -578,7 +578,7 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.prompt, a.new_tokens, a.dtype
     );
     println!();
-    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | pick a token: CPU ms | GPU ms | first call ms |");
+    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | first call ms |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut json = match &a.json {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
@@ -615,8 +615,8 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                     r.prefill_tokens_per_s,
                     r.decode_ms_per_step,
                     r.decode_tokens_per_s,
-                    r.sample_cpu_ms,
-                    r.sample_gpu_ms,
+                    r.step_cpu_pick_ms,
+                    r.step_gpu_pick_ms,
                     r.first_call_ms
                 )
             });
