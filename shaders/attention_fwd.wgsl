@@ -26,6 +26,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<ST>>;
 
 var<private> tq: u32;
+var<private> kv0: u32;    // vec4 offset of key 0 of the current tile, this (batch, head)
+var<private> kt_end: u32; // keys of the current tile that exist: kt_end − tile start
+var<private> krow: u32;   // vec4s per token
+
+fn flash_k(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(k[kv0 + j * krow + i]);
+}
+
+fn flash_v(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(v[kv0 + j * krow + i]);
+}
+
+fn tile_key_valid(j: u32) -> bool {
+    return j < kt_end;
+}
 
 fn key_visible(tk: u32) -> bool {
     return tk <= tq && (p.window == 0xffffffffu || tq - tk <= p.window);
@@ -38,6 +53,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let t0 = wid.x * BQ;
     tq = t0 + lid;
     let row = p.h * DH4; // vec4s per token
+    krow = row;
     let qbase = (b * p.t + min(tq, p.t - 1u)) * row + hh * DH4;
     for (var i = 0u; i < DH4; i++) {
         qv[i] = vec4<f32>(q[qbase + i]) * p.scale;
@@ -49,24 +65,12 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         k_lo = t0 - p.window;
     }
     for (var kt = (k_lo / BK) * BK; kt <= t_last; kt += BK) {
-        // Cooperative load of BK keys and values (zeros past the end).
-        for (var e = lid; e < BK * DH4; e += 64u) {
-            let j = e / DH4;
-            let i = e % DH4;
-            let tk = kt + j;
-            var kk = vec4<f32>(0.0);
-            var vv = vec4<f32>(0.0);
-            if (tk < p.t) {
-                let kb = (b * p.t + tk) * row + hh * DH4 + i;
-                kk = vec4<f32>(k[kb]);
-                vv = vec4<f32>(v[kb]);
-            }
-            ks[j * MAX_DH4 + i] = kk;
-            vs[j * MAX_DH4 + i] = vv;
-        }
-        workgroupBarrier();
+        // Keys past the end are masked by key_visible (no query sees them); the tile load
+        // zero-fills them and storage reads of them are clamped by bounds checks.
+        kv0 = (b * p.t + kt) * row + hh * DH4;
+        kt_end = min(BK, p.t - kt);
+        flash_load_tile(lid, 64u);
         flash_fold(kt);
-        workgroupBarrier();
     }
     if (tq < p.t) {
         for (var i = 0u; i < DH4; i++) {

@@ -27,6 +27,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<ST>>;
 
 var<private> cq: u32; // chunk of this invocation's query
+var<private> kv0: u32;    // vec4 offset of the final state of the tile's first chunk
+var<private> kt_end: u32; // chunks of the current tile that are visible to some query
+var<private> krow: u32;   // vec4s between consecutive chunk finals (L tokens)
+
+fn flash_k(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(kr[kv0 + j * krow + i]);
+}
+
+fn flash_v(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(sv[kv0 + j * krow + i]);
+}
+
+fn tile_key_valid(j: u32) -> bool {
+    return j < kt_end;
+}
 
 fn key_visible(j: u32) -> bool {
     return j < cq;
@@ -40,6 +55,7 @@ fn rat_attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let tq = min(t0 + lid, p.t - 1u);
     cq = tq / p.l;
     let row = p.h * DH4;
+    krow = p.l * row;
     let base = (b * p.t + tq) * row + hh * DH4;
     let qbase = (b * p.t + tq) * p.groups * DH4 + (hh % p.groups) * DH4;
     var own: array<vec4<f32>, MAX_DH4>;
@@ -53,22 +69,10 @@ fn rat_attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     // Chunks any query of this tile can see: 0 … c(last query) − 1.
     let c_end = (min(t0 + BQ, p.t) - 1u) / p.l;
     for (var j0 = 0u; j0 < c_end; j0 += BK) {
-        for (var e = lid; e < BK * DH4; e += 64u) {
-            let j = e / DH4;
-            let i = e % DH4;
-            var kk = vec4<f32>(0.0);
-            var vv = vec4<f32>(0.0);
-            if (j0 + j < c_end) {
-                let kb = (b * p.t + (j0 + j) * p.l + p.l - 1u) * row + hh * DH4 + i;
-                kk = vec4<f32>(kr[kb]);
-                vv = vec4<f32>(sv[kb]);
-            }
-            ks[j * MAX_DH4 + i] = kk;
-            vs[j * MAX_DH4 + i] = vv;
-        }
-        workgroupBarrier();
+        kv0 = (b * p.t + j0 * p.l + p.l - 1u) * row + hh * DH4;
+        kt_end = min(BK, c_end - j0);
+        flash_load_tile(lid, 64u);
         flash_fold(j0);
-        workgroupBarrier();
     }
     if (t0 + lid < p.t) {
         for (var i = 0u; i < DH4; i++) {

@@ -450,10 +450,11 @@ impl Registry {
         let assembled = assemble(file, dtype)?;
         let (naga_module, naga_info) = validate(&assembled)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(file),
             source: wgpu::ShaderSource::Wgsl(assembled.source.clone().into()),
-        });
+        };
+        let shader = device.create_shader_module(desc);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::from_wgpu(
                 format!("compiling shader {file} ({dtype:?})"),

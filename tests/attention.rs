@@ -195,6 +195,13 @@ fn causal_attention_over_2048_keys_at_head_dims_64_and_128() {
 }
 
 #[test]
+fn causal_attention_over_8192_keys_at_head_dim_64() {
+    // CPU adapters read key tiles from storage at dh ≤ 64: long rows must not reach llvmpipe's
+    // loop limiter (which stops a loop silently).
+    check_fwd(1, 8192, 1, 64, None, DType::F32);
+}
+
+#[test]
 fn decode_splits_stay_short_for_many_sequences() {
     assert_eq!(attn::decode_split(64, 4, 100_000), 4096);
     assert_eq!(attn::decode_split(1, 1, 4096), 64);

@@ -93,11 +93,25 @@ pub fn attention(
         _p: [0; 2],
     };
     let kernel = ctx.kernel(
-        &KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype).with("DH4", (dh / 4) as f64),
+        &KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype)
+            .with("DH4", (dh / 4) as f64)
+            .with("KV_FROM_STORAGE", kv_from_storage(&ctx, dh)),
     )?;
     let groups = [t.div_ceil(BQ) as u32, check_u32("attention", b * heads)?, 1];
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q, k, v, &o], groups)?;
     Ok(o)
+}
+
+/// The flash kernels' KV_FROM_STORAGE override (shaders/common/flash.wgsl): CPU adapters read key
+/// tiles straight from storage, GPUs share them through workgroup memory. Only up to head dim 64:
+/// at 128 llvmpipe no longer unrolls the head-dim loops around the storage reads, and their
+/// iterations would run into its loop limiter (tested at T = 2048, dh = 128).
+pub(crate) fn kv_from_storage(ctx: &crate::Context, dh: usize) -> f64 {
+    if ctx.is_cpu_adapter() && dh <= 64 {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 #[repr(C)]

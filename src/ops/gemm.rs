@@ -211,7 +211,18 @@ fn gemm_impl(
             ..params
         };
         let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", "gemm_direct", dtype))?;
-        let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch];
+        // DIRECT_WG lanes × 4 columns by 8 rows per workgroup.
+        let row_groups = m.div_ceil(8) as u64;
+        let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
+        if row_groups > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("gemm with {m} rows (8 per workgroup)"),
+                requested: row_groups,
+                limit_name: "max_compute_workgroups_per_dimension",
+                limit,
+            });
+        }
+        let groups = [n.div_ceil(256) as u32, row_groups as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
     }
     Ok(y)

@@ -233,7 +233,11 @@ pub fn inter_chunk_attention(
         _p: [0; 2],
     };
     let key = KernelKey::new("rat_attention.wgsl", "rat_attention", dtype)
-        .with("DH4", (heads.dh / 4) as f64);
+        .with("DH4", (heads.dh / 4) as f64)
+        .with(
+            "KV_FROM_STORAGE",
+            crate::ops::attention::kv_from_storage(&ctx, heads.dh),
+        );
     let kernel = ctx.kernel(&key)?;
     let groups = [
         t.div_ceil(BQ) as u32,
