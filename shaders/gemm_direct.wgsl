@@ -56,3 +56,33 @@ fn gemm_direct(@builtin(global_invocation_id) gid: vec3<u32>,
     store_block(hi, m0 + 4u, n0, b * p.y_bstride);
 }
 
+
+// One row per workgroup, for M < 8 (decode steps): the 8-row kernel would compute 8 rows to keep
+// one. Same layout and lanes.
+@compute @workgroup_size(DIRECT_WG)
+fn gemm_direct_row(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>) {
+    let b = wid.z;
+    let m0 = wid.y;
+    let n0 = gid.x * 4u;
+    if (n0 >= p.n || m0 >= p.m) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let n4 = (p.n + 3u) / 4u;
+    let wb = b * p.w_bstride / 4u + gid.x;
+    let r0 = b * p.x_bstride / 4u + m0 * k4;
+    var acc = vec4<f32>(0.0);
+    for (var kq = 0u; kq < k4; kq++) {
+        let wk = wb + kq * 4u * n4;
+        let a = vec4<f32>(x[r0 + kq]);
+        acc += a.x * vec4<f32>(w[wk]) + a.y * vec4<f32>(w[wk + n4]) + a.z * vec4<f32>(w[wk + 2u * n4])
+            + a.w * vec4<f32>(w[wk + 3u * n4]);
+    }
+    let yb = b * p.y_bstride;
+    for (var j = 0u; j < 4u; j++) {
+        if (n0 + j < p.n) {
+            y[yb + m0 * p.n + n0 + j] = ST(acc[j]);
+        }
+    }
+}

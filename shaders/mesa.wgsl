@@ -265,3 +265,158 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         }
     }
 }
+
+// ---- CPU-adapter schedule of mesa_cg ------------------------------------------------------------
+// On CPU drivers (lavapipe) workgroup-memory loads and barriers dominate mesa_cg (0.7 GFLOP/s).
+// Here one lane owns one position t of the chunk and runs its whole CG alone: x, r, p and
+// a = (H_t + diag λ) p live in private arrays (per-lane stack on a CPU), every dot product is a
+// lane-local loop, and the chunk data every lane needs (S_kk, S_kv, the chunk's keys and values)
+// is read from storage at lane-independent addresses, which CPU drivers turn into one scalar load
+// for all lanes. No workgroup memory, no barrier. GPUs take mesa_cg.
+
+const LANE_MAX_D: u32 = 128u;
+
+var<private> lx: array<f32, LANE_MAX_D>;
+var<private> lr: array<f32, LANE_MAX_D>;
+var<private> lp: array<f32, LANE_MAX_D>;
+var<private> la: array<f32, LANE_MAX_D>;
+var<private> lm: array<f32, 16>; // M[t][s], s < CH
+
+// The chunk's key (or value) s, element i; positions past T read the last token (weighted 0).
+fn chunk_k(b: u32, first: u32, hh: u32, s: u32, i: u32) -> f32 {
+    return f32(k[vec_index(b, min(first + s, p.t - 1u), hh, i)]);
+}
+
+fn chunk_v(b: u32, first: u32, hh: u32, s: u32, i: u32) -> f32 {
+    return f32(v[vec_index(b, min(first + s, p.t - 1u), hh, i)]);
+}
+
+@compute @workgroup_size(CH)
+fn mesa_cg_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.y;
+    let b = bh / p.h;
+    let hh = bh % p.h;
+    let n = wid.x;
+    let first = (p.n0 + n) * CH;
+    let valid = first + lid < p.t;
+    let tr = min(first + lid, p.t - 1u);
+    let sbase = (bh * p.nseg + n) * DIM * DIM;
+
+    // Γ_s (chunk-local cumulative log decay), every lane alike; Γ_t for its own position.
+    var gam_t = 0.0;
+    var gam = 0.0;
+    var gams: array<f32, 16>;
+    for (var s = 0u; s < CH; s++) {
+        if (first + s < p.t) {
+            gam += g[gate_index(b, first + s, hh)];
+        }
+        gams[s] = gam;
+        if (s == lid) {
+            gam_t = gam;
+        }
+    }
+    for (var s = 0u; s < CH; s++) {
+        var m = 0.0;
+        if (s <= lid && first + s < p.t) {
+            m = exp(gam_t - gams[s]) * beta[gate_index(b, first + s, hh)];
+        }
+        lm[s] = m;
+    }
+    let et = exp(gam_t);
+
+    var delta = 0.0;
+    for (var i = 0u; i < DIM; i++) {
+        var qv = 0.0;
+        if (valid) {
+            qv = f32(q[vec_index(b, tr, hh, i)]);
+        }
+        lx[i] = 0.0;
+        lr[i] = qv;
+        lp[i] = qv;
+        delta += qv * qv;
+    }
+    for (var it = 0u; it < p.iters; it++) {
+        lane_apply(b, first, hh, sbase, et, true);
+        var pa = 0.0;
+        for (var i = 0u; i < DIM; i++) {
+            pa += lp[i] * la[i];
+        }
+        let alpha = delta / (pa + 1e-5);
+        var rn = 0.0;
+        for (var i = 0u; i < DIM; i++) {
+            lx[i] += alpha * lp[i];
+            lr[i] -= alpha * la[i];
+            rn += lr[i] * lr[i];
+        }
+        let conj = rn / (delta + 1e-5);
+        for (var i = 0u; i < DIM; i++) {
+            lp[i] = lr[i] + conj * lp[i];
+        }
+        delta = rn;
+    }
+    // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
+    for (var i = 0u; i < DIM; i++) {
+        lp[i] = lx[i];
+    }
+    lane_apply(b, first, hh, sbase, et, false);
+    if (valid) {
+        for (var j = 0u; j < DIM; j++) {
+            o[vec_index(b, tr, hh, j)] = ST(la[j]);
+        }
+    }
+}
+
+// la = e_t · Sᵀ lp + Σ_s M[t][s] (k_s·lp) w_s (+ λ ∘ lp when solving), with S = S_kk and w = k
+// while solving, S = S_kv and w = v for the read-out. Loops are blocked so that the inner ones
+// (over 8 columns, over the CH chunk positions) unroll: llvmpipe stops a loop silently after ~65k
+// counted iterations per invocation, and this keeps one call near 600 (ops/mesa.rs bounds the
+// iteration count accordingly). The 8 accumulators also reuse each lp[i] 8 times.
+fn lane_apply(b: u32, first: u32, hh: u32, sbase: u32, et: f32, solving: bool) {
+    var c: array<f32, 16>;
+    for (var i = 0u; i < DIM; i++) {
+        let pi = lp[i];
+        for (var s = 0u; s < CH; s++) {
+            c[s] += chunk_k(b, first, hh, s, i) * pi;
+        }
+    }
+    for (var s = 0u; s < CH; s++) {
+        c[s] *= lm[s];
+    }
+    for (var j0 = 0u; j0 < DIM; j0 += 8u) {
+        var acc: array<f32, 8>;
+        for (var i = 0u; i < DIM; i++) {
+            let pi = lp[i];
+            let row = sbase + i * DIM + j0;
+            for (var jj = 0u; jj < 8u; jj++) {
+                if (j0 + jj < DIM) {
+                    var sij: f32;
+                    if (solving) {
+                        sij = starts_kk[row + jj];
+                    } else {
+                        sij = starts_kv[row + jj];
+                    }
+                    acc[jj] += pi * sij;
+                }
+            }
+        }
+        for (var jj = 0u; jj < 8u; jj++) {
+            let j = j0 + jj;
+            if (j < DIM) {
+                var a = acc[jj] * et;
+                for (var s = 0u; s < CH; s++) {
+                    var w: f32;
+                    if (solving) {
+                        w = chunk_k(b, first, hh, s, j);
+                    } else {
+                        w = chunk_v(b, first, hh, s, j);
+                    }
+                    a += c[s] * w;
+                }
+                if (solving) {
+                    a += lamb[hh * DIM + j] * lp[j];
+                }
+                la[j] = a;
+            }
+        }
+    }
+}

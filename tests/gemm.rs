@@ -43,6 +43,10 @@ fn odd_sizes_both_schedules_all_dtypes() {
             check(1, 1, 1, 1, false, s, dtype);
             check(1, 65, 130, 17, false, s, dtype);
             check(1, 128, 64, 256, false, s, dtype);
+            // Fewer than 8 rows (decode steps): the direct schedule's one-row kernel.
+            check(1, 1, 50, 64, false, s, dtype);
+            check(1, 5, 33, 12, false, s, dtype);
+            check(3, 7, 9, 8, true, s, dtype);
         }
     }
 }

@@ -369,6 +369,36 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
 }
 
 #[test]
+fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
+    // On CPU adapters D = 64 runs one lane per position up to 63 CG iterations (its loops must stay
+    // below llvmpipe's loop limiter) and the workgroup kernel beyond: both ends, same answers.
+    let s = MesaShape {
+        b: 1,
+        t: 37,
+        h: 2,
+        d: 64,
+    };
+    let inp = inputs(s, 91, (0.9, 0.99));
+    for iters in [63usize, 64, 100] {
+        let (o, _, _) = run_core(&inp, None, iters);
+        let (want, _, _) = inp.reference(
+            None,
+            Solve::Cg {
+                iters,
+                jacobi: false,
+            },
+            None,
+        );
+        assert_close(
+            &o,
+            &want,
+            DType::F32,
+            &format!("mesa core, {iters} iterations"),
+        );
+    }
+}
+
+#[test]
 fn gpu_decode_steps_match_reference_for_a_batch() {
     let ctx = ctx();
     let s = MesaShape {

@@ -210,13 +210,19 @@ fn gemm_impl(
             },
             ..params
         };
-        let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", "gemm_direct", dtype))?;
-        // DIRECT_WG lanes × 4 columns by 8 rows per workgroup.
-        let row_groups = m.div_ceil(8) as u64;
+        // Rows per workgroup: 8, or 1 for M < 8 (decode), where 8 would compute rows to drop.
+        let (entry, rows) = if m < 8 {
+            ("gemm_direct_row", 1)
+        } else {
+            ("gemm_direct", 8)
+        };
+        let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", entry, dtype))?;
+        // DIRECT_WG lanes × 4 columns by `rows` rows per workgroup.
+        let row_groups = m.div_ceil(rows) as u64;
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if row_groups > limit {
             return Err(Error::LimitExceeded {
-                what: format!("gemm with {m} rows (8 per workgroup)"),
+                what: format!("gemm with {m} rows ({rows} per workgroup)"),
                 requested: row_groups,
                 limit_name: "max_compute_workgroups_per_dimension",
                 limit,
