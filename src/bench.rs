@@ -634,16 +634,25 @@ pub fn layer_decode(
         }
         Ok(())
     };
-    let mut cache = layer.new_cache(ctx, batch, s.dtype)?;
-    cache.bench_seek(position);
-    finite(&ctx.run(|rec| layer.step(rec, &mut cache, &x))?)?; // warm-up
+    // Every sample steps a fresh cache placed at `position` with the same input, so each output
+    // must equal the untimed warm-up's bit for bit (a step that failed or never ran cannot pass).
+    let fresh = || -> Result<crate::layers::AnyCache> {
+        let mut c = layer.new_cache(ctx, batch, s.dtype)?;
+        c.bench_seek(position);
+        Ok(c)
+    };
+    let mut cache = fresh()?;
+    let warm = ctx.run(|rec| layer.step(rec, &mut cache, &x))?;
+    finite(&warm)?;
+    let reference = ctx.download(&warm)?;
     let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
-    cache.bench_seek(position);
     for _ in 0..samples {
+        let mut cache = fresh()?;
+        ctx.sync()?;
         let mut rec = ctx.record();
         let y = layer.step(&mut rec, &mut cache, &x)?;
         times.push(rec.submit_timed()?);
-        finite(&y)?;
+        same_output(ctx, &y, &reference, &format!("{kind:?} decode"))?;
     }
     let keys = if kind == LayerKind::Mesa {
         0.0

@@ -506,8 +506,8 @@ fn nan_and_inf_inputs_never_crash_a_kernel_and_stay_causal() {
 
 // ---- limits, memory, devices -------------------------------------------------------------------
 
-/// Mesa's forward on a device that grants only `limits`.
-fn mesa_on_device_with(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Error {
+/// A context on a device that grants only `limits`.
+fn device_with(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Context {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
     let adapter =
@@ -517,7 +517,26 @@ fn mesa_on_device_with(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Error {
         ..Default::default()
     }))
     .expect("device");
-    let small = Context::from_wgpu(device, queue, adapter.get_info());
+    Context::from_wgpu(device, queue, adapter.get_info())
+}
+
+#[test]
+fn kernel_needs_are_checked_against_the_device_before_pipeline_creation() {
+    // The flash attention kernel declares 16 KiB of workgroup memory for its key/value tiles.
+    let small = device_with(|l| wgpu::Limits {
+        max_compute_workgroup_storage_size: 4096,
+        ..l
+    });
+    let x = small
+        .upload(&rand(8 * 64, 1, 1.0), &[1, 8, 64], DType::F32)
+        .unwrap();
+    let e = small
+        .run(|rec| chunkwise::ops::attention::attention(rec, &x, &x, &x, 1, None, None))
+        .unwrap_err();
+    assert!(matches!(e, Error::LimitExceeded { .. }), "{e:?}");
+    assert_msg(&e, &["max_compute_workgroup_storage_size", "attention"]);
+    // WebGPU's downlevel devices bind 4 storage buffers per stage; Mesa's state pass needs 8.
+    let small = device_with(|_| wgpu::Limits::downlevel_defaults());
     let cfg = parse(&config("mesanet")).unwrap();
     let ck = Checkpoint::from_f32("<mesa>", random_weights(&cfg, 2)).unwrap();
     let mc = MesaConfig {
@@ -532,20 +551,7 @@ fn mesa_on_device_with(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Error {
     let x = small
         .upload(&rand(8 * 32, 1, 1.0), &[1, 8, 32], DType::F32)
         .unwrap();
-    small.run(|rec| layer.forward(rec, &x)).unwrap_err()
-}
-
-#[test]
-fn kernel_needs_are_checked_against_the_device_before_pipeline_creation() {
-    // Mesa's CG keeps ~10 KiB of the chunk in workgroup memory.
-    let e = mesa_on_device_with(|l| wgpu::Limits {
-        max_compute_workgroup_storage_size: 4096,
-        ..l
-    });
-    assert!(matches!(e, Error::LimitExceeded { .. }), "{e:?}");
-    assert_msg(&e, &["max_compute_workgroup_storage_size", "mesa"]);
-    // WebGPU's downlevel devices bind 4 storage buffers per stage; Mesa's state pass needs 8.
-    let e = mesa_on_device_with(|_| wgpu::Limits::downlevel_defaults());
+    let e = small.run(|rec| layer.forward(rec, &x)).unwrap_err();
     assert!(matches!(e, Error::LimitExceeded { .. }), "{e:?}");
     assert_msg(&e, &["max_storage_buffers_per_shader_stage"]);
 }
@@ -674,4 +680,13 @@ fn ten_thousand_decode_steps_keep_memory_flat_and_repeat_bit_for_bit() {
     let (toks2, snaps2, _) = long_decode(&m, 10_000);
     assert_eq!(toks, toks2, "identical inputs gave different tokens");
     assert!(snaps == snaps2, "identical inputs gave different logits");
+}
+
+/// Crashers and wrong acceptances found by tests/fuzz.rs, kept as named regression tests.
+#[test]
+fn fuzz_regressions() {
+    // A positive norm_eps below f32's range passed the f64 check and became 0 in f32.
+    let mut c = config("rat");
+    c["norm_eps"] = json!(3.322380752661143e-309);
+    assert_msg(&parse(&c).unwrap_err(), &["norm_eps"]);
 }

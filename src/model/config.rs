@@ -203,7 +203,17 @@ impl ModelConfig {
                 .transpose()?,
             interleave_step: positive("interleave_step", opt("interleave_step")?.unwrap_or(2))?,
             d_ffn: positive("d_ffn", opt("d_ffn")?.unwrap_or(4 * d_model))?,
-            norm_eps: float("norm_eps", 1e-6)? as f32,
+            norm_eps: {
+                // Stored as f32: a positive f64 below f32's range would become 0 (found by
+                // tests/fuzz.rs).
+                let eps = float("norm_eps", 1e-6)? as f32;
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(err(format!(
+                        "key 'norm_eps' = {eps} must be a positive f32 (at least about 1e-38)"
+                    )));
+                }
+                eps
+            },
             rope_base: float("rope_base", 10000.0)?,
             max_seq_len,
             tie_embedding,
