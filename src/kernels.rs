@@ -14,7 +14,15 @@
 //! A rule for kernel authors: llvmpipe (lavapipe, the CI adapter) silently stops a loop once an
 //! invocation has run about 65k iterations of it, counted over every entry into that loop. Give
 //! inner loops constant trip counts (consts or `override`s, which compilers unroll) and keep the
-//! run-time trip count of each loop per invocation well below that.
+//! run-time trip count of each loop per invocation well below that. Loops of 64 or more iterations
+//! may not unroll even with a constant bound: block them (an outer loop over an unrolled inner one
+//! of 8), as `shaders/mesa.wgsl` (`lane_apply`) does, and test at the largest size a path allows.
+//!
+//! What CPU adapters reward (measured on lavapipe, BENCHMARKS.md): loads whose address is the same
+//! on every lane and derived from the workgroup id are cheap; loads from workgroup memory cost like
+//! gathers even at a uniform address; barriers are coroutine switches. The CPU-adapter schedules
+//! (`gemm_direct`, `KV_FROM_STORAGE`, `mesa_cg_lanes`) follow from that; GPUs keep the
+//! workgroup-memory kernels.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

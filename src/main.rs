@@ -528,6 +528,22 @@ fn list(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// The `--json` output file, if one was asked for.
+fn json_file(path: Option<&std::path::Path>) -> Result<Option<std::fs::File>, String> {
+    path.map(|p| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display())))
+        .transpose()
+}
+
+/// The progress bar of a long benchmark (stderr, so tables on stdout stay clean).
+fn progress_bar(len: usize) -> Result<indicatif::ProgressBar, String> {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    Ok(bar)
+}
+
 fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise::model::{Checkpoint, Model, ModelConfig};
     let ctx = Context::new_blocking()?;
@@ -580,15 +596,8 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | first call ms |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    let mut json = match &a.json {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
-    let bar = indicatif::ProgressBar::new((specs.len() * batches.len()) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
-            .map_err(|e| e.to_string())?,
-    );
+    let mut json = json_file(a.json.as_deref())?;
+    let bar = progress_bar(specs.len() * batches.len())?;
     for (name, build) in &specs {
         let model = build()?;
         for &b in &batches {
@@ -694,15 +703,8 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut json = match &a.json {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
-    let bar = indicatif::ProgressBar::new((cases.len() * kinds.len()) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
-            .map_err(|e| e.to_string())?,
-    );
+    let mut json = json_file(a.json.as_deref())?;
+    let bar = progress_bar(cases.len() * kinds.len())?;
     let mut all = Vec::new();
     for (mode, b, n) in cases {
         let mut attention_ms = None;

@@ -303,14 +303,7 @@ fn negative_or_absurd_iteration_counts_are_refused() {
     // The layer API has the same bound at run time.
     let cfg = parse(&config("mesanet")).unwrap();
     let ck = Checkpoint::from_f32("<mesa>", random_weights(&cfg, 2)).unwrap();
-    let mc = MesaConfig {
-        hidden: 32,
-        heads: 2,
-        head_dim: 16,
-        norm_eps: 1e-6,
-        cg_iters_prefill: 1_000_000,
-        cg_iters_decode: 30,
-    };
+    let mc = mesa_config(1_000_000);
     let layer = MesaLayer::load(ctx(), mc, &ck, "model.layers.0.attn.", DType::F32).unwrap();
     let x = ctx()
         .upload(&rand(8 * 32, 1, 1.0), &[1, 8, 32], DType::F32)
@@ -330,6 +323,18 @@ fn nan_or_negative_floats_in_a_config_are_refused() {
 }
 
 // ---- sequences ---------------------------------------------------------------------------------
+
+/// The Mesa layer shape of `config("mesanet")` with `iters` CG iterations on the parallel path.
+fn mesa_config(iters: usize) -> MesaConfig {
+    MesaConfig {
+        hidden: 32,
+        heads: 2,
+        head_dim: 16,
+        norm_eps: 1e-6,
+        cg_iters_prefill: iters,
+        cg_iters_decode: 30,
+    }
+}
 
 fn tiny(kind: &str) -> Model {
     let cfg = parse(&config(kind)).unwrap();
@@ -436,14 +441,7 @@ fn every_layer() -> Vec<(
     let full = AttentionLayer::load(ctx, att(None), &ck_att, p, DType::F32).unwrap();
     let local = AttentionLayer::load(ctx, att(Some(8)), &ck_att, p, DType::F32).unwrap();
     let rat = RatLayer::load(ctx, rat_config(), &ck_rat, p, DType::F32).unwrap();
-    let mc = MesaConfig {
-        hidden: 32,
-        heads: 2,
-        head_dim: 16,
-        norm_eps: 1e-6,
-        cg_iters_prefill: 30,
-        cg_iters_decode: 30,
-    };
+    let mc = mesa_config(30);
     let mesa = MesaLayer::load(ctx, mc, &ck_mesa, "model.layers.0.attn.", DType::F32).unwrap();
     vec![
         (
@@ -539,14 +537,7 @@ fn kernel_needs_are_checked_against_the_device_before_pipeline_creation() {
     let small = device_with(|_| wgpu::Limits::downlevel_defaults());
     let cfg = parse(&config("mesanet")).unwrap();
     let ck = Checkpoint::from_f32("<mesa>", random_weights(&cfg, 2)).unwrap();
-    let mc = MesaConfig {
-        hidden: 32,
-        heads: 2,
-        head_dim: 16,
-        norm_eps: 1e-6,
-        cg_iters_prefill: 30,
-        cg_iters_decode: 30,
-    };
+    let mc = mesa_config(30);
     let layer = MesaLayer::load(&small, mc, &ck, "model.layers.0.attn.", DType::F32).unwrap();
     let x = small
         .upload(&rand(8 * 32, 1, 1.0), &[1, 8, 32], DType::F32)

@@ -350,22 +350,27 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
     }
     let kv = rand(n, 6, 0.5);
     for iters in [4usize, 30] {
-        let (o, _, _) = run_core(&inp, Some((&kk, &kv)), iters);
-        let (want, _, _) = inp.reference(
-            Some((&kk, &kv)),
-            Solve::Cg {
-                iters,
-                jacobi: false,
-            },
-            None,
-        );
-        assert_close(
-            &o,
-            &want,
-            DType::F32,
-            &format!("mesa core with initial states, {iters} iterations"),
-        );
+        assert_core_matches_cg(&inp, Some((&kk, &kv)), iters);
     }
+}
+
+/// The GPU core op equals the reference CG with `iters` iterations (x0 = 0, as upstream).
+fn assert_core_matches_cg(inp: &Inputs, init: Option<(&[f32], &[f32])>, iters: usize) {
+    let (o, _, _) = run_core(inp, init, iters);
+    let (want, _, _) = inp.reference(
+        init,
+        Solve::Cg {
+            iters,
+            jacobi: false,
+        },
+        None,
+    );
+    assert_close(
+        &o,
+        &want,
+        DType::F32,
+        &format!("mesa core, {iters} iterations"),
+    );
 }
 
 #[test]
@@ -380,21 +385,7 @@ fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
     };
     let inp = inputs(s, 91, (0.9, 0.99));
     for iters in [63usize, 64, 100] {
-        let (o, _, _) = run_core(&inp, None, iters);
-        let (want, _, _) = inp.reference(
-            None,
-            Solve::Cg {
-                iters,
-                jacobi: false,
-            },
-            None,
-        );
-        assert_close(
-            &o,
-            &want,
-            DType::F32,
-            &format!("mesa core, {iters} iterations"),
-        );
+        assert_core_matches_cg(&inp, None, iters);
     }
 }
 
