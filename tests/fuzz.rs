@@ -142,26 +142,9 @@ fn json_value() -> impl Strategy<Value = Value> {
     ]
 }
 
-const KEYS: &[&str] = &[
-    "model_kind",
-    "vocab_size",
-    "d_model",
-    "num_layers",
-    "num_head",
-    "d_head",
-    "ngroups",
-    "chunk_size",
-    "window_size",
-    "interleave_step",
-    "d_ffn",
-    "norm_eps",
-    "tie_embedding",
-    "rope_base",
-    "max_seq_len",
-    "tokenizer",
-    "max_cg_step_training",
-    "max_cg_step_decoding",
-];
+/// The keys configs may hold: random values for them must be refused by name or accepted
+/// consistently.
+const KEYS: &[&str] = chunkwise::model::config::KNOWN;
 
 proptest! {
     #![proptest_config(cases(1024))]

@@ -45,7 +45,8 @@ pub struct ModelConfig {
     pub tokenizer: Option<String>,
 }
 
-const KNOWN: &[&str] = &[
+/// Every key a config may hold (others are warned about and ignored).
+pub const KNOWN: &[&str] = &[
     "model_kind",
     "vocab_size",
     "d_model",
