@@ -370,75 +370,28 @@ pub fn cache_bytes(kind: LayerKind, s: &LayerShape, position: usize) -> u64 {
     }
 }
 
-/// Deterministic random weights under the reference implementations' names.
+/// Deterministic random weights for one layer of `kind`: the layer's share of
+/// [`crate::model::random::random_weights`] for a one-layer model, names without the model prefix.
 pub fn random_layer_checkpoint(
     kind: LayerKind,
     s: &LayerShape,
 ) -> Result<crate::model::Checkpoint> {
-    let d = s.d_model;
-    if kind == LayerKind::Mesa {
-        return random_mesa_checkpoint(s);
-    }
-    let rows = match kind {
-        LayerKind::Rat => 3 * d + 2 * s.groups * (d / s.heads),
-        _ => 3 * d,
+    let (model_kind, prefix) = match kind {
+        LayerKind::Mesa => ("mesanet", "model.layers.0.attn."),
+        LayerKind::Rat => ("rat", "backbone.layers.0.seq_layer."),
+        LayerKind::Attention | LayerKind::Local => ("attention", "backbone.layers.0.seq_layer."),
     };
-    let fill = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((((i + seed) * 2654435761usize) % 2001) as f32 / 1000.0 - 1.0) * scale)
-            .collect()
-    };
-    let sc = 1.0 / (d as f32).sqrt();
-    let mut t = vec![
-        (
-            "in_proj.weight".to_string(),
-            vec![rows, d],
-            fill(rows * d, 1, sc),
-        ),
-        ("input_norm.weight".to_string(), vec![d], vec![1.0; d]),
-        (
-            "out_proj.weight".to_string(),
-            vec![d, d],
-            fill(d * d, 2, sc),
-        ),
-    ];
-    if kind == LayerKind::Rat {
-        t.push(("gate_bias".to_string(), vec![d], vec![2.0; d]));
-    }
-    crate::model::Checkpoint::from_f32("<random weights>", t)
-}
-
-fn random_mesa_checkpoint(s: &LayerShape) -> Result<crate::model::Checkpoint> {
-    let (d, h) = (s.d_model, s.heads);
-    let fill = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((((i + seed) * 2654435761usize) % 2001) as f32 / 1000.0 - 1.0) * scale)
-            .collect()
-    };
-    let sc = 1.0 / (d as f32).sqrt();
-    let t = vec![
-        ("q_proj.weight".to_string(), vec![d, d], fill(d * d, 1, sc)),
-        ("k_proj.weight".to_string(), vec![d, d], fill(d * d, 2, sc)),
-        ("v_proj.weight".to_string(), vec![d, d], fill(d * d, 3, sc)),
-        ("a_proj.weight".to_string(), vec![h, d], fill(h * d, 4, sc)),
-        ("a_proj.bias".to_string(), vec![h], vec![2.0; h]),
-        ("b_proj.weight".to_string(), vec![h, d], fill(h * d, 5, sc)),
-        ("b_proj.bias".to_string(), vec![h], vec![0.0; h]),
-        ("lambda_params".to_string(), vec![d], vec![0.1106; d]),
-        (
-            "q_conv1d.weight".to_string(),
-            vec![d, 1, 4],
-            fill(d * 4, 6, 0.5),
-        ),
-        (
-            "k_conv1d.weight".to_string(),
-            vec![d, 1, 4],
-            fill(d * 4, 7, 0.5),
-        ),
-        ("o_norm.weight".to_string(), vec![d / h], vec![1.0; d / h]),
-        ("o_proj.weight".to_string(), vec![d, d], fill(d * d, 8, sc)),
-    ];
-    crate::model::Checkpoint::from_f32("<random weights>", t)
+    let json = serde_json::json!({
+        "model_kind": model_kind, "vocab_size": 1, "d_model": s.d_model, "num_layers": 1,
+        "num_head": s.heads, "d_head": s.d_model / s.heads.max(1), "ngroups": s.groups,
+        "chunk_size": s.chunk, "d_ffn": 1,
+    });
+    let cfg = crate::model::ModelConfig::from_json("<bench layer>", &json, None)?;
+    let layer = crate::model::random::random_weights(&cfg, 1)
+        .into_iter()
+        .filter_map(|(n, shape, v)| Some((n.strip_prefix(prefix)?.to_string(), shape, v)))
+        .collect();
+    crate::model::Checkpoint::from_f32("<random weights>", layer)
 }
 
 fn build_layer(

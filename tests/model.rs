@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use chunkwise::model::generate::generate;
+use chunkwise::model::random::random_weights;
 use chunkwise::model::sampling::Sampler;
 use chunkwise::model::{Model, ModelConfig};
 use chunkwise::{DType, Error};
@@ -90,55 +91,12 @@ fn batched_prompts_give_the_same_tokens_as_single_ones() {
 }
 
 fn tiny_model(kind: &str, layers: usize) -> (Model, ModelConfig) {
-    let (v, d, f) = (256usize, 64usize, 128usize);
     let json = serde_json::json!({
-        "model_kind": kind, "vocab_size": v, "d_model": d, "num_layers": layers, "num_head": 2, "ngroups": 2,
-        "chunk_size": 8, "window_size": 6, "interleave_step": 2, "d_ffn": f, "max_seq_len": 64,
+        "model_kind": kind, "vocab_size": 256, "d_model": 64, "num_layers": layers, "num_head": 2, "ngroups": 2,
+        "chunk_size": 8, "window_size": 6, "interleave_step": 2, "d_ffn": 128, "max_seq_len": 64,
     });
     let cfg = ModelConfig::from_json("<test>", &json, None).unwrap();
-    let s = 1.0 / (d as f32).sqrt();
-    let mut t = vec![
-        (
-            "embedding.wte.weight".to_string(),
-            vec![v, d],
-            rand(v * d, 1, 1.0),
-        ),
-        ("backbone.ln.weight".to_string(), vec![d], vec![1.0; d]),
-    ];
-    for i in 0..layers {
-        let p = format!("backbone.layers.{i}.");
-        let rows = if cfg.is_rat(i) { 3 * d + 2 * d } else { 3 * d };
-        t.push((
-            format!("{p}seq_layer.in_proj.weight"),
-            vec![rows, d],
-            rand(rows * d, 10 + i as u64, s),
-        ));
-        t.push((
-            format!("{p}seq_layer.input_norm.weight"),
-            vec![d],
-            vec![1.0; d],
-        ));
-        t.push((
-            format!("{p}seq_layer.out_proj.weight"),
-            vec![d, d],
-            rand(d * d, 20 + i as u64, s),
-        ));
-        if cfg.is_rat(i) {
-            t.push((format!("{p}seq_layer.gate_bias"), vec![d], vec![1.0; d]));
-        }
-        t.push((format!("{p}hidden_layer.ln.weight"), vec![d], vec![1.0; d]));
-        t.push((
-            format!("{p}hidden_layer.fc1.weight"),
-            vec![f, d],
-            rand(f * d, 30 + i as u64, s),
-        ));
-        t.push((
-            format!("{p}hidden_layer.fc2.weight"),
-            vec![d, f],
-            rand(d * f, 40 + i as u64, s),
-        ));
-    }
-    let ck = chunkwise::model::Checkpoint::from_f32("<tiny>", t).unwrap();
+    let ck = chunkwise::model::Checkpoint::from_f32("<tiny>", random_weights(&cfg, 1)).unwrap();
     (
         Model::load(ctx(), cfg.clone(), &ck, DType::F32).unwrap(),
         cfg,
@@ -226,85 +184,13 @@ fn config_and_checkpoint_problems_are_named() {
 }
 
 fn tiny_mesanet(layers: usize) -> Model {
-    let (v, d, f, h, dh) = (256usize, 64usize, 96usize, 2usize, 16usize);
-    let hd = h * dh;
     let json = serde_json::json!({
-        "model_kind": "mesanet", "vocab_size": v, "d_model": d, "num_layers": layers, "num_head": h, "d_head": dh,
-        "d_ffn": f, "norm_eps": 1e-6, "max_seq_len": 64, "max_cg_step_training": 30, "max_cg_step_decoding": 30,
+        "model_kind": "mesanet", "vocab_size": 256, "d_model": 64, "num_layers": layers, "num_head": 2, "d_head": 16,
+        "d_ffn": 96, "norm_eps": 1e-6, "max_seq_len": 64, "max_cg_step_training": 30, "max_cg_step_decoding": 30,
     });
     let cfg = ModelConfig::from_json("<test>", &json, None).unwrap();
-    let s = 1.0 / (d as f32).sqrt();
-    let mut t = vec![
-        ("model.embeddings.weight", vec![v, d], rand(v * d, 1, 1.0)),
-        ("model.norm.weight", vec![d], vec![1.0; d]),
-    ];
-    let names: Vec<(String, Vec<usize>, Vec<f32>)> = (0..layers)
-        .flat_map(|i| {
-            let p = format!("model.layers.{i}.");
-            let r = |n: usize, seed: u64, sc: f32| rand(n, 100 * i as u64 + seed, sc);
-            vec![
-                (format!("{p}attn_norm.weight"), vec![d], vec![1.0; d]),
-                (format!("{p}mlp_norm.weight"), vec![d], vec![1.0; d]),
-                (
-                    format!("{p}attn.q_proj.weight"),
-                    vec![hd, d],
-                    r(hd * d, 2, s),
-                ),
-                (
-                    format!("{p}attn.k_proj.weight"),
-                    vec![hd, d],
-                    r(hd * d, 3, s),
-                ),
-                (
-                    format!("{p}attn.v_proj.weight"),
-                    vec![hd, d],
-                    r(hd * d, 4, s),
-                ),
-                (format!("{p}attn.a_proj.weight"), vec![h, d], r(h * d, 5, s)),
-                (format!("{p}attn.a_proj.bias"), vec![h], vec![2.0; h]),
-                (format!("{p}attn.b_proj.weight"), vec![h, d], r(h * d, 6, s)),
-                (format!("{p}attn.b_proj.bias"), vec![h], vec![0.0; h]),
-                (format!("{p}attn.lambda_params"), vec![hd], vec![0.11; hd]),
-                (
-                    format!("{p}attn.q_conv1d.weight"),
-                    vec![hd, 1, 4],
-                    r(hd * 4, 7, 0.5),
-                ),
-                (
-                    format!("{p}attn.k_conv1d.weight"),
-                    vec![hd, 1, 4],
-                    r(hd * 4, 8, 0.5),
-                ),
-                (format!("{p}attn.o_norm.weight"), vec![dh], vec![1.0; dh]),
-                (
-                    format!("{p}attn.o_proj.weight"),
-                    vec![d, hd],
-                    r(d * hd, 9, s),
-                ),
-                (
-                    format!("{p}mlp.gate_proj.weight"),
-                    vec![f, d],
-                    r(f * d, 10, s),
-                ),
-                (
-                    format!("{p}mlp.up_proj.weight"),
-                    vec![f, d],
-                    r(f * d, 11, s),
-                ),
-                (
-                    format!("{p}mlp.down_proj.weight"),
-                    vec![d, f],
-                    r(d * f, 12, s),
-                ),
-            ]
-        })
-        .collect();
-    t.extend(
-        names
-            .iter()
-            .map(|(n, s, d)| (n.as_str(), s.clone(), d.clone())),
-    );
-    Model::load(ctx(), cfg, &checkpoint(t), DType::F32).unwrap()
+    let ck = chunkwise::model::Checkpoint::from_f32("<tiny>", random_weights(&cfg, 1)).unwrap();
+    Model::load(ctx(), cfg, &ck, DType::F32).unwrap()
 }
 
 #[test]

@@ -177,6 +177,12 @@ impl AttentionLayer {
 
     /// An empty cache for `batch` sequences.
     pub fn new_cache(&self, ctx: &Context, batch: usize, dtype: DType) -> Result<KvCache> {
+        ctx.run(|rec| self.cache_in(rec, batch, dtype))
+    }
+
+    /// An empty cache whose zeroing is recorded into `rec` (no submit of its own).
+    fn cache_in(&self, rec: &mut Recording, batch: usize, dtype: DType) -> Result<KvCache> {
+        let ctx = rec.context().clone();
         let cap = match self.cfg.window {
             Some(w) => (w + 1).min(self.cfg.max_positions),
             None => self.cfg.max_positions,
@@ -188,19 +194,15 @@ impl AttentionLayer {
             next_pos: 0,
         };
         // Zeros, so a cache is never read uninitialised (pool buffers hold old data).
-        ctx.run(|rec| {
-            rec.zero(&cache.k);
-            rec.zero(&cache.v);
-            Ok(())
-        })?;
+        rec.zero(&cache.k);
+        rec.zero(&cache.v);
         Ok(cache)
     }
 
     /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.
     pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, KvCache)> {
         let (b, p) = self.check_input(x, 0)?;
-        let ctx = rec.context().clone();
-        let mut cache = self.new_cache(&ctx, b, self.norm_w.dtype())?;
+        let mut cache = self.cache_in(rec, b, self.norm_w.dtype())?;
         let (y, k, v) = self.parallel(rec, x)?;
         // Only the last `capacity` tokens survive in a ring; earlier ones would be overwritten.
         let first = p - p.min(cache.capacity());

@@ -222,33 +222,34 @@ impl MesaLayer {
     /// Parallel forward over `x [B, T, hidden]` from zero states.
     pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
         let (b, _) = self.check_input(x)?;
-        let ctx = rec.context().clone();
-        let state = MesaState::zeros(&ctx, b, self.cfg.heads, self.cfg.head_dim)?;
+        let state = MesaState::zeros_in(rec, b, self.cfg.heads, self.cfg.head_dim)?;
         Ok(self.parallel(rec, x, &state)?.0)
     }
 
     /// An empty cache (zero states and conv history).
     pub fn new_cache(&self, ctx: &Context, batch: usize) -> Result<MesaCache> {
+        ctx.run(|rec| self.cache_in(rec, batch))
+    }
+
+    /// An empty cache whose zeroing is recorded into `rec` (no submit of its own).
+    fn cache_in(&self, rec: &mut Recording, batch: usize) -> Result<MesaCache> {
+        let ctx = rec.context().clone();
         let hd = self.cfg.heads * self.cfg.head_dim;
         let cache = MesaCache {
-            state: MesaState::zeros(ctx, batch, self.cfg.heads, self.cfg.head_dim)?,
+            state: MesaState::zeros_in(rec, batch, self.cfg.heads, self.cfg.head_dim)?,
             conv_q: ctx.alloc(&[batch, hd, 4], DType::F32)?,
             conv_k: ctx.alloc(&[batch, hd, 4], DType::F32)?,
             next_pos: 0,
         };
-        ctx.run(|rec| {
-            rec.zero(&cache.conv_q);
-            rec.zero(&cache.conv_k);
-            Ok(())
-        })?;
+        rec.zero(&cache.conv_q);
+        rec.zero(&cache.conv_k);
         Ok(cache)
     }
 
     /// Parallel forward over a prompt that also fills a new cache.
     pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, MesaCache)> {
         let (b, t) = self.check_input(x)?;
-        let ctx = rec.context().clone();
-        let mut cache = self.new_cache(&ctx, b)?;
+        let mut cache = self.cache_in(rec, b)?;
         let (y, qp, kp) = self.parallel(rec, x, &cache.state)?;
         mops::conv_cache_fill(rec, &qp, &cache.conv_q)?;
         mops::conv_cache_fill(rec, &kp, &cache.conv_k)?;

@@ -217,6 +217,12 @@ impl RatLayer {
 
     /// An empty cache for `batch` sequences.
     pub fn new_cache(&self, ctx: &Context, batch: usize, dtype: DType) -> Result<RatCache> {
+        ctx.run(|rec| self.cache_in(rec, batch, dtype))
+    }
+
+    /// An empty cache whose zeroing is recorded into `rec` (no submit of its own).
+    fn cache_in(&self, rec: &mut Recording, batch: usize, dtype: DType) -> Result<RatCache> {
+        let ctx = rec.context().clone();
         let slots = self.cfg.max_positions.div_ceil(self.cfg.chunk).max(1);
         let shape = [batch, self.heads.heads, slots, self.heads.dh];
         let d = self.cfg.d_model;
@@ -229,21 +235,16 @@ impl RatLayer {
             chunk: self.cfg.chunk,
         };
         // Zeros, so a cache is never read uninitialised (pool buffers hold old data).
-        ctx.run(|rec| {
-            rec.zero(&cache.k);
-            rec.zero(&cache.v);
-            rec.zero(&cache.last_k);
-            rec.zero(&cache.last_v);
-            Ok(())
-        })?;
+        for t in [&cache.k, &cache.v, &cache.last_k, &cache.last_v] {
+            rec.zero(t);
+        }
         Ok(cache)
     }
 
     /// Parallel forward over the prompt `x [B, P, D]` that also fills a new cache.
     pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, RatCache)> {
         let (b, p) = self.check_input(x, 0)?;
-        let ctx = rec.context().clone();
-        let mut cache = self.new_cache(&ctx, b, self.norm_w.dtype())?;
+        let mut cache = self.cache_in(rec, b, self.norm_w.dtype())?;
         let (y, kr, sk, sv) = self.parallel(rec, x)?;
         rops::chunk_gather(rec, &kr, &cache.k, self.heads, self.cfg.chunk)?;
         rops::chunk_gather(rec, &sv, &cache.v, self.heads, self.cfg.chunk)?;

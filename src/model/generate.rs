@@ -61,11 +61,11 @@ pub fn generate(
         let ids: Vec<u32> = group.iter().flat_map(|&i| prompts[i].clone()).collect();
         let t0 = std::time::Instant::now();
         let tokens = model.tokens(ctx, &ids, b)?;
-        let (logits, mut cache) = ctx.run(|rec| model.prefill(rec, &tokens))?;
         let v = model.config().vocab_size;
-        // Only the last position's logits are needed: copy that row out before reading back.
-        let last = ctx.alloc(&[b, v], logits.dtype())?;
-        ctx.run(|rec| {
+        // Only the last position's logits are needed: copy that row out in the same submit.
+        let (mut cache, last) = ctx.run(|rec| {
+            let (logits, cache) = model.prefill(rec, &tokens)?;
+            let last = rec.context().alloc(&[b, v], logits.dtype())?;
             for bi in 0..b {
                 rec.copy_region(
                     &logits,
@@ -75,7 +75,7 @@ pub fn generate(
                     v as u64,
                 )?;
             }
-            Ok(())
+            Ok((cache, last))
         })?;
         let mut rows = ctx.download(&last)?;
         stats.prefill_s += t0.elapsed().as_secs_f64();

@@ -25,15 +25,17 @@ pub struct MesaState {
 impl MesaState {
     /// Zero states.
     pub fn zeros(ctx: &Context, b: usize, h: usize, d: usize) -> Result<MesaState> {
+        ctx.run(|rec| Self::zeros_in(rec, b, h, d))
+    }
+    /// Zero states whose zeroing is recorded into `rec` (no submit of its own).
+    pub fn zeros_in(rec: &mut Recording, b: usize, h: usize, d: usize) -> Result<MesaState> {
+        let ctx = rec.context().clone();
         let st = MesaState {
             kk: ctx.alloc(&[b, h, d, d], DType::F32)?,
             kv: ctx.alloc(&[b, h, d, d], DType::F32)?,
         };
-        ctx.run(|rec| {
-            rec.zero(&st.kk);
-            rec.zero(&st.kv);
-            Ok(())
-        })?;
+        rec.zero(&st.kk);
+        rec.zero(&st.kv);
         Ok(st)
     }
     /// States from host data (`[B, H, D, D]` each).
