@@ -23,7 +23,11 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         let w = ctx.upload(&vec![0.25; n * k], &[n, k], DType::F32).unwrap();
         g.throughput(Throughput::Elements(gemm::flops(1, m, n, k) as u64));
-        for s in [GemmSchedule::Tiled, GemmSchedule::Direct] {
+        for s in [
+            GemmSchedule::Tiled,
+            GemmSchedule::Direct,
+            GemmSchedule::DirectSubgroup,
+        ] {
             g.bench_with_input(
                 BenchmarkId::new(format!("{s:?}"), format!("{m}x{n}x{k}")),
                 &s,

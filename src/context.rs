@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     warned_f16: AtomicBool,
     /// Bytes of tensors this context may hold at once; 0 = no cap.
     memory_budget: AtomicU64,
+    /// Whether kernels with subgroup operations may be picked (`set_subgroup_kernels`).
+    subgroup_kernels: AtomicBool,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -234,6 +236,7 @@ impl Context {
                 lost: Arc::new(Mutex::new(None)),
                 warned_f16: AtomicBool::new(false),
                 memory_budget: AtomicU64::new(0),
+                subgroup_kernels: AtomicBool::new(true),
             }),
         }
     }
@@ -260,6 +263,22 @@ impl Context {
         self.inner
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// The subgroup size when the device has subgroups of one fixed size (8 on lavapipe at 256
+    /// bits: its SIMD lanes), else None. CPU-adapter kernels that trade loads for subgroup
+    /// broadcasts are written for 8.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let info = &self.inner.info;
+        (self.inner.features.contains(wgpu::Features::SUBGROUP)
+            && self.inner.subgroup_kernels.load(Ordering::Relaxed)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size)
+    }
+    /// Switches the kernels that use subgroup operations off (or back on) for pipelines built
+    /// from now on: for a driver whose subgroups misbehave, and for testing the kernels that
+    /// run without them on the same adapter.
+    pub fn set_subgroup_kernels(&self, on: bool) {
+        self.inner.subgroup_kernels.store(on, Ordering::Relaxed);
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu

@@ -133,6 +133,7 @@ enum Schedule {
     Auto,
     Tiled,
     Direct,
+    DirectSubgroup,
 }
 
 #[derive(clap::Args)]
@@ -405,6 +406,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Schedule::Auto => GemmSchedule::Auto,
                 Schedule::Tiled => GemmSchedule::Tiled,
                 Schedule::Direct => GemmSchedule::Direct,
+                Schedule::DirectSubgroup => GemmSchedule::DirectSubgroup,
             };
             let info = ctx.adapter_info();
             if !json {

@@ -3,11 +3,22 @@
 
 mod common;
 use chunkwise::ops::attention as attn;
-use chunkwise::{reference as r, DType, Error};
+use chunkwise::{reference as r, Context, DType, Error};
 use common::*;
 
 fn check_fwd(b: usize, t: usize, heads: usize, dh: usize, window: Option<usize>, dtype: DType) {
-    let ctx = ctx();
+    check_fwd_on(ctx(), b, t, heads, dh, window, dtype);
+}
+
+fn check_fwd_on(
+    ctx: &Context,
+    b: usize,
+    t: usize,
+    heads: usize,
+    dh: usize,
+    window: Option<usize>,
+    dtype: DType,
+) {
     let d = heads * dh;
     let q = stored(&rand(b * t * d, 1 + t as u64, 1.0), dtype);
     let k = stored(&rand(b * t * d, 2 + t as u64, 1.0), dtype);
@@ -24,6 +35,16 @@ fn check_fwd(b: usize, t: usize, heads: usize, dh: usize, window: Option<usize>,
         dtype,
         &format!("attention b{b} t{t} h{heads} dh{dh} w{window:?}"),
     );
+}
+
+#[test]
+fn attention_without_subgroup_kernels() {
+    // The schedule of CPU adapters without 8-lane subgroups: key tiles read from storage.
+    let ctx = ctx_without_subgroups();
+    check_fwd_on(ctx, 2, 130, 2, 64, None, DType::F32);
+    check_fwd_on(ctx, 1, 65, 3, 60, None, DType::F32);
+    check_fwd_on(ctx, 1, 300, 2, 32, Some(50), DType::F32);
+    check_fwd_on(ctx, 1, 2048, 1, 64, None, DType::F32);
 }
 
 #[test]

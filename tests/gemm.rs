@@ -38,7 +38,11 @@ fn check(
 #[test]
 fn odd_sizes_both_schedules_all_dtypes() {
     for dtype in dtypes() {
-        for s in [GemmSchedule::Tiled, GemmSchedule::Direct] {
+        for s in [
+            GemmSchedule::Tiled,
+            GemmSchedule::Direct,
+            GemmSchedule::DirectSubgroup,
+        ] {
             check(1, 37, 61, 100, false, s, dtype);
             check(1, 1, 1, 1, false, s, dtype);
             check(1, 65, 130, 17, false, s, dtype);
@@ -52,8 +56,27 @@ fn odd_sizes_both_schedules_all_dtypes() {
 }
 
 #[test]
+fn lavapipe_runs_the_subgroup_schedule() {
+    // The odd-size tests above only reach gemm_direct_sg where subgroups are 8 lanes wide;
+    // lavapipe at 256 bits is such a driver, and CI runs on it.
+    let ctx = ctx();
+    if ctx.adapter_info().name.contains("llvmpipe") && ctx.adapter_info().name.contains("256 bits")
+    {
+        assert_eq!(ctx.subgroup_size(), Some(8));
+        assert_eq!(
+            GemmSchedule::Auto.resolve(ctx),
+            GemmSchedule::DirectSubgroup
+        );
+    }
+}
+
+#[test]
 fn batched_with_shared_and_batched_weights() {
-    for s in [GemmSchedule::Tiled, GemmSchedule::Direct] {
+    for s in [
+        GemmSchedule::Tiled,
+        GemmSchedule::Direct,
+        GemmSchedule::DirectSubgroup,
+    ] {
         check(3, 29, 33, 40, false, s, DType::F32);
         check(3, 29, 33, 40, true, s, DType::F32);
     }

@@ -148,7 +148,7 @@ fn cpu_reference_reproduces_the_golden_decode_case() {
 }
 
 use chunkwise::ops::mesa::{self as mops, MesaState};
-use chunkwise::DType;
+use chunkwise::{Context, DType, Error};
 use common::*;
 
 struct Inputs {
@@ -218,7 +218,15 @@ fn run_core(
     init: Option<(&[f32], &[f32])>,
     iters: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let ctx = ctx();
+    run_core_on(ctx(), inp, init, iters)
+}
+
+fn run_core_on(
+    ctx: &'static Context,
+    inp: &Inputs,
+    init: Option<(&[f32], &[f32])>,
+    iters: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let MesaShape { b, t, h, d } = inp.s;
     let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
     let st = match init {
@@ -356,7 +364,16 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
 
 /// The GPU core op equals the reference CG with `iters` iterations (x0 = 0, as upstream).
 fn assert_core_matches_cg(inp: &Inputs, init: Option<(&[f32], &[f32])>, iters: usize) {
-    let (o, _, _) = run_core(inp, init, iters);
+    assert_core_matches_cg_on(ctx(), inp, init, iters);
+}
+
+fn assert_core_matches_cg_on(
+    ctx: &'static Context,
+    inp: &Inputs,
+    init: Option<(&[f32], &[f32])>,
+    iters: usize,
+) {
+    let (o, _, _) = run_core_on(ctx, inp, init, iters);
     let (want, _, _) = inp.reference(
         init,
         Solve::Cg {
@@ -375,8 +392,10 @@ fn assert_core_matches_cg(inp: &Inputs, init: Option<(&[f32], &[f32])>, iters: u
 
 #[test]
 fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
-    // On CPU adapters D = 64 runs one lane per position up to 63 CG iterations (its loops must stay
-    // below llvmpipe's loop limiter) and the workgroup kernel beyond: both ends, same answers.
+    // CPU adapters (llvmpipe stops loops after ~65k iterations, silently) run each CG kernel only
+    // while its loops fit a budget, at D = 64: mesa_cg_sg (8-lane subgroups) up to 363 CG
+    // iterations, mesa_cg_lanes up to 63, then mesa_cg up to 123, then a LimitExceeded error.
+    // Both ends of each, same answers; GPUs run everything with mesa_cg.
     let s = MesaShape {
         b: 1,
         t: 37,
@@ -384,8 +403,115 @@ fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
         d: 64,
     };
     let inp = inputs(s, 91, (0.9, 0.99));
-    for iters in [63usize, 64, 100] {
+    for iters in [63usize, 363] {
         assert_core_matches_cg(&inp, None, iters);
+    }
+    for iters in [63usize, 64, 123] {
+        assert_core_matches_cg_on(ctx_without_subgroups(), &inp, None, iters);
+    }
+    for (c, iters) in [(ctx(), 364usize), (ctx_without_subgroups(), 124)] {
+        if c.is_cpu_adapter() {
+            let e = core_error(c, &inp, iters);
+            assert!(
+                matches!(e, Error::LimitExceeded { limit_name: "CG iterations on this CPU adapter", requested, .. } if requested == iters as u64),
+                "{e}"
+            );
+        } else {
+            assert_core_matches_cg_on(c, &inp, None, iters);
+        }
+    }
+}
+
+fn core_error(ctx: &'static Context, inp: &Inputs, iters: usize) -> Error {
+    let MesaShape { b, t, h, d } = inp.s;
+    let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
+    let st = MesaState::zeros(ctx, b, h, d).unwrap();
+    let sh = [b, t, h, d];
+    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
+    let (g, beta, lamb) = (
+        up(&inp.g, &[b, t, h]),
+        up(&inp.beta, &[b, t, h]),
+        up(&inp.lamb, &[h, d]),
+    );
+    let inputs = mops::MesaInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        g: &g,
+        beta: &beta,
+        lamb: &lamb,
+    };
+    ctx.run(|rec| mops::core(rec, &inputs, &st, iters))
+        .unwrap_err()
+}
+
+#[test]
+fn gpu_decode_at_the_iteration_limit_of_cpu_adapters() {
+    // mesa_decode's loops fit llvmpipe's budget up to 187 CG iterations at D = 64.
+    let ctx = ctx();
+    let s = MesaShape {
+        b: 1,
+        t: 1,
+        h: 1,
+        d: 64,
+    };
+    let inp = inputs(s, 17, (0.9, 0.99));
+    let up = |x: &[f32], sh: &[usize]| ctx.upload(x, sh, DType::F32).unwrap();
+    let sh = [1, 1, 1, 64];
+    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
+    let (g, beta, lamb) = (
+        up(&inp.g, &[1, 1, 1]),
+        up(&inp.beta, &[1, 1, 1]),
+        up(&inp.lamb, &[1, 64]),
+    );
+    let inputs = mops::MesaInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        g: &g,
+        beta: &beta,
+        lamb: &lamb,
+    };
+    let iters = 187;
+    let st = MesaState::zeros(ctx, 1, 1, 64).unwrap();
+    let o = ctx
+        .run(|rec| mops::decode_step(rec, &inputs, &st, iters))
+        .unwrap();
+    let solve = Solve::Cg {
+        iters,
+        jacobi: true,
+    };
+    let (want, _, _) = inp.reference(None, CG30, Some((0, solve)));
+    assert_close(
+        &ctx.download(&o).unwrap(),
+        &want,
+        DType::F32,
+        "mesa decode, 187 iterations",
+    );
+    let st = MesaState::zeros(ctx, 1, 1, 64).unwrap();
+    let r = ctx.run(|rec| mops::decode_step(rec, &inputs, &st, iters + 1));
+    if ctx.is_cpu_adapter() {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, Error::LimitExceeded { requested: 188, .. }),
+            "{e}"
+        );
+    } else {
+        r.unwrap();
+    }
+}
+
+#[test]
+fn gpu_core_without_subgroup_kernels_matches_reference() {
+    // mesa_cg_lanes, the schedule of CPU adapters without 8-lane subgroups, at odd T and D.
+    let shapes = [
+        (1, 37, 2, 16, (0.85, 0.95)),
+        (1, 45, 1, 60, (0.01, 0.1)),
+        (2, 70, 2, 64, (0.95, 0.999)),
+    ];
+    for (i, (b, t, h, d, gate)) in shapes.into_iter().enumerate() {
+        let inp = inputs(MesaShape { b, t, h, d }, 300 + i as u64, gate);
+        assert_core_matches_cg_on(ctx_without_subgroups(), &inp, None, 30);
     }
 }
 

@@ -9,7 +9,15 @@ use common::*;
 fn rmsnorm_matches_reference_on_odd_widths() {
     let ctx = ctx();
     for dtype in dtypes() {
-        for &(rows, d) in &[(1usize, 1usize), (7, 60), (33, 128), (5, 1000), (3, 2049)] {
+        // Widths that are multiples of 4 take the row-per-invocation kernel on CPU adapters.
+        for &(rows, d) in &[
+            (1usize, 1usize),
+            (7, 60),
+            (33, 128),
+            (5, 1000),
+            (3, 2049),
+            (100, 256),
+        ] {
             let x = stored(&rand(rows * d, d as u64, 3.0), dtype);
             let w = stored(&rand(d, 7, 1.0), dtype);
             let xt = ctx.upload(&x, &[rows, d], dtype).unwrap();
@@ -44,13 +52,21 @@ fn check_unary(op: ew::Unary, f: fn(f64) -> f64) {
     let ctx = ctx();
     for dtype in dtypes() {
         // Large magnitudes included: the kernels must not overflow to inf/NaN.
-        let mut x = rand(1000, op as u64 + 11, 8.0);
-        x.extend_from_slice(&[-90.0, -30.0, 0.0, 30.0, 90.0]);
-        let x = stored(&x, dtype);
-        let xt = ctx.upload(&x, &[x.len()], dtype).unwrap();
-        let y = ctx.run(|rec| ew::unary(rec, &xt, op)).unwrap();
-        let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
-        assert_close(&ctx.download(&y).unwrap(), &want, dtype, &format!("{op:?}"));
+        // 1005 values take the scalar kernel, 1008 the vec4 one.
+        for extra in [0, 3] {
+            let mut x = rand(1000 + extra, op as u64 + 11, 8.0);
+            x.extend_from_slice(&[-90.0, -30.0, 0.0, 30.0, 90.0]);
+            let x = stored(&x, dtype);
+            let xt = ctx.upload(&x, &[x.len()], dtype).unwrap();
+            let y = ctx.run(|rec| ew::unary(rec, &xt, op)).unwrap();
+            let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
+            assert_close(
+                &ctx.download(&y).unwrap(),
+                &want,
+                dtype,
+                &format!("{op:?} n={}", x.len()),
+            );
+        }
     }
 }
 
@@ -76,31 +92,37 @@ fn softplus_matches_reference() {
 }
 
 #[test]
-fn mul_and_add_with_and_without_broadcast() {
+fn binary_maps_with_and_without_broadcast_scalar_and_vec4() {
+    // Rows of 37 take the scalar kernel, rows of 40 the vec4 one (elementwise4.wgsl).
     let ctx = ctx();
+    let maps: [(ew::Binary, fn(f64, f64) -> f64); 3] = [
+        (ew::Binary::Mul, |u, v| u * v),
+        (ew::Binary::Add, |u, v| u + v),
+        (ew::Binary::SigmoidMul, |u, v| r::sigmoid(u) * v),
+    ];
     for dtype in dtypes() {
-        let a = stored(&rand(6 * 37, 1, 2.0), dtype);
-        let full = stored(&rand(6 * 37, 2, 2.0), dtype);
-        let row = stored(&rand(37, 3, 2.0), dtype);
-        let at = ctx.upload(&a, &[6, 37], dtype).unwrap();
-        for (b, shape) in [(&full, vec![6, 37]), (&row, vec![37])] {
-            let bt = ctx.upload(b, &shape, dtype).unwrap();
-            let (m, s) = ctx
-                .run(|rec| Ok((ew::mul(rec, &at, &bt)?, ew::add(rec, &at, &bt)?)))
-                .unwrap();
-            let nb = b.len();
-            let wm: Vec<f64> = a
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v as f64 * b[i % nb] as f64)
-                .collect();
-            let wa: Vec<f64> = a
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v as f64 + b[i % nb] as f64)
-                .collect();
-            assert_close(&ctx.download(&m).unwrap(), &wm, dtype, "mul");
-            assert_close(&ctx.download(&s).unwrap(), &wa, dtype, "add");
+        for cols in [37, 40] {
+            let a = stored(&rand(6 * cols, 1, 2.0), dtype);
+            let full = stored(&rand(6 * cols, 2, 2.0), dtype);
+            let row = stored(&rand(cols, 3, 2.0), dtype);
+            let at = ctx.upload(&a, &[6, cols], dtype).unwrap();
+            for (b, shape) in [(&full, vec![6, cols]), (&row, vec![cols])] {
+                let bt = ctx.upload(b, &shape, dtype).unwrap();
+                for (op, f) in maps {
+                    let y = ctx.run(|rec| ew::binary(rec, &at, &bt, op)).unwrap();
+                    let want: Vec<f64> = a
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| f(v as f64, b[i % b.len()] as f64))
+                        .collect();
+                    assert_close(
+                        &ctx.download(&y).unwrap(),
+                        &want,
+                        dtype,
+                        &format!("{op:?} {cols} {shape:?}"),
+                    );
+                }
+            }
         }
     }
 }

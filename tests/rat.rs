@@ -57,7 +57,17 @@ impl Case {
         ])
     }
     fn layer(&self, max_positions: usize, dtype: DType) -> RatLayer {
-        let cfg = RatConfig {
+        RatLayer::load(
+            ctx(),
+            self.config(max_positions),
+            &self.checkpoint(),
+            "",
+            dtype,
+        )
+        .unwrap()
+    }
+    fn config(&self, max_positions: usize) -> RatConfig {
+        RatConfig {
             d_model: self.d,
             heads: self.heads,
             groups: self.groups,
@@ -66,8 +76,7 @@ impl Case {
             eps: 1e-6,
             max_positions,
             scale: None,
-        };
-        RatLayer::load(ctx(), cfg, &self.checkpoint(), "", dtype).unwrap()
+        }
     }
     fn reference(&self, x: &[f32], b: usize, t: usize) -> Vec<f64> {
         let w = RatWeights {
@@ -146,6 +155,39 @@ fn layer_matches_reference_over_random_shapes() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn long_sequences_stay_exact() {
+    // 2048 chunks: each token's inter-chunk loop is long enough that a head-dim loop the shader
+    // compiler left rolled would reach llvmpipe's loop limiter (which stops loops silently). The
+    // residual branch y − x is compared, so an error in the attention cannot hide behind x.
+    let ctx = ctx();
+    let (b, t, d) = (1, 8192, 64);
+    let case = Case::new(d, 1, 1, 4, 77);
+    let x = rand(b * t * d, 78, 1.0);
+    let want: Vec<f64> = case
+        .reference(&x, b, t)
+        .iter()
+        .zip(&x)
+        .map(|(y, &x)| y - x as f64)
+        .collect();
+    // With and without the subgroup kernels (CPU adapters without 8-lane subgroups).
+    for ctx in [ctx, ctx_without_subgroups()] {
+        let layer =
+            RatLayer::load(ctx, case.config(t), &case.checkpoint(), "", DType::F32).unwrap();
+        let xt = ctx.upload(&x, &[b, t, d], DType::F32).unwrap();
+        let y = ctx
+            .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
+            .unwrap();
+        let got: Vec<f32> = y.iter().zip(&x).map(|(y, x)| y - x).collect();
+        assert_close(
+            &got,
+            &want,
+            DType::F32,
+            "rat layer T = 8192, L = 4, branch y - x",
+        );
     }
 }
 

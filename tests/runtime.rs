@@ -316,3 +316,24 @@ fn threads_share_one_context() {
         }
     });
 }
+
+#[test]
+fn timed_recordings_may_start_and_end_with_clears_and_copies() {
+    // Layers zero their states inside the caller's recording (Mesa's forward starts with one):
+    // timing such a recording once failed with an error, which broke `bench layers` for Mesa.
+    let ctx = ctx();
+    let a = ctx.upload(&[1.0f32; 64], &[64], DType::F32).unwrap();
+    let b = ctx.alloc(&[64], DType::F32).unwrap();
+    let mut rec = ctx.record();
+    rec.zero(&b);
+    let y = ew::add(&mut rec, &a, &a).unwrap();
+    rec.copy(&y, &b).unwrap();
+    let secs = rec.submit_timed().unwrap();
+    assert!(secs.is_finite() && secs >= 0.0, "{secs}");
+    assert_eq!(ctx.download(&b).unwrap(), vec![2.0f32; 64]);
+    // Nothing but a clear.
+    let mut rec = ctx.record();
+    rec.zero(&b);
+    assert!(rec.submit_timed().unwrap() >= 0.0);
+    assert_eq!(ctx.download(&b).unwrap(), vec![0.0f32; 64]);
+}

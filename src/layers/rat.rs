@@ -179,8 +179,7 @@ impl RatLayer {
         z_pre: &Tensor,
         o: &Tensor,
     ) -> Result<Tensor> {
-        let z = ew::sigmoid(rec, z_pre)?;
-        let gated = ew::mul(rec, &z, o)?;
+        let gated = ew::sigmoid_mul(rec, z_pre, o)?;
         let y = self.w_out.forward(rec, &gated)?;
         ew::add(rec, x, &y)
     }

@@ -8,8 +8,6 @@ use crate::tensor::{DType, Tensor};
 
 use super::{check_u32, grid_1d, same_dtype};
 
-const BQ: usize = 64;
-
 /// Head dims the kernels take: a multiple of 4 (vec4 loads), at most 128 (registers per query).
 pub fn check_head_dim(op: &'static str, dh: usize) -> Result<()> {
     if dh == 0 || dh % 4 != 0 || dh > 128 {
@@ -92,25 +90,77 @@ pub fn attention(
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
         _p: [0; 2],
     };
-    let kernel = ctx.kernel(
-        &KernelKey::new("attention_fwd.wgsl", "attention_fwd", dtype)
-            .with("DH4", (dh / 4) as f64)
-            .with("KV_FROM_STORAGE", kv_from_storage(&ctx, dh)),
+    let kh = super::transpose::split_heads(rec, k, heads)?;
+    let vh = super::transpose::split_heads(rec, v, heads)?;
+    let schedule = FlashSchedule::for_head_dim(&ctx, dh);
+    let kernel = ctx.kernel(&schedule.key(
+        ("attention_fwd.wgsl", "attention_fwd_sg.wgsl"),
+        "attention_fwd",
+        dtype,
+        dh,
+    ))?;
+    let groups = [
+        t.div_ceil(schedule.queries_per_group()) as u32,
+        check_u32("attention", b * heads)?,
+        1,
+    ];
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[q, &kh, &vh, &o],
+        groups,
     )?;
-    let groups = [t.div_ceil(BQ) as u32, check_u32("attention", b * heads)?, 1];
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q, k, v, &o], groups)?;
     Ok(o)
 }
 
-/// The flash kernels' KV_FROM_STORAGE override (shaders/common/flash.wgsl): CPU adapters read key
-/// tiles straight from storage, GPUs share them through workgroup memory. Only up to head dim 64:
-/// at 128 llvmpipe no longer unrolls the head-dim loops around the storage reads, and their
-/// iterations would run into its loop limiter (tested at T = 2048, dh = 128).
-pub(crate) fn kv_from_storage(ctx: &crate::Context, dh: usize) -> f64 {
-    if ctx.is_cpu_adapter() && dh <= 64 {
-        1.0
-    } else {
-        0.0
+/// Schedule of the flash kernels (shaders/common/flash.wgsl) on this adapter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlashSchedule {
+    /// CPU drivers with 8-lane subgroups: each lane loads part of a key and subgroup broadcasts
+    /// share it (the `_sg` kernel files, common/flash_subgroup.wgsl).
+    pub subgroup: bool,
+    /// Other CPU adapters read key tiles straight from storage, GPUs share them through workgroup
+    /// memory (common/flash_tiles.wgsl).
+    pub kv_from_storage: bool,
+    /// Queries per invocation: 2 on CPU adapters (each loaded key vec4 then serves two queries;
+    /// a storage load is a loop over SIMD lanes on CPU drivers), 1 on GPUs.
+    pub ql: usize,
+}
+
+impl FlashSchedule {
+    /// The CPU schedules stop at head dim 64: at 128 llvmpipe no longer unrolls the head-dim loops
+    /// around the storage reads, and their iterations would run into its loop limiter (tested at
+    /// T = 2048, dh = 128); there the workgroup-memory kernel runs.
+    pub fn for_head_dim(ctx: &crate::Context, dh: usize) -> Self {
+        let cpu = ctx.is_cpu_adapter() && dh <= 64;
+        let subgroup = cpu && ctx.subgroup_size() == Some(8);
+        FlashSchedule {
+            subgroup,
+            kv_from_storage: cpu && !subgroup,
+            ql: if cpu { 2 } else { 1 },
+        }
+    }
+    /// Queries per workgroup (64 invocations).
+    pub fn queries_per_group(self) -> usize {
+        64 * self.ql
+    }
+    /// The pipeline: `files` = (tiles kernel, subgroup kernel), same entry point in both.
+    pub fn key(
+        self,
+        files: (&'static str, &'static str),
+        entry: &'static str,
+        dtype: DType,
+        dh: usize,
+    ) -> KernelKey {
+        let file = if self.subgroup { files.1 } else { files.0 };
+        let key = KernelKey::new(file, entry, dtype)
+            .with("DH4", (dh / 4) as f64)
+            .with("QL", self.ql as f64);
+        if self.subgroup {
+            key
+        } else {
+            key.with("KV_FROM_STORAGE", f64::from(u8::from(self.kv_from_storage)))
+        }
     }
 }
 

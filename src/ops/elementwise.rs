@@ -25,6 +25,8 @@ pub enum Unary {
 pub enum Binary {
     Mul = 16,
     Add = 17,
+    /// sigmoid(a) · b (an output gate, one pass instead of two).
+    SigmoidMul = 18,
 }
 
 #[repr(C)]
@@ -41,14 +43,20 @@ pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     let ctx = rec.context().clone();
     let y = ctx.alloc(x.shape(), x.dtype())?;
     let n = x.numel();
-    let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "unary", x.dtype()))?;
+    // vec4s where the size allows (elementwise4.wgsl).
+    let (file, entry, lanes) = if n % 4 == 0 {
+        ("elementwise4.wgsl", "unary4", n / 4)
+    } else {
+        ("elementwise.wgsl", "unary", n)
+    };
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()))?;
     let params = Params {
-        n: check_u32("unary", n)?,
+        n: check_u32("unary", lanes)?,
         nb: 1,
         op: op as u32,
         _pad: 0,
     };
-    let groups = grid_1d(&ctx, "unary", (n as u64).div_ceil(WG))?;
+    let groups = grid_1d(&ctx, "unary", (lanes as u64).div_ceil(WG))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)
 }
@@ -69,14 +77,20 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
     if n == 0 {
         return Ok(y);
     }
-    let kernel = ctx.kernel(&KernelKey::new("elementwise.wgsl", "binary", dtype))?;
+    let nb = b.numel();
+    let (file, entry, lanes, lanes_b) = if n % 4 == 0 && nb % 4 == 0 {
+        ("elementwise4.wgsl", "binary4", n / 4, nb / 4)
+    } else {
+        ("elementwise.wgsl", "binary", n, nb)
+    };
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype))?;
     let params = Params {
-        n: check_u32("binary", n)?,
-        nb: check_u32("binary", b.numel())?,
+        n: check_u32("binary", lanes)?,
+        nb: check_u32("binary", lanes_b)?,
         op: op as u32,
         _pad: 0,
     };
-    let groups = grid_1d(&ctx, "binary", (n as u64).div_ceil(WG))?;
+    let groups = grid_1d(&ctx, "binary", (lanes as u64).div_ceil(WG))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a, b, &y], groups)?;
     Ok(y)
 }
@@ -101,4 +115,8 @@ pub fn mul(rec: &mut Recording, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 pub fn add(rec: &mut Recording, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, a, b, Binary::Add)
+}
+/// `sigmoid(a) · b`.
+pub fn sigmoid_mul(rec: &mut Recording, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, a, b, Binary::SigmoidMul)
 }

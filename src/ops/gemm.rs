@@ -10,7 +10,7 @@ use super::{check_u32, same_dtype};
 /// Which schedule of `shaders/gemm.wgsl` to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmSchedule {
-    /// `Direct` on CPU adapters (lavapipe, llvmpipe, WARP), `Tiled` on GPUs.
+    /// `DirectSubgroup` on CPU adapters (lavapipe, llvmpipe, WARP), `Tiled` on GPUs.
     #[default]
     Auto,
     /// Workgroup-memory tiling with 4×4 register blocks (the GPU schedule).
@@ -18,16 +18,25 @@ pub enum GemmSchedule {
     /// Register blocks straight from storage, no barriers, over a transposed copy of W (the
     /// CPU-adapter schedule: contiguous loads across SIMD lanes). Needs K % 4 == 0; other K run tiled.
     Direct,
+    /// `Direct` with each x row loaded by one lane and handed to the others by subgroup
+    /// broadcast, 16 rows per workgroup (4× fewer storage loads per multiply-add; 2–2.7× faster
+    /// at 16384×256×256 on lavapipe). Needs subgroups of exactly 8 lanes; elsewhere it runs `Direct`.
+    DirectSubgroup,
 }
 
 impl GemmSchedule {
     /// The concrete schedule `Auto` stands for on this adapter.
     pub fn resolve(self, ctx: &crate::Context) -> GemmSchedule {
         match self {
-            GemmSchedule::Auto if ctx.is_cpu_adapter() => GemmSchedule::Direct,
+            GemmSchedule::Auto if ctx.is_cpu_adapter() => GemmSchedule::DirectSubgroup.resolve(ctx),
             GemmSchedule::Auto => GemmSchedule::Tiled,
+            GemmSchedule::DirectSubgroup if ctx.subgroup_size() != Some(8) => GemmSchedule::Direct,
             s => s,
         }
+    }
+    /// Whether the schedule reads a transposed W (`Direct`, `DirectSubgroup`).
+    pub fn is_direct(self) -> bool {
+        matches!(self, GemmSchedule::Direct | GemmSchedule::DirectSubgroup)
     }
 }
 
@@ -98,8 +107,7 @@ impl Linear {
                 format!("weight must be [out, in], got {:?}", w.shape()),
             ));
         }
-        let direct =
-            GemmSchedule::Auto.resolve(ctx) == GemmSchedule::Direct && w.shape()[1] % 4 == 0;
+        let direct = GemmSchedule::Auto.resolve(ctx).is_direct() && w.shape()[1] % 4 == 0;
         let wt = if direct {
             Some(ctx.run(|rec| super::transpose::transpose_padded(rec, &w, 4))?)
         } else {
@@ -188,7 +196,8 @@ fn gemm_impl(
         limit: ctx.limits().max_compute_workgroups_per_dimension as u64,
     })?;
     // The direct schedule reads x as vec4 along K.
-    if schedule.resolve(&ctx) == GemmSchedule::Tiled || k % 4 != 0 {
+    let schedule = schedule.resolve(&ctx);
+    if schedule == GemmSchedule::Tiled || k % 4 != 0 {
         let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", "gemm_tiled", dtype))?;
         let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
@@ -210,13 +219,16 @@ fn gemm_impl(
             },
             ..params
         };
-        // Rows per workgroup: 8, or 1 for M < 8 (decode), where 8 would compute rows to drop.
-        let (entry, rows) = if m < 8 {
-            ("gemm_direct_row", 1)
+        // Rows per workgroup: 8 (16 with subgroups), or 1 for M < 8 (decode), where a block of
+        // rows would compute rows to drop.
+        let (file, entry, rows) = if m < 8 {
+            ("gemm_direct.wgsl", "gemm_direct_row", 1)
+        } else if schedule == GemmSchedule::DirectSubgroup {
+            ("gemm_direct_sg.wgsl", "gemm_direct_sg", 16)
         } else {
-            ("gemm_direct", 8)
+            ("gemm_direct.wgsl", "gemm_direct", 8)
         };
-        let kernel = ctx.kernel(&KernelKey::new("gemm_direct.wgsl", entry, dtype))?;
+        let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype))?;
         // DIRECT_WG lanes × 4 columns by `rows` rows per workgroup.
         let row_groups = m.div_ceil(rows) as u64;
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;

@@ -78,12 +78,77 @@ pub fn chunk_len(d: usize) -> usize {
     }
 }
 
-/// Whether the CG runs with one lane per position (`mesa_cg_lanes`, shaders/mesa.wgsl): on CPU
-/// adapters, where it is 3.5× faster than `mesa_cg` (lavapipe, D = 64, T = 1024), for D ≤ 64 and
-/// as long as its loops stay well below llvmpipe's limit of ~65k counted loop iterations per
-/// invocation (about D²/8 + 4·D per CG iteration; D = 64 allows 63 iterations).
-fn use_lanes(ctx: &crate::Context, d: usize, iters: usize) -> bool {
-    ctx.is_cpu_adapter() && d <= 64 && iters * (d * d / 8 + 4 * d + 16) + 8 * d <= 50_000
+/// llvmpipe, the CPU driver behind lavapipe, stops the loops of an invocation after ~65k counted
+/// iterations in total, silently: a CG run past that returns a half-finished solve. The CPU
+/// schedules below are admitted only while their loops, counted as if none were unrolled, stay
+/// within this budget (a margin under 65,536).
+const CPU_LOOP_BUDGET: usize = 50_000;
+
+/// Counted loop iterations per CG iteration of each CG kernel, if none of its loops unrolled.
+/// `mesa_cg` measured on lavapipe: right up to 190 iterations at D = 64 and 80 at D = 128, wrong
+/// from 200 and 100 (the estimate admits 123 and 62).
+fn loops_per_cg_iteration(entry: &str, d: usize) -> usize {
+    match entry {
+        "mesa_cg_sg" => 2 * chunk_len(d) + 6 * d / 4 + 8,
+        "mesa_cg_lanes" => d * d / 8 + 4 * d + 16,
+        "mesa_decode" => 4 * d + 8,
+        _ => 6 * d + 16,
+    }
+}
+
+fn within_cpu_budget(entry: &str, d: usize, iters: usize) -> bool {
+    iters * loops_per_cg_iteration(entry, d) + 8 * d <= CPU_LOOP_BUDGET
+}
+
+/// The refusal when no CG kernel can run `iters` iterations on a CPU adapter.
+fn too_many_cpu_iterations(entries: &[&str], d: usize, iters: usize) -> Error {
+    let limit = entries
+        .iter()
+        .map(|e| CPU_LOOP_BUDGET.saturating_sub(8 * d) / loops_per_cg_iteration(e, d))
+        .max()
+        .unwrap_or(0);
+    Error::LimitExceeded {
+        what: format!(
+            "Mesa CG with {iters} iterations at head dim {d} on a CPU adapter (its driver stops \
+             loops after ~65k iterations, which would cut the solve short; use fewer CG steps)"
+        ),
+        requested: iters as u64,
+        limit_name: "CG iterations on this CPU adapter",
+        limit: limit as u64,
+    }
+}
+
+/// The CG kernel for this adapter, head dim and iteration count: (file, entry point). CPU drivers
+/// with 8-lane subgroups take `mesa_cg_sg` (shaders/mesa_cg_sg.wgsl: rows shared by subgroup
+/// broadcast) for D a multiple of 4 up to 64; other CPU adapters `mesa_cg_lanes` (one lane per
+/// position, 3.5× faster than `mesa_cg` on lavapipe at D = 64) for D ≤ 64; each while it fits the
+/// loop budget, then `mesa_cg`, then an error. GPUs take `mesa_cg`.
+pub(crate) fn cg_kernel(
+    ctx: &crate::Context,
+    d: usize,
+    iters: usize,
+) -> Result<(&'static str, &'static str)> {
+    if !ctx.is_cpu_adapter() {
+        return Ok(("mesa.wgsl", "mesa_cg"));
+    }
+    let sg = ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
+    let lanes = d <= 64;
+    if sg && within_cpu_budget("mesa_cg_sg", d, iters) {
+        Ok(("mesa_cg_sg.wgsl", "mesa_cg_sg"))
+    } else if lanes && within_cpu_budget("mesa_cg_lanes", d, iters) {
+        Ok(("mesa.wgsl", "mesa_cg_lanes"))
+    } else if within_cpu_budget("mesa_cg", d, iters) {
+        Ok(("mesa.wgsl", "mesa_cg"))
+    } else {
+        let mut tried = vec!["mesa_cg"];
+        if sg {
+            tried.push("mesa_cg_sg");
+        }
+        if lanes {
+            tried.push("mesa_cg_lanes");
+        }
+        Err(too_many_cpu_iterations(&tried, d, iters))
+    }
 }
 
 /// Largest CG iteration count accepted (a guard against absurd values).
@@ -219,17 +284,14 @@ pub fn core(
     let bh = check_u32("mesa", b * h)?;
     let starts_kk = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
     let starts_kv = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
-    let key = |entry| {
-        KernelKey::new("mesa.wgsl", entry, q.dtype())
+    let key = |file, entry| {
+        KernelKey::new(file, entry, q.dtype())
             .with("DIM", d as f64)
             .with("CH", c as f64)
     };
-    let k_states = ctx.kernel(&key("mesa_states"))?;
-    let k_cg = ctx.kernel(&key(if use_lanes(&ctx, d, iters) {
-        "mesa_cg_lanes"
-    } else {
-        "mesa_cg"
-    }))?;
+    let k_states = ctx.kernel(&key("mesa.wgsl", "mesa_states"))?;
+    let (cg_file, cg_entry) = cg_kernel(&ctx, d, iters)?;
+    let k_cg = ctx.kernel(&key(cg_file, cg_entry))?;
     let mut n0 = 0;
     while n0 < chunks {
         let nseg = nseg_max.min(chunks - n0);
@@ -292,6 +354,9 @@ pub fn decode_step(
         ));
     }
     let ctx = rec.context().clone();
+    if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_decode", d, iters) {
+        return Err(too_many_cpu_iterations(&["mesa_decode"], d, iters));
+    }
     let o = ctx.alloc(q.shape(), q.dtype())?;
     let params = DecodeParams {
         b: b as u32,

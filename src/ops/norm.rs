@@ -42,16 +42,25 @@ pub fn rmsnorm(rec: &mut Recording, x: &Tensor, w: &Tensor, eps: f32) -> Result<
     if rows == 0 || d == 0 {
         return Ok(y);
     }
-    let wg = row_workgroup(d);
-    let kernel =
-        ctx.kernel(&KernelKey::new("rmsnorm.wgsl", "rmsnorm", dtype).with("WG", wg as f64))?;
     let params = Params {
         rows: check_u32("rmsnorm", rows)?,
         d: check_u32("rmsnorm", d)?,
         eps,
         _pad: 0,
     };
-    let groups = grid_1d(&ctx, "rmsnorm", rows as u64)?;
+    // CPU adapters: a row per invocation (shaders/rmsnorm_rows.wgsl); GPUs: a workgroup per row.
+    let (kernel, groups) = if ctx.is_cpu_adapter() && d % 4 == 0 {
+        let kernel = ctx.kernel(&KernelKey::new("rmsnorm_rows.wgsl", "rmsnorm_rows", dtype))?;
+        (
+            kernel,
+            grid_1d(&ctx, "rmsnorm", (rows as u64).div_ceil(64))?,
+        )
+    } else {
+        let wg = row_workgroup(d);
+        let kernel =
+            ctx.kernel(&KernelKey::new("rmsnorm.wgsl", "rmsnorm", dtype).with("WG", wg as f64))?;
+        (kernel, grid_1d(&ctx, "rmsnorm", rows as u64)?)
+    };
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
     Ok(y)
 }

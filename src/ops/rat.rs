@@ -9,8 +9,6 @@ use crate::tensor::Tensor;
 use super::attention::check_head_dim;
 use super::{check_u32, grid_1d, same_dtype};
 
-const BQ: usize = 64;
-
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ScanParams {
@@ -184,7 +182,8 @@ struct AttnParams {
     groups: u32,
     l: u32,
     scale: f32,
-    _p: [u32; 2],
+    chunks: u32,
+    _p: u32,
 }
 
 /// Inter-chunk attention: `qr [B, T, G·dh]` (queries rotated at chunk positions), `kr [B, T, D]`
@@ -230,24 +229,31 @@ pub fn inter_chunk_attention(
         groups: heads.groups as u32,
         l: check_chunk(chunk)?,
         scale: scale.unwrap_or(1.0 / (heads.dh as f32).sqrt()),
-        _p: [0; 2],
+        chunks: check_u32("rat attention", t.div_ceil(chunk.max(1)))?,
+        _p: 0,
     };
-    let key = KernelKey::new("rat_attention.wgsl", "rat_attention", dtype)
-        .with("DH4", (heads.dh / 4) as f64)
-        .with(
-            "KV_FROM_STORAGE",
-            crate::ops::attention::kv_from_storage(&ctx, heads.dh),
-        );
-    let kernel = ctx.kernel(&key)?;
+    // The chunk finals, one head's contiguous: read in place they lie L tokens apart, and the
+    // kernel ran 3× slower on lavapipe for it (cache and TLB misses). [B, H, chunks, dh] each.
+    let finals = [b, heads.heads, t.div_ceil(chunk.max(1)), heads.dh];
+    let (kc, vc) = (ctx.alloc(&finals, dtype)?, ctx.alloc(&finals, dtype)?);
+    chunk_gather(rec, kr, &kc, heads, chunk)?;
+    chunk_gather(rec, sv, &vc, heads, chunk)?;
+    let schedule = crate::ops::attention::FlashSchedule::for_head_dim(&ctx, heads.dh);
+    let kernel = ctx.kernel(&schedule.key(
+        ("rat_attention.wgsl", "rat_attention_sg.wgsl"),
+        "rat_attention",
+        dtype,
+        heads.dh,
+    ))?;
     let groups = [
-        t.div_ceil(BQ) as u32,
+        t.div_ceil(schedule.queries_per_group()) as u32,
         check_u32("rat attention", b * heads.heads)?,
         1,
     ];
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[qr, kr, sv, &o],
+        &[qr, kr, sv, &kc, &vc, &o],
         groups,
     )?;
     Ok(o)

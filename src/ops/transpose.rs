@@ -54,3 +54,44 @@ pub fn transpose_padded(rec: &mut Recording, x: &Tensor, multiple: usize) -> Res
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SplitParams {
+    b: u32,
+    t: u32,
+    h: u32,
+    dh4: u32,
+}
+
+/// `[B, T, H·dh] → [B, H, T, dh]`: each head's rows contiguous (shaders/split_heads.wgsl).
+/// Needs dh % 4 == 0.
+pub fn split_heads(rec: &mut Recording, x: &Tensor, heads: usize) -> Result<Tensor> {
+    let s = x.shape();
+    if s.len() != 3 || heads == 0 || s[2] % heads != 0 || (s[2] / heads) % 4 != 0 {
+        return Err(Error::shape(
+            "split_heads",
+            format!("need [B, T, H·dh] with dh a multiple of 4 for {heads} heads, got {s:?}"),
+        ));
+    }
+    let (b, t, dh) = (s[0], s[1], s[2] / heads);
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(&[b, heads, t, dh], x.dtype())?;
+    if x.numel() == 0 {
+        return Ok(y);
+    }
+    let kernel = ctx.kernel(&KernelKey::new(
+        "split_heads.wgsl",
+        "split_heads",
+        x.dtype(),
+    ))?;
+    let params = SplitParams {
+        b: check_u32("split_heads", b)?,
+        t: check_u32("split_heads", t)?,
+        h: check_u32("split_heads", heads)?,
+        dh4: (dh / 4) as u32,
+    };
+    let groups = super::grid_1d(&ctx, "split_heads", (x.numel() as u64 / 4).div_ceil(64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    Ok(y)
+}

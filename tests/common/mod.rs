@@ -38,6 +38,19 @@ pub fn ctx() -> &'static Context {
     })
 }
 
+/// A second context on the test adapter with the subgroup kernels switched off, so that the
+/// kernels CPU adapters without 8-lane subgroups run are tested on lavapipe too.
+#[allow(dead_code)]
+pub fn ctx_without_subgroups() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let c = Context::new_blocking().expect("GPU tests need a wgpu adapter (see ctx())");
+        c.set_subgroup_kernels(false);
+        assert_eq!(c.subgroup_size(), None);
+        c
+    })
+}
+
 /// The f16 storage dtype where the adapter has it (the test then covers f16), else f32.
 pub fn dtypes() -> Vec<DType> {
     if ctx().supports_f16() {

@@ -1,0 +1,91 @@
+// Body of the flash attention forward (attention_fwd.wgsl, attention_fwd_sg.wgsl): bindings,
+// the key layout for common/flash.wgsl and the work of one workgroup. The kernel file includes a
+// key-delivery snippet first and defines the entry point.
+
+struct Params {
+    b: u32,
+    t: u32,
+    h: u32,
+    dh: u32,
+    window: u32,
+    scale: f32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<ST>>; // [B, H, T, dh] (ops::transpose::split_heads)
+@group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;
+@group(0) @binding(4) var<storage, read_write> o: array<vec4<ST>>;
+
+var<private> tq: array<u32, MAX_QL>;
+var<private> kv0: u32;    // vec4 offset of key 0 of the current tile, this (batch, head)
+var<private> kt_end: u32; // keys of the current tile that exist: kt_end − tile start
+
+fn flash_k(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(k[kv0 + j * DH4 + i]);
+}
+
+fn flash_v(j: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(v[kv0 + j * DH4 + i]);
+}
+
+fn tile_key_valid(j: u32) -> bool {
+    return j < kt_end;
+}
+
+fn key_visible(qi: u32, tk: u32) -> bool {
+    let t = tq[qi];
+    return tk <= t && (p.window == 0xffffffffu || t - tk <= p.window);
+}
+
+// Slot qi's query (token tq[qi]) into qv. Called with constant slots, never in a loop over them:
+// a slot index that is not a constant would put qv and acc in indexed memory (common/flash.wgsl).
+fn load_query(qi: u32, b: u32, hh: u32, row: u32) {
+    let qbase = (b * p.t + min(tq[qi], p.t - 1u)) * row + hh * DH4;
+    for (var i = 0u; i < DH4; i++) {
+        qv[qi][i] = vec4<f32>(q[qbase + i]) * p.scale;
+    }
+}
+
+fn store_output(qi: u32, b: u32, hh: u32, row: u32) {
+    if (tq[qi] < p.t) {
+        let obase = (b * p.t + tq[qi]) * row + hh * DH4;
+        for (var i = 0u; i < DH4; i++) {
+            o[obase + i] = vec4<ST>(flash_out(qi, i));
+        }
+    }
+}
+
+fn attention_fwd_main(wid: vec3<u32>, lid: u32) {
+    let b = wid.y / p.h;
+    let hh = wid.y % p.h;
+    let t0 = wid.x * 64u * QL;
+    let row = p.h * DH4; // vec4s per token
+    flash_init();
+    tq[0] = t0 + lid;
+    tq[1] = t0 + lid + 64u;
+    load_query(0u, b, hh, row);
+    if (QL > 1u) {
+        load_query(1u, b, hh, row);
+    }
+    // Keys any query of this tile can see: [max(0, t0 − W), last query].
+    let t_last = min(t0 + 64u * QL, p.t) - 1u;
+    var k_lo = 0u;
+    if (p.window != 0xffffffffu && t0 > p.window) {
+        k_lo = t0 - p.window;
+    }
+    for (var kt = (k_lo / BK) * BK; kt <= t_last; kt += BK) {
+        // Keys past the end are masked by key_visible (no query sees them); the tile load
+        // zero-fills them and storage reads of them are clamped by bounds checks.
+        kv0 = ((b * p.h + hh) * p.t + kt) * DH4;
+        kt_end = min(BK, p.t - kt);
+        flash_load_tile(lid, 64u);
+        flash_fold(kt);
+    }
+    store_output(0u, b, hh, row);
+    if (QL > 1u) {
+        store_output(1u, b, hh, row);
+    }
+}

@@ -1,0 +1,357 @@
+// mesa_cg (shaders/mesa.wgsl) for CPU drivers whose subgroups are their 8 SIMD lanes (lavapipe
+// at 256 bits). Like mesa_cg_lanes, one lane owns one position t of the chunk and runs its whole
+// CG in private vec4 arrays, with no workgroup memory and no barrier. What every lane needs alike
+// (the chunk-start states S_kk, S_kv, the chunk's keys and values, λ) mesa_cg_lanes reads with
+// scalar loads at lane-independent addresses, and on these drivers each such load is a loop over
+// the 8 lanes: ~6k of them per CG iteration at D = 64. Here a row of D values is loaded as two
+// vec4 loads, lane l taking vec4s l and 8 + l, and subgroupBroadcast (an extract and a splat)
+// hands each vec4 to every lane: 32× fewer load instructions. Rows are read as vec4s, so D is a
+// multiple of 4, up to 64 (DIM4 ≤ 16; the broadcast lanes are constants, written out). Every lane
+// takes part in every broadcast: no lane leaves early, positions past T compute and store nothing.
+// Same bindings, launch and results (to rounding) as mesa_cg.
+
+struct Params {
+    b: u32,
+    t: u32,
+    h: u32,
+    iters: u32,
+    n0: u32,     // first chunk of the segment
+    nseg: u32,   // chunks in the segment
+    _p0: u32,
+    _p1: u32,
+}
+
+// The bindings of mesa.wgsl that mesa_cg reads, viewed as vec4s where rows are read.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;   // [B, T, H, D]
+@group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;   // [B, T, H, D]
+@group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;   // [B, T, H, D]
+@group(0) @binding(4) var<storage, read> g: array<f32>;        // [B, T, H] log decay
+@group(0) @binding(5) var<storage, read> beta: array<f32>;     // [B, T, H]
+@group(0) @binding(6) var<storage, read> lamb: array<vec4<f32>>; // [H, D]
+@group(0) @binding(7) var<storage, read_write> starts_kk: array<vec4<f32>>; // [B·H, nseg, D, D]
+@group(0) @binding(8) var<storage, read_write> starts_kv: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> o: array<vec4<ST>>; // [B, T, H, D]
+
+override DIM: u32 = 64u;
+override CH: u32 = 16u;
+override DIM4: u32 = DIM / 4u;
+
+var<private> sg_lane: u32;
+var<private> lx: array<vec4<f32>, 16>;
+var<private> lr: array<vec4<f32>, 16>;
+var<private> lp: array<vec4<f32>, 16>;
+var<private> la: array<vec4<f32>, 16>;
+var<private> acc: array<vec4<f32>, 16>;
+var<private> lm: array<f32, 16>; // M[t][s], s < CH
+
+fn gate_index(b: u32, t: u32, hh: u32) -> u32 {
+    return (b * p.t + t) * p.h + hh;
+}
+
+fn row4(b: u32, t: u32, hh: u32) -> u32 {
+    return ((b * p.t + t) * p.h + hh) * DIM4;
+}
+
+// A row of D values spread over the subgroup: lane l holds vec4 l in `a` and vec4 8 + l in `b`.
+struct Row {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn lane_vec(l: u32) -> u32 {
+    return min(l, DIM4 - 1u);
+}
+
+// Key (value: `from_v`) of chunk position s; positions past T read the last token (weighted 0).
+fn chunk_row(b: u32, first: u32, hh: u32, s: u32, from_v: bool) -> Row {
+    let base = row4(b, min(first + s, p.t - 1u), hh);
+    var r: Row;
+    if (from_v) {
+        r.a = vec4<f32>(v[base + lane_vec(sg_lane)]);
+        if (DIM4 > 8u) {
+            r.b = vec4<f32>(v[base + lane_vec(8u + sg_lane)]);
+        }
+    } else {
+        r.a = vec4<f32>(k[base + lane_vec(sg_lane)]);
+        if (DIM4 > 8u) {
+            r.b = vec4<f32>(k[base + lane_vec(8u + sg_lane)]);
+        }
+    }
+    return r;
+}
+
+// Row i of the chunk-start state (S_kv when not solving).
+fn state_row(sbase4: u32, i: u32, solving: bool) -> Row {
+    let base = sbase4 + i * DIM4;
+    var r: Row;
+    if (solving) {
+        r.a = starts_kk[base + lane_vec(sg_lane)];
+        if (DIM4 > 8u) {
+            r.b = starts_kk[base + lane_vec(8u + sg_lane)];
+        }
+    } else {
+        r.a = starts_kv[base + lane_vec(sg_lane)];
+        if (DIM4 > 8u) {
+            r.b = starts_kv[base + lane_vec(8u + sg_lane)];
+        }
+    }
+    return r;
+}
+
+// lp · row.
+fn dot_row(r: Row) -> f32 {
+    var d = 0.0;
+    d += dot(lp[0], subgroupBroadcast(r.a, 0u));
+    if (DIM4 > 1u) {
+        d += dot(lp[1], subgroupBroadcast(r.a, 1u));
+    }
+    if (DIM4 > 2u) {
+        d += dot(lp[2], subgroupBroadcast(r.a, 2u));
+    }
+    if (DIM4 > 3u) {
+        d += dot(lp[3], subgroupBroadcast(r.a, 3u));
+    }
+    if (DIM4 > 4u) {
+        d += dot(lp[4], subgroupBroadcast(r.a, 4u));
+    }
+    if (DIM4 > 5u) {
+        d += dot(lp[5], subgroupBroadcast(r.a, 5u));
+    }
+    if (DIM4 > 6u) {
+        d += dot(lp[6], subgroupBroadcast(r.a, 6u));
+    }
+    if (DIM4 > 7u) {
+        d += dot(lp[7], subgroupBroadcast(r.a, 7u));
+    }
+    if (DIM4 > 8u) {
+        d += dot(lp[8], subgroupBroadcast(r.b, 0u));
+    }
+    if (DIM4 > 9u) {
+        d += dot(lp[9], subgroupBroadcast(r.b, 1u));
+    }
+    if (DIM4 > 10u) {
+        d += dot(lp[10], subgroupBroadcast(r.b, 2u));
+    }
+    if (DIM4 > 11u) {
+        d += dot(lp[11], subgroupBroadcast(r.b, 3u));
+    }
+    if (DIM4 > 12u) {
+        d += dot(lp[12], subgroupBroadcast(r.b, 4u));
+    }
+    if (DIM4 > 13u) {
+        d += dot(lp[13], subgroupBroadcast(r.b, 5u));
+    }
+    if (DIM4 > 14u) {
+        d += dot(lp[14], subgroupBroadcast(r.b, 6u));
+    }
+    if (DIM4 > 15u) {
+        d += dot(lp[15], subgroupBroadcast(r.b, 7u));
+    }
+    return d;
+}
+
+// acc += w · row.
+fn axpy_row(w: f32, r: Row) {
+    acc[0] += w * subgroupBroadcast(r.a, 0u);
+    if (DIM4 > 1u) {
+        acc[1] += w * subgroupBroadcast(r.a, 1u);
+    }
+    if (DIM4 > 2u) {
+        acc[2] += w * subgroupBroadcast(r.a, 2u);
+    }
+    if (DIM4 > 3u) {
+        acc[3] += w * subgroupBroadcast(r.a, 3u);
+    }
+    if (DIM4 > 4u) {
+        acc[4] += w * subgroupBroadcast(r.a, 4u);
+    }
+    if (DIM4 > 5u) {
+        acc[5] += w * subgroupBroadcast(r.a, 5u);
+    }
+    if (DIM4 > 6u) {
+        acc[6] += w * subgroupBroadcast(r.a, 6u);
+    }
+    if (DIM4 > 7u) {
+        acc[7] += w * subgroupBroadcast(r.a, 7u);
+    }
+    if (DIM4 > 8u) {
+        acc[8] += w * subgroupBroadcast(r.b, 0u);
+    }
+    if (DIM4 > 9u) {
+        acc[9] += w * subgroupBroadcast(r.b, 1u);
+    }
+    if (DIM4 > 10u) {
+        acc[10] += w * subgroupBroadcast(r.b, 2u);
+    }
+    if (DIM4 > 11u) {
+        acc[11] += w * subgroupBroadcast(r.b, 3u);
+    }
+    if (DIM4 > 12u) {
+        acc[12] += w * subgroupBroadcast(r.b, 4u);
+    }
+    if (DIM4 > 13u) {
+        acc[13] += w * subgroupBroadcast(r.b, 5u);
+    }
+    if (DIM4 > 14u) {
+        acc[14] += w * subgroupBroadcast(r.b, 6u);
+    }
+    if (DIM4 > 15u) {
+        acc[15] += w * subgroupBroadcast(r.b, 7u);
+    }
+}
+
+// la = e_t · Sᵀ lp + Σ_s M[t][s] (k_s·lp) w_s (+ λ ∘ lp when solving), with S = S_kk and w = k
+// while solving, S = S_kv and w = v for the read-out.
+fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) {
+    var c: array<f32, 16>;
+    for (var s = 0u; s < CH; s++) {
+        c[s] = lm[s] * dot_row(chunk_row(b, first, hh, s, false));
+    }
+    for (var n = 0u; n < DIM4; n++) {
+        acc[n] = vec4<f32>(0.0);
+    }
+    for (var i4 = 0u; i4 < DIM4; i4++) {
+        let pv = lp[i4] * et;
+        axpy_row(pv.x, state_row(sbase4, 4u * i4, solving));
+        axpy_row(pv.y, state_row(sbase4, 4u * i4 + 1u, solving));
+        axpy_row(pv.z, state_row(sbase4, 4u * i4 + 2u, solving));
+        axpy_row(pv.w, state_row(sbase4, 4u * i4 + 3u, solving));
+    }
+    for (var s = 0u; s < CH; s++) {
+        axpy_row(c[s], chunk_row(b, first, hh, s, !solving));
+    }
+    for (var n = 0u; n < DIM4; n++) {
+        la[n] = acc[n];
+    }
+    if (solving) {
+        var r: Row;
+        r.a = lamb[hh * DIM4 + lane_vec(sg_lane)];
+        if (DIM4 > 8u) {
+            r.b = lamb[hh * DIM4 + lane_vec(8u + sg_lane)];
+        }
+        la[0] += subgroupBroadcast(r.a, 0u) * lp[0];
+        if (DIM4 > 1u) {
+            la[1] += subgroupBroadcast(r.a, 1u) * lp[1];
+        }
+        if (DIM4 > 2u) {
+            la[2] += subgroupBroadcast(r.a, 2u) * lp[2];
+        }
+        if (DIM4 > 3u) {
+            la[3] += subgroupBroadcast(r.a, 3u) * lp[3];
+        }
+        if (DIM4 > 4u) {
+            la[4] += subgroupBroadcast(r.a, 4u) * lp[4];
+        }
+        if (DIM4 > 5u) {
+            la[5] += subgroupBroadcast(r.a, 5u) * lp[5];
+        }
+        if (DIM4 > 6u) {
+            la[6] += subgroupBroadcast(r.a, 6u) * lp[6];
+        }
+        if (DIM4 > 7u) {
+            la[7] += subgroupBroadcast(r.a, 7u) * lp[7];
+        }
+        if (DIM4 > 8u) {
+            la[8] += subgroupBroadcast(r.b, 0u) * lp[8];
+        }
+        if (DIM4 > 9u) {
+            la[9] += subgroupBroadcast(r.b, 1u) * lp[9];
+        }
+        if (DIM4 > 10u) {
+            la[10] += subgroupBroadcast(r.b, 2u) * lp[10];
+        }
+        if (DIM4 > 11u) {
+            la[11] += subgroupBroadcast(r.b, 3u) * lp[11];
+        }
+        if (DIM4 > 12u) {
+            la[12] += subgroupBroadcast(r.b, 4u) * lp[12];
+        }
+        if (DIM4 > 13u) {
+            la[13] += subgroupBroadcast(r.b, 5u) * lp[13];
+        }
+        if (DIM4 > 14u) {
+            la[14] += subgroupBroadcast(r.b, 6u) * lp[14];
+        }
+        if (DIM4 > 15u) {
+            la[15] += subgroupBroadcast(r.b, 7u) * lp[15];
+        }
+    }
+}
+
+@compute @workgroup_size(CH)
+fn mesa_cg_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+              @builtin(subgroup_invocation_id) lane: u32) {
+    sg_lane = lane;
+    let bh = wid.y;
+    let b = bh / p.h;
+    let hh = bh % p.h;
+    let n = wid.x;
+    let first = (p.n0 + n) * CH;
+    let valid = first + lid < p.t;
+    let tr = min(first + lid, p.t - 1u);
+    let sbase4 = (bh * p.nseg + n) * DIM * DIM4;
+
+    // Γ_s (chunk-local cumulative log decay), every lane alike; Γ_t for its own position.
+    var gam_t = 0.0;
+    var gam = 0.0;
+    var gams: array<f32, 16>;
+    for (var s = 0u; s < CH; s++) {
+        if (first + s < p.t) {
+            gam += g[gate_index(b, first + s, hh)];
+        }
+        gams[s] = gam;
+        if (s == lid) {
+            gam_t = gam;
+        }
+    }
+    for (var s = 0u; s < CH; s++) {
+        var m = 0.0;
+        if (s <= lid && first + s < p.t) {
+            m = exp(gam_t - gams[s]) * beta[gate_index(b, first + s, hh)];
+        }
+        lm[s] = m;
+    }
+    let et = exp(gam_t);
+
+    var delta = 0.0;
+    for (var i = 0u; i < DIM4; i++) {
+        var qv = vec4<f32>(q[row4(b, tr, hh) + i]);
+        if (!valid) {
+            qv = vec4<f32>(0.0);
+        }
+        lx[i] = vec4<f32>(0.0);
+        lr[i] = qv;
+        lp[i] = qv;
+        delta += dot(qv, qv);
+    }
+    for (var it = 0u; it < p.iters; it++) {
+        lane_apply(b, first, hh, sbase4, et, true);
+        var pa = 0.0;
+        for (var i = 0u; i < DIM4; i++) {
+            pa += dot(lp[i], la[i]);
+        }
+        let alpha = delta / (pa + 1e-5);
+        var rn = 0.0;
+        for (var i = 0u; i < DIM4; i++) {
+            lx[i] += alpha * lp[i];
+            lr[i] -= alpha * la[i];
+            rn += dot(lr[i], lr[i]);
+        }
+        let conj = rn / (delta + 1e-5);
+        for (var i = 0u; i < DIM4; i++) {
+            lp[i] = lr[i] + conj * lp[i];
+        }
+        delta = rn;
+    }
+    // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
+    for (var i = 0u; i < DIM4; i++) {
+        lp[i] = lx[i];
+    }
+    lane_apply(b, first, hh, sbase4, et, false);
+    if (valid) {
+        for (var j = 0u; j < DIM4; j++) {
+            o[row4(b, tr, hh) + j] = vec4<ST>(la[j]);
+        }
+    }
+}
