@@ -11,18 +11,24 @@
 //! Bind-group layouts are derived from the shader's own declarations (naga reflection of the globals
 //! the entry point uses), so a launch wrapper cannot drift from its WGSL.
 //!
-//! A rule for kernel authors: llvmpipe (lavapipe, the CI adapter) silently stops a loop once an
-//! invocation has run about 65k iterations of it, counted over every entry into that loop. Give
-//! inner loops constant trip counts (consts or `override`s, which compilers unroll) and keep the
-//! run-time trip count of each loop per invocation well below that. Loops of 64 or more iterations
-//! may not unroll even with a constant bound: block them (an outer loop over an unrolled inner one
-//! of 8), as `shaders/mesa.wgsl` (`lane_apply`) does, and test at the largest size a path allows.
+//! A rule for kernel authors: llvmpipe (lavapipe, the CI adapter) silently stops the loops of an
+//! invocation once it has run about 65k loop iterations, all loops counted together (the rest of
+//! the work is skipped, with wrong results and no error). Give inner loops constant trip counts
+//! (consts or `override`s, which compilers unroll), keep what stays a loop well below that, and
+//! test at the largest size a path allows. A loop unrolls only if it holds no inner loop and a
+//! small body: write short per-slot code out (as `shaders/common/flash.wgsl` does) rather than
+//! nest a loop over it. Where the count grows with an argument (Mesa's CG iterations), the launch
+//! wrapper refuses what would not fit (`ops::mesa`).
 //!
-//! What CPU adapters reward (measured on lavapipe, BENCHMARKS.md): loads whose address is the same
-//! on every lane and derived from the workgroup id are cheap; loads from workgroup memory cost like
-//! gathers even at a uniform address; barriers are coroutine switches. The CPU-adapter schedules
-//! (`gemm_direct`, `KV_FROM_STORAGE`, `mesa_cg_lanes`) follow from that; GPUs keep the
-//! workgroup-memory kernels.
+//! What CPU adapters reward (measured on lavapipe, BENCHMARKS.md): every storage or workgroup load
+//! is compiled to a loop over the 8 SIMD lanes, with a bounds check and a branch per lane, and
+//! costs about the same whether the lanes read one address or eight. Arithmetic is cheap next to
+//! it. So the CPU schedules maximise the multiply-adds per load instruction: vec4 loads, several
+//! rows or queries per invocation, and, where subgroups are the 8 lanes (`Context::subgroup_size`),
+//! one lane loading each vec4 of a row that all lanes need and `subgroupBroadcast` handing it on
+//! (the `_sg` kernel files). Barriers are coroutine switches, so these schedules use none. Long
+//! strided streams also outgrow the TLB (attention reads each head's keys contiguously for that).
+//! GPUs keep the workgroup-memory kernels.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,17 +7,18 @@
 // before its body: `flash_tiles.wgsl` (a tile in workgroup memory on GPUs, or read from storage
 // by every invocation) or `flash_subgroup.wgsl` (CPU drivers with 8-lane subgroups: each lane
 // loads a vec4 of the key and subgroupBroadcast shares it). They define `flash_load_tile`,
-// `key_dots(j)` (the slots' scores against key j of the tile) and `value_fold(j, p, seen)`. The kernel
-// body defines `fn key_visible(qi: u32, key: u32) -> bool` for query slot qi,
+// `key_dots(j)` (the slots' scores against key j of the tile) and `value_fold(j, p, seen)`. The
+// kernel body defines `fn key_visible(qi: u32, key: u32) -> bool` for query slot qi,
 // `flash_k(j, i)` / `flash_v(j, i)` (vec4 i of key / value j of the tile, from storage) and
 // `tile_key_valid(j)` (key j of the tile exists).
 //
 // QL: queries per invocation, 1 or 2. GPUs: 1 (registers are the scarce thing). CPU adapters: 2.
 // There every storage or workgroup load is a loop over the SIMD lanes and costs far more than
 // the multiply-adds it feeds, so each key vec4 loaded serves both queries: attention at T = 4096
-// 1.65 s → 0.89 s on lavapipe with tiles read from storage. (Four queries: the head-dim loops,
-// holding four dot products, were no longer unrolled and ran into llvmpipe's loop limiter; split
-// in halves to avoid that, they were slower than two queries.)
+// 1.65 s → 0.89 s on lavapipe with tiles read from storage; with subgroup broadcasts two queries
+// beat one as well (0.29–0.47 s vs 0.60–0.76 s, interleaved runs). (Four queries: the head-dim
+// loops, holding four dot products, were no longer unrolled and ran into llvmpipe's loop limiter;
+// split in halves to avoid that, they were slower than two queries.)
 override QL: u32 = 1u;
 
 const BK: u32 = 16u;
