@@ -9,16 +9,7 @@
 // The decay matrix M[t][s] = exp(Γ_t − Γ_s) β_s is formed by selection for s ≤ t: the unused upper
 // triangle has a positive exponent that overflows under strong forgetting, and inf·0 would be NaN.
 
-struct Params {
-    b: u32,
-    t: u32,
-    h: u32,
-    iters: u32,
-    n0: u32,     // first chunk of the segment
-    nseg: u32,   // chunks in the segment
-    _p0: u32,
-    _p1: u32,
-}
+#include "common/mesa_common.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<ST>;     // [B, T, H, D]
@@ -33,13 +24,6 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> state_kv: array<f32>;
 @group(0) @binding(11) var<storage, read_write> o: array<ST>;  // [B, T, H, D]
 
-// Head dim and chunk length are pipeline constants: every inner loop has a constant trip count.
-override DIM: u32 = 64u;
-override CH: u32 = 16u;
-
-fn gate_index(b: u32, t: u32, hh: u32) -> u32 {
-    return (b * p.t + t) * p.h + hh;
-}
 
 fn vec_index(b: u32, t: u32, hh: u32, i: u32) -> u32 {
     return ((b * p.t + t) * p.h + hh) * DIM + i;
@@ -280,7 +264,6 @@ var<private> lx: array<f32, LANE_MAX_D>;
 var<private> lr: array<f32, LANE_MAX_D>;
 var<private> lp: array<f32, LANE_MAX_D>;
 var<private> la: array<f32, LANE_MAX_D>;
-var<private> lm: array<f32, 16>; // M[t][s], s < CH
 
 // The chunk's key (or value) s, element i; positions past T read the last token (weighted 0).
 fn chunk_k(b: u32, first: u32, hh: u32, s: u32, i: u32) -> f32 {
@@ -302,27 +285,7 @@ fn mesa_cg_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let tr = min(first + lid, p.t - 1u);
     let sbase = (bh * p.nseg + n) * DIM * DIM;
 
-    // Γ_s (chunk-local cumulative log decay), every lane alike; Γ_t for its own position.
-    var gam_t = 0.0;
-    var gam = 0.0;
-    var gams: array<f32, 16>;
-    for (var s = 0u; s < CH; s++) {
-        if (first + s < p.t) {
-            gam += g[gate_index(b, first + s, hh)];
-        }
-        gams[s] = gam;
-        if (s == lid) {
-            gam_t = gam;
-        }
-    }
-    for (var s = 0u; s < CH; s++) {
-        var m = 0.0;
-        if (s <= lid && first + s < p.t) {
-            m = exp(gam_t - gams[s]) * beta[gate_index(b, first + s, hh)];
-        }
-        lm[s] = m;
-    }
-    let et = exp(gam_t);
+    let et = exp(lane_decays(b, first, hh, lid));
 
     var delta = 0.0;
     for (var i = 0u; i < DIM; i++) {

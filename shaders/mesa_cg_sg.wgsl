@@ -10,16 +10,7 @@
 // takes part in every broadcast: no lane leaves early, positions past T compute and store nothing.
 // Same bindings, launch and results (to rounding) as mesa_cg.
 
-struct Params {
-    b: u32,
-    t: u32,
-    h: u32,
-    iters: u32,
-    n0: u32,     // first chunk of the segment
-    nseg: u32,   // chunks in the segment
-    _p0: u32,
-    _p1: u32,
-}
+#include "common/mesa_common.wgsl"
 
 // The bindings of mesa.wgsl that mesa_cg reads, viewed as vec4s where rows are read.
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,8 +24,6 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> starts_kv: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> o: array<vec4<ST>>; // [B, T, H, D]
 
-override DIM: u32 = 64u;
-override CH: u32 = 16u;
 override DIM4: u32 = DIM / 4u;
 
 var<private> sg_lane: u32;
@@ -43,11 +32,6 @@ var<private> lr: array<vec4<f32>, 16>;
 var<private> lp: array<vec4<f32>, 16>;
 var<private> la: array<vec4<f32>, 16>;
 var<private> acc: array<vec4<f32>, 16>;
-var<private> lm: array<f32, 16>; // M[t][s], s < CH
-
-fn gate_index(b: u32, t: u32, hh: u32) -> u32 {
-    return (b * p.t + t) * p.h + hh;
-}
 
 fn row4(b: u32, t: u32, hh: u32) -> u32 {
     return ((b * p.t + t) * p.h + hh) * DIM4;
@@ -292,27 +276,7 @@ fn mesa_cg_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let tr = min(first + lid, p.t - 1u);
     let sbase4 = (bh * p.nseg + n) * DIM * DIM4;
 
-    // Γ_s (chunk-local cumulative log decay), every lane alike; Γ_t for its own position.
-    var gam_t = 0.0;
-    var gam = 0.0;
-    var gams: array<f32, 16>;
-    for (var s = 0u; s < CH; s++) {
-        if (first + s < p.t) {
-            gam += g[gate_index(b, first + s, hh)];
-        }
-        gams[s] = gam;
-        if (s == lid) {
-            gam_t = gam;
-        }
-    }
-    for (var s = 0u; s < CH; s++) {
-        var m = 0.0;
-        if (s <= lid && first + s < p.t) {
-            m = exp(gam_t - gams[s]) * beta[gate_index(b, first + s, hh)];
-        }
-        lm[s] = m;
-    }
-    let et = exp(gam_t);
+    let et = exp(lane_decays(b, first, hh, lid));
 
     var delta = 0.0;
     for (var i = 0u; i < DIM4; i++) {

@@ -148,7 +148,7 @@ fn cpu_reference_reproduces_the_golden_decode_case() {
 }
 
 use chunkwise::ops::mesa::{self as mops, MesaState};
-use chunkwise::{Context, DType, Error};
+use chunkwise::{Context, DType, Error, Tensor};
 use common::*;
 
 struct Inputs {
@@ -227,41 +227,56 @@ fn run_core_on(
     init: Option<(&[f32], &[f32])>,
     iters: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let MesaShape { b, t, h, d } = inp.s;
-    let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
+    let MesaShape { b, h, d, .. } = inp.s;
     let st = match init {
         Some((kk, kv)) => MesaState::from_host(ctx, kk, kv, b, h, d).unwrap(),
         None => MesaState::zeros(ctx, b, h, d).unwrap(),
     };
-    let sh = [b, t, h, d];
-    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
-    let (g, beta, lamb) = (
-        up(&inp.g, &[b, t, h]),
-        up(&inp.beta, &[b, t, h]),
-        up(&inp.lamb, &[h, d]),
-    );
+    let up = Uploaded::new(ctx, inp);
     let o = ctx
-        .run(|rec| {
-            mops::core(
-                rec,
-                &mops::MesaInputs {
-                    q: &q,
-                    k: &k,
-                    v: &v,
-                    g: &g,
-                    beta: &beta,
-                    lamb: &lamb,
-                },
-                &st,
-                iters,
-            )
-        })
+        .run(|rec| mops::core(rec, &up.inputs(), &st, iters))
         .unwrap();
     (
         ctx.download(&o).unwrap(),
         ctx.download(&st.kk).unwrap(),
         ctx.download(&st.kv).unwrap(),
     )
+}
+
+/// The inputs of a case on the GPU.
+struct Uploaded {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    beta: Tensor,
+    lamb: Tensor,
+}
+
+impl Uploaded {
+    fn new(ctx: &Context, inp: &Inputs) -> Uploaded {
+        let MesaShape { b, t, h, d } = inp.s;
+        let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
+        let sh = [b, t, h, d];
+        Uploaded {
+            q: up(&inp.q, &sh),
+            k: up(&inp.k, &sh),
+            v: up(&inp.v, &sh),
+            g: up(&inp.g, &[b, t, h]),
+            beta: up(&inp.beta, &[b, t, h]),
+            lamb: up(&inp.lamb, &[h, d]),
+        }
+    }
+    fn inputs(&self) -> mops::MesaInputs<'_> {
+        mops::MesaInputs {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            g: &self.g,
+            beta: &self.beta,
+            lamb: &self.lamb,
+        }
+    }
 }
 
 #[test]
@@ -423,25 +438,10 @@ fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
 }
 
 fn core_error(ctx: &'static Context, inp: &Inputs, iters: usize) -> Error {
-    let MesaShape { b, t, h, d } = inp.s;
-    let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
+    let MesaShape { b, h, d, .. } = inp.s;
     let st = MesaState::zeros(ctx, b, h, d).unwrap();
-    let sh = [b, t, h, d];
-    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
-    let (g, beta, lamb) = (
-        up(&inp.g, &[b, t, h]),
-        up(&inp.beta, &[b, t, h]),
-        up(&inp.lamb, &[h, d]),
-    );
-    let inputs = mops::MesaInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        g: &g,
-        beta: &beta,
-        lamb: &lamb,
-    };
-    ctx.run(|rec| mops::core(rec, &inputs, &st, iters))
+    let up = Uploaded::new(ctx, inp);
+    ctx.run(|rec| mops::core(rec, &up.inputs(), &st, iters))
         .unwrap_err()
 }
 
@@ -456,22 +456,8 @@ fn gpu_decode_at_the_iteration_limit_of_cpu_adapters() {
         d: 64,
     };
     let inp = inputs(s, 17, (0.9, 0.99));
-    let up = |x: &[f32], sh: &[usize]| ctx.upload(x, sh, DType::F32).unwrap();
-    let sh = [1, 1, 1, 64];
-    let (q, k, v) = (up(&inp.q, &sh), up(&inp.k, &sh), up(&inp.v, &sh));
-    let (g, beta, lamb) = (
-        up(&inp.g, &[1, 1, 1]),
-        up(&inp.beta, &[1, 1, 1]),
-        up(&inp.lamb, &[1, 64]),
-    );
-    let inputs = mops::MesaInputs {
-        q: &q,
-        k: &k,
-        v: &v,
-        g: &g,
-        beta: &beta,
-        lamb: &lamb,
-    };
+    let up = Uploaded::new(ctx, &inp);
+    let inputs = up.inputs();
     let iters = 187;
     let st = MesaState::zeros(ctx, 1, 1, 64).unwrap();
     let o = ctx
