@@ -1,12 +1,13 @@
 // GEMM schedule for CPU adapters (llvmpipe/lavapipe), where workgroup barriers are expensive
 // coroutine switches and the CPU caches already give the reuse: no workgroup memory, no barriers.
 //
-// CPU drivers run a workgroup's invocations as SIMD lanes and turn a load whose address differs
-// per lane into a gather, but a load whose address is the same on every lane (provably, from the
-// workgroup id) into one scalar load and a broadcast. So a workgroup owns 8 rows of y (from its id:
-// x loads are uniform) and its lanes run along N, each lane a vec4 of 4 columns: per 4 steps of k,
-// 4 gathered vec4 loads of Wᵀ feed 128 multiply-adds. 8 rows is the measured optimum on lavapipe
-// (4 rows: 0.8×, 16 rows: 0.55×, the accumulators spill).
+// CPU drivers run a workgroup's invocations as SIMD lanes, and every storage load is a loop over
+// the lanes (llvmpipe: a bounds check and a branch per lane), so what counts is multiply-adds per
+// load instruction. A workgroup owns 8 rows of y (from its id: the x loads have the same address
+// on every lane) and its lanes run along N, each lane a vec4 of 4 columns: per 4 steps of k, 12
+// vec4 loads (8 of x, 4 of Wᵀ) feed 128 multiply-adds. 8 rows is the measured optimum here
+// (4 rows: 0.8×, 16 rows: 0.55×, the accumulators spill). Where subgroups are the 8 lanes,
+// gemm_direct_sg.wgsl loads each x row once and broadcasts it, and runs 2–3× faster.
 //
 // `w` holds Wᵀ as [batch or 1, K, N4] with rows padded to N4 = 4·ceil(N/4) (the launch wrapper
 // transposes W first). Needs K % 4 == 0 (the wrapper uses the tiled schedule otherwise).

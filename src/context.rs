@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     memory_budget: AtomicU64,
     /// Whether kernels with subgroup operations may be picked (`set_subgroup_kernels`).
     subgroup_kernels: AtomicBool,
+    /// Whether a CPU adapter gets the CPU-adapter kernels (`set_cpu_schedules`).
+    cpu_schedules: AtomicBool,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -237,6 +239,7 @@ impl Context {
                 warned_f16: AtomicBool::new(false),
                 memory_budget: AtomicU64::new(0),
                 subgroup_kernels: AtomicBool::new(true),
+                cpu_schedules: AtomicBool::new(true),
             }),
         }
     }
@@ -279,6 +282,17 @@ impl Context {
     /// run without them on the same adapter.
     pub fn set_subgroup_kernels(&self, on: bool) {
         self.inner.subgroup_kernels.store(on, Ordering::Relaxed);
+    }
+    /// Whether kernels are scheduled for a CPU adapter (a CPU adapter, unless switched off with
+    /// [`Context::set_cpu_schedules`]).
+    pub fn cpu_schedules(&self) -> bool {
+        self.is_cpu_adapter() && self.inner.cpu_schedules.load(Ordering::Relaxed)
+    }
+    /// `false` makes a CPU adapter pick the kernels a GPU gets (for pipelines built from now on):
+    /// for testing the GPU kernels on lavapipe. Limits that protect results on CPU drivers (Mesa's
+    /// CG iteration budget) still apply.
+    pub fn set_cpu_schedules(&self, on: bool) {
+        self.inner.cpu_schedules.store(on, Ordering::Relaxed);
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu

@@ -48,6 +48,18 @@ fn attention_without_subgroup_kernels() {
 }
 
 #[test]
+fn attention_with_gpu_schedules() {
+    // The GPU kernel (one query per invocation, tiles in workgroup memory) at head dims CPU
+    // adapters otherwise take their own schedules for.
+    let ctx = ctx_gpu_schedules();
+    for dtype in dtypes() {
+        check_fwd_on(ctx, 2, 130, 2, 64, None, dtype);
+        check_fwd_on(ctx, 1, 65, 3, 60, None, dtype);
+        check_fwd_on(ctx, 1, 300, 2, 32, Some(50), dtype);
+    }
+}
+
+#[test]
 fn causal_attention_at_odd_lengths_and_head_dims() {
     for dtype in dtypes() {
         check_fwd(1, 37, 2, 32, None, dtype);

@@ -68,6 +68,10 @@ fn lavapipe_runs_the_subgroup_schedule() {
             GemmSchedule::DirectSubgroup
         );
     }
+    assert_eq!(
+        GemmSchedule::Auto.resolve(ctx_gpu_schedules()),
+        GemmSchedule::Tiled
+    );
 }
 
 #[test]

@@ -488,8 +488,9 @@ fn gpu_decode_at_the_iteration_limit_of_cpu_adapters() {
 }
 
 #[test]
-fn gpu_core_without_subgroup_kernels_matches_reference() {
-    // mesa_cg_lanes, the schedule of CPU adapters without 8-lane subgroups, at odd T and D.
+fn gpu_core_without_subgroup_kernels_and_with_gpu_schedules_matches_reference() {
+    // mesa_cg_lanes, the schedule of CPU adapters without 8-lane subgroups, and mesa_cg, the GPU
+    // kernel, at odd T and D.
     let shapes = [
         (1, 37, 2, 16, (0.85, 0.95)),
         (1, 45, 1, 60, (0.01, 0.1)),
@@ -498,6 +499,8 @@ fn gpu_core_without_subgroup_kernels_matches_reference() {
     for (i, (b, t, h, d, gate)) in shapes.into_iter().enumerate() {
         let inp = inputs(MesaShape { b, t, h, d }, 300 + i as u64, gate);
         assert_core_matches_cg_on(ctx_without_subgroups(), &inp, None, 30);
+        // The GPU kernel (mesa_cg: workgroup memory, barriers).
+        assert_core_matches_cg_on(ctx_gpu_schedules(), &inp, None, 30);
     }
 }
 

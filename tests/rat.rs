@@ -159,6 +159,36 @@ fn layer_matches_reference_over_random_shapes() {
 }
 
 #[test]
+fn layer_with_gpu_schedules_and_without_subgroups() {
+    // The kernels GPUs and CPU adapters without 8-lane subgroups get, on the test adapter.
+    for (i, &(b, t, d, h, g, l)) in [
+        (1, 37, 64, 2, 2, 16),
+        (2, 50, 64, 4, 2, 8),
+        (1, 130, 96, 2, 2, 16),
+        (1, 300, 64, 4, 4, 256),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let case = Case::new(d, h, g, l, 40 + i as u64);
+        let x = rand(b * t * d, 140 + i as u64, 1.0);
+        let want = case.reference(&x, b, t);
+        for ctx in [ctx_gpu_schedules(), ctx_without_subgroups()] {
+            let layer =
+                RatLayer::load(ctx, case.config(t), &case.checkpoint(), "", DType::F32).unwrap();
+            let xt = ctx.upload(&x, &[b, t, d], DType::F32).unwrap();
+            let y = ctx.run(|rec| layer.forward(rec, &xt)).unwrap();
+            assert_close(
+                &ctx.download(&y).unwrap(),
+                &want,
+                DType::F32,
+                &format!("rat layer {:?}", (b, t, d, h, g, l)),
+            );
+        }
+    }
+}
+
+#[test]
 fn long_sequences_stay_exact() {
     // 2048 chunks: each token's inter-chunk loop is long enough that a head-dim loop the shader
     // compiler left rolled would reach llvmpipe's loop limiter (which stops loops silently). The

@@ -132,7 +132,7 @@ impl FlashSchedule {
     /// around the storage reads, and their iterations would run into its loop limiter (tested at
     /// T = 2048, dh = 128); there the workgroup-memory kernel runs.
     pub fn for_head_dim(ctx: &crate::Context, dh: usize) -> Self {
-        let cpu = ctx.is_cpu_adapter() && dh <= 64;
+        let cpu = ctx.cpu_schedules() && dh <= 64;
         let subgroup = cpu && ctx.subgroup_size() == Some(8);
         FlashSchedule {
             subgroup,

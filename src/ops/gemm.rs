@@ -28,7 +28,7 @@ impl GemmSchedule {
     /// The concrete schedule `Auto` stands for on this adapter.
     pub fn resolve(self, ctx: &crate::Context) -> GemmSchedule {
         match self {
-            GemmSchedule::Auto if ctx.is_cpu_adapter() => GemmSchedule::DirectSubgroup.resolve(ctx),
+            GemmSchedule::Auto if ctx.cpu_schedules() => GemmSchedule::DirectSubgroup.resolve(ctx),
             GemmSchedule::Auto => GemmSchedule::Tiled,
             GemmSchedule::DirectSubgroup if ctx.subgroup_size() != Some(8) => GemmSchedule::Direct,
             s => s,

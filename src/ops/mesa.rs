@@ -131,8 +131,9 @@ pub(crate) fn cg_kernel(
     if !ctx.is_cpu_adapter() {
         return Ok(("mesa.wgsl", "mesa_cg"));
     }
-    let sg = ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
-    let lanes = d <= 64;
+    let sched = ctx.cpu_schedules();
+    let sg = sched && ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
+    let lanes = sched && d <= 64;
     if sg && within_cpu_budget("mesa_cg_sg", d, iters) {
         Ok(("mesa_cg_sg.wgsl", "mesa_cg_sg"))
     } else if lanes && within_cpu_budget("mesa_cg_lanes", d, iters) {

@@ -51,6 +51,18 @@ pub fn ctx_without_subgroups() -> &'static Context {
     })
 }
 
+/// A third context on the test adapter that picks the kernels a GPU gets, so that CI (lavapipe)
+/// runs the GPU schedules too, at sizes within the CPU driver's loop limits.
+#[allow(dead_code)]
+pub fn ctx_gpu_schedules() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let c = Context::new_blocking().expect("GPU tests need a wgpu adapter (see ctx())");
+        c.set_cpu_schedules(false);
+        c
+    })
+}
+
 /// The f16 storage dtype where the adapter has it (the test then covers f16), else f32.
 pub fn dtypes() -> Vec<DType> {
     if ctx().supports_f16() {
