@@ -238,6 +238,22 @@ impl Recording {
         Ok(())
     }
 
+    /// Submits what is recorded so far and keeps recording into the same `Recording`. Tensors
+    /// that only the submitted commands still used go back to the pool and serve later
+    /// allocations (the queue runs submissions in order): a long pipeline of large steps, such as
+    /// a model's prefill, then holds one step's intermediates at a time instead of all of them.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.cmds.is_empty() {
+            return Ok(());
+        }
+        Recording {
+            ctx: self.ctx.clone(),
+            cmds: std::mem::take(&mut self.cmds),
+            params: std::mem::take(&mut self.params),
+        }
+        .submit()
+    }
+
     /// Encodes everything into one command buffer and submits it. Returns without waiting; use
     /// [`Context::sync`] or a download to wait.
     pub fn submit(self) -> Result<()> {

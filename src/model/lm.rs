@@ -305,7 +305,8 @@ impl Model {
         Ok(())
     }
 
-    /// Logits `[B, T, V]` of the parallel forward.
+    /// Logits `[B, T, V]` of the parallel forward. Each block's commands are submitted when the
+    /// block is recorded ([`Recording::flush`]), so that memory holds one block's intermediates.
     pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
         self.check_len(ids.shape()[1])?;
         let mut h = embedding(rec, &self.wte, ids)?;
@@ -314,11 +315,14 @@ impl Model {
             let y = b.mixer.forward(rec, &u)?;
             h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
+            // One block's intermediates at a time (see Recording::flush).
+            rec.flush()?;
         }
         self.logits(rec, &h)
     }
 
-    /// Logits of the prompt `[B, P, V]` and the cache to decode from position P.
+    /// Logits of the prompt `[B, P, V]` and the cache to decode from position P (submitted block by
+    /// block, as `forward`).
     pub fn prefill(&self, rec: &mut Recording, ids: &TokenIds) -> Result<(Tensor, ModelCache)> {
         self.check_len(ids.shape()[1])?;
         let mut h = embedding(rec, &self.wte, ids)?;
@@ -329,6 +333,7 @@ impl Model {
             layers.push(c);
             h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
+            rec.flush()?;
         }
         Ok((
             self.logits(rec, &h)?,
