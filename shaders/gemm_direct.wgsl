@@ -19,18 +19,21 @@
 override DIRECT_WG: u32 = 64u;
 
 @compute @workgroup_size(DIRECT_WG)
-fn gemm_direct(@builtin(global_invocation_id) gid: vec3<u32>,
+fn gemm_direct(@builtin(local_invocation_index) lid: u32,
                @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.z;
-    let m0 = wid.y * 8u;
-    let n0 = gid.x * 4u;
+    // Row blocks run along x, the fastest grid dimension: workgroups that run one after the other
+    // share their column block of Wᵀ, which then stays in the CPU's cache (1024³: 3× faster).
+    let m0 = wid.x * 8u;
+    let c4 = wid.y * DIRECT_WG + lid; // this lane's vec4 of columns
+    let n0 = c4 * 4u;
     if (n0 >= p.n) {
         return;
     }
     let k4 = p.k / 4u;
     let xb = b * p.x_bstride / 4u;
     let n4 = (p.n + 3u) / 4u;
-    let wb = b * p.w_bstride / 4u + gid.x;
+    let wb = b * p.w_bstride / 4u + c4;
     var r: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
         r[i] = xb + min(m0 + i, p.m - 1u) * k4;
@@ -61,17 +64,18 @@ fn gemm_direct(@builtin(global_invocation_id) gid: vec3<u32>,
 // One row per workgroup, for M < 8 (decode steps): the 8-row kernel would compute 8 rows to keep
 // one. Same layout and lanes.
 @compute @workgroup_size(DIRECT_WG)
-fn gemm_direct_row(@builtin(global_invocation_id) gid: vec3<u32>,
+fn gemm_direct_row(@builtin(local_invocation_index) lid: u32,
                    @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.z;
-    let m0 = wid.y;
-    let n0 = gid.x * 4u;
+    let m0 = wid.x;
+    let c4 = wid.y * DIRECT_WG + lid;
+    let n0 = c4 * 4u;
     if (n0 >= p.n || m0 >= p.m) {
         return;
     }
     let k4 = p.k / 4u;
     let n4 = (p.n + 3u) / 4u;
-    let wb = b * p.w_bstride / 4u + gid.x;
+    let wb = b * p.w_bstride / 4u + c4;
     let r0 = b * p.x_bstride / 4u + m0 * k4;
     var acc = vec4<f32>(0.0);
     for (var kq = 0u; kq < k4; kq++) {

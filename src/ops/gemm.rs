@@ -124,7 +124,9 @@ impl Linear {
     }
 }
 
-fn gemm_impl(
+/// `y = x · Wᵀ` with an optional prepared Wᵀ (`transpose_padded(w, 4)`, what [`Linear`] keeps) for
+/// the direct schedules; without one they transpose W first.
+pub(crate) fn gemm_impl(
     rec: &mut Recording,
     x: &Tensor,
     w: &Tensor,
@@ -240,7 +242,8 @@ fn gemm_impl(
                 limit,
             });
         }
-        let groups = [n.div_ceil(256) as u32, row_groups as u32, batch];
+        // Row blocks along x, the fastest-varying grid dimension (see gemm_direct.wgsl).
+        let groups = [row_groups as u32, n.div_ceil(256) as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
     }
     Ok(y)
