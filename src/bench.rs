@@ -81,9 +81,8 @@ pub fn gemm(
     } else {
         None
     };
-    let product = |rec: &mut crate::Recording| {
-        gemm::gemm_impl(rec, &xt, &wt, prepared.as_ref(), schedule)
-    };
+    let product =
+        |rec: &mut crate::Recording| gemm::gemm_impl(rec, &xt, &wt, prepared.as_ref(), schedule);
     let y = ctx.run(product)?;
     let out = ctx.download(&y)?;
     if out.iter().any(|v| !v.is_finite()) {
