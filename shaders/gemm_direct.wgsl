@@ -47,17 +47,12 @@ fn gemm_direct(@builtin(local_invocation_index) lid: u32,
         let b3 = vec4<f32>(w[wk + 3u * n4]);
         for (var i = 0u; i < 8u; i++) {
             let a = vec4<f32>(x[r[i] + kq]);
-            acc[i] += a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
+            acc[i] = fold_row(acc[i], a, b0, b1, b2, b3);
         }
     }
-    var lo: array<vec4<f32>, 4>;
-    var hi: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        lo[i] = acc[i];
-        hi[i] = acc[i + 4u];
+    for (var i = 0u; i < 8u; i++) {
+        store_row(acc[i], m0 + i, n0, b * p.y_bstride);
     }
-    store_block(lo, m0, n0, b * p.y_bstride);
-    store_block(hi, m0 + 4u, n0, b * p.y_bstride);
 }
 
 
@@ -81,13 +76,8 @@ fn gemm_direct_row(@builtin(local_invocation_index) lid: u32,
     for (var kq = 0u; kq < k4; kq++) {
         let wk = wb + kq * 4u * n4;
         let a = vec4<f32>(x[r0 + kq]);
-        acc += a.x * vec4<f32>(w[wk]) + a.y * vec4<f32>(w[wk + n4]) + a.z * vec4<f32>(w[wk + 2u * n4])
-            + a.w * vec4<f32>(w[wk + 3u * n4]);
+        acc = fold_row(acc, a, vec4<f32>(w[wk]), vec4<f32>(w[wk + n4]), vec4<f32>(w[wk + 2u * n4]),
+                       vec4<f32>(w[wk + 3u * n4]));
     }
-    let yb = b * p.y_bstride;
-    for (var j = 0u; j < 4u; j++) {
-        if (n0 + j < p.n) {
-            y[yb + m0 * p.n + n0 + j] = ST(acc[j]);
-        }
-    }
+    store_row(acc, m0, n0, b * p.y_bstride);
 }

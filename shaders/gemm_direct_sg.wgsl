@@ -14,11 +14,6 @@
 
 override DIRECT_WG: u32 = 64u;
 
-fn fold_row(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>,
-            b3: vec4<f32>) -> vec4<f32> {
-    return acc + a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
-}
-
 @compute @workgroup_size(DIRECT_WG)
 fn gemm_direct_sg(@builtin(local_invocation_index) lid: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
@@ -64,18 +59,7 @@ fn gemm_direct_sg(@builtin(local_invocation_index) lid: u32,
     if (n0 >= p.n) {
         return;
     }
-    var lo: array<vec4<f32>, 4>;
-    var hi: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        lo[i] = acc[i];
-        hi[i] = acc[i + 4u];
+    for (var i = 0u; i < 16u; i++) {
+        store_row(acc[i], m0 + i, n0, b * p.y_bstride);
     }
-    store_block(lo, m0, n0, b * p.y_bstride);
-    store_block(hi, m0 + 4u, n0, b * p.y_bstride);
-    for (var i = 0u; i < 4u; i++) {
-        lo[i] = acc[i + 8u];
-        hi[i] = acc[i + 12u];
-    }
-    store_block(lo, m0 + 8u, n0, b * p.y_bstride);
-    store_block(hi, m0 + 12u, n0, b * p.y_bstride);
 }
