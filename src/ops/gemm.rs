@@ -230,8 +230,12 @@ pub(crate) fn gemm_impl(
         } else {
             ("gemm_direct.wgsl", "gemm_direct", 8)
         };
-        let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype))?;
-        // DIRECT_WG lanes × 4 columns by `rows` rows per workgroup.
+        // DIRECT_WG lanes × 4 columns by `rows` rows per workgroup: 64 lanes, fewer (a multiple of
+        // 8, the subgroup) when N is narrower, so that no lane computes columns past N (at N = 128,
+        // q and k of a RAT layer, half of a 64-lane workgroup did).
+        let lanes = n.div_ceil(4).next_multiple_of(8).min(64);
+        let kernel =
+            ctx.kernel(&KernelKey::new(file, entry, dtype).with("DIRECT_WG", lanes as f64))?;
         let row_groups = m.div_ceil(rows) as u64;
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if row_groups > limit {
@@ -243,7 +247,7 @@ pub(crate) fn gemm_impl(
             });
         }
         // Row blocks along x, the fastest-varying grid dimension (see gemm_direct.wgsl).
-        let groups = [row_groups as u32, n.div_ceil(256) as u32, batch];
+        let groups = [row_groups as u32, n.div_ceil(4 * lanes) as u32, batch];
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
     }
     Ok(y)
