@@ -377,6 +377,32 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
     }
 }
 
+#[test]
+fn gpu_core_states_stay_exact_over_thousands_of_chunks() {
+    // One head of a tiny dim, so that the binding limit would allow all 4000 chunks in one
+    // segment: the states kernels walk a segment's chunks in one invocation, and on CPU drivers
+    // a walk past ~65k loop iterations stops silently. The final states expose a cut walk.
+    let s = MesaShape {
+        b: 1,
+        t: 16 * 4000 - 5,
+        h: 1,
+        d: 4,
+    };
+    let inp = inputs(s, 91, (0.95, 0.999));
+    let (o, kk, kv) = run_core(&inp, None, 3);
+    let (want, wkk, wkv) = inp.reference(
+        None,
+        Solve::Cg {
+            iters: 3,
+            jacobi: false,
+        },
+        None,
+    );
+    assert_close(&o, &want, DType::F32, "mesa core over 4000 chunks");
+    assert_close(&kk, &wkk, DType::F32, "final h_kk over 4000 chunks");
+    assert_close(&kv, &wkv, DType::F32, "final h_kv over 4000 chunks");
+}
+
 /// The GPU core op equals the reference CG with `iters` iterations (x0 = 0, as upstream).
 fn assert_core_matches_cg(inp: &Inputs, init: Option<(&[f32], &[f32])>, iters: usize) {
     assert_core_matches_cg_on(ctx(), inp, init, iters);
