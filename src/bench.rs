@@ -483,8 +483,189 @@ fn same_output(ctx: &Context, a: &crate::Tensor, reference: &[f32], what: &str) 
     Ok(())
 }
 
-/// Full-sequence forward latency of one layer, projections included. The untimed warm-up's output
-/// is read back and checked finite, and the last timed run must reproduce it bit for bit.
+/// One layer measurement in progress: the layer is built, its untimed warm-up run and checked,
+/// and [`LayerBench::sample`] adds timed samples. `bench layers` interleaves the samples of the
+/// layers it compares (one of each in turn), so that a slow phase of the machine falls on all of
+/// them alike instead of on one layer's samples.
+pub struct LayerBench {
+    ctx: Context,
+    kind: LayerKind,
+    shape: LayerShape,
+    mode: &'static str,
+    batch: usize,
+    /// Forward: the sequence length; decode: the position.
+    n: usize,
+    layer: crate::layers::AnyLayer,
+    x: crate::Tensor,
+    reference: Vec<f32>,
+    first_call_ms: f64,
+    times: Vec<f64>,
+}
+
+impl LayerBench {
+    /// Full-sequence forward of one layer, projections included. The untimed warm-up's output
+    /// is checked finite, and every timed run must reproduce it bit for bit.
+    pub fn forward(
+        ctx: &Context,
+        kind: LayerKind,
+        s: &LayerShape,
+        batch: usize,
+        t: usize,
+    ) -> Result<LayerBench> {
+        use crate::layers::SequenceLayer;
+        let x = input(ctx, batch, t, s)?;
+        ctx.sync()?;
+        let t0 = std::time::Instant::now();
+        let layer = build_layer(ctx, kind, s, t)?;
+        let reference = ctx.download(&ctx.run(|rec| layer.forward(rec, &x))?)?;
+        let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
+        if reference.iter().any(|v| !v.is_finite()) {
+            return Err(crate::Error::Readback(format!(
+                "{kind:?} forward produced non-finite values"
+            )));
+        }
+        Ok(LayerBench {
+            ctx: ctx.clone(),
+            kind,
+            shape: s.clone(),
+            mode: "forward",
+            batch,
+            n: t,
+            layer,
+            x,
+            reference,
+            first_call_ms,
+            times: Vec::new(),
+        })
+    }
+
+    /// One decode step at `position` with a cache of that length (zeros: the work does not depend
+    /// on the values), `batch` sequences at once; room for `samples` steps past it.
+    pub fn decode(
+        ctx: &Context,
+        kind: LayerKind,
+        s: &LayerShape,
+        batch: usize,
+        position: usize,
+        samples: usize,
+    ) -> Result<LayerBench> {
+        let x = input(ctx, batch, 1, s)?;
+        ctx.sync()?;
+        let t0 = std::time::Instant::now();
+        let layer = build_layer(ctx, kind, s, position + samples.max(1) + 2)?;
+        let mut m = LayerBench {
+            ctx: ctx.clone(),
+            kind,
+            shape: s.clone(),
+            mode: "decode",
+            batch,
+            n: position,
+            layer,
+            x,
+            reference: Vec::new(),
+            first_call_ms: 0.0,
+            times: Vec::new(),
+        };
+        let warm = m.decode_step(None)?;
+        m.reference = ctx.download(&warm)?;
+        m.first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
+        if m.reference.iter().any(|v| !v.is_finite()) {
+            return Err(crate::Error::Readback(format!(
+                "{kind:?} decode produced non-finite values"
+            )));
+        }
+        Ok(m)
+    }
+
+    /// A step from a fresh cache placed at the position, with the same input every time (so each
+    /// output must equal the warm-up's); timed into `times` when given.
+    fn decode_step(&self, times: Option<&mut Vec<f64>>) -> Result<crate::Tensor> {
+        use crate::layers::SequenceLayer;
+        let mut cache = self
+            .layer
+            .new_cache(&self.ctx, self.batch, self.shape.dtype)?;
+        cache.bench_seek(self.n);
+        self.ctx.sync()?;
+        let mut rec = self.ctx.record();
+        let y = self.layer.step(&mut rec, &mut cache, &self.x)?;
+        match times {
+            Some(times) => times.push(rec.submit_timed()?),
+            None => rec.submit()?,
+        }
+        Ok(y)
+    }
+
+    pub fn kind(&self) -> LayerKind {
+        self.kind
+    }
+
+    /// One timed run; its output is read back (outside the timing) and must equal the warm-up's
+    /// bit for bit: a run that failed or never ran cannot count.
+    pub fn sample(&mut self) -> Result<()> {
+        use crate::layers::SequenceLayer;
+        let mut times = std::mem::take(&mut self.times);
+        let y = if self.mode == "forward" {
+            let mut rec = self.ctx.record();
+            self.layer.forward(&mut rec, &self.x).and_then(|y| {
+                times.push(rec.submit_timed()?);
+                Ok(y)
+            })
+        } else {
+            self.decode_step(Some(&mut times))
+        };
+        self.times = times;
+        let what = format!("{:?} {}", self.kind, self.mode);
+        same_output(&self.ctx, &y?, &self.reference, &what)
+    }
+
+    /// The measurement from the samples taken so far.
+    pub fn result(&self) -> LayerResult {
+        let (kind, s, batch) = (self.kind, &self.shape, self.batch);
+        let r = if self.mode == "forward" {
+            let t = self.n;
+            let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();
+            let flops = batch as f64 * layer_flops(kind, s, t, keys);
+            layer_result(
+                &self.ctx,
+                kind,
+                s,
+                "forward",
+                batch,
+                t,
+                None,
+                &self.times,
+                flops,
+                batch * t,
+            )
+        } else {
+            let position = self.n;
+            let keys = if kind == LayerKind::Mesa {
+                0.0
+            } else {
+                keys_at(kind, s, position)
+            };
+            let flops = batch as f64 * layer_flops(kind, s, 1, keys);
+            layer_result(
+                &self.ctx,
+                kind,
+                s,
+                "decode",
+                batch,
+                position + 1,
+                Some(position),
+                &self.times,
+                flops,
+                batch,
+            )
+        };
+        LayerResult {
+            first_call_ms: self.first_call_ms,
+            ..r
+        }
+    }
+}
+
+/// Forward latency of one layer alone: [`LayerBench::forward`] and `samples` samples.
 pub fn layer_forward(
     ctx: &Context,
     kind: LayerKind,
@@ -493,47 +674,27 @@ pub fn layer_forward(
     t: usize,
     samples: usize,
 ) -> Result<LayerResult> {
-    use crate::layers::SequenceLayer;
-    let x = input(ctx, batch, t, s)?;
-    ctx.sync()?;
-    let t0 = std::time::Instant::now();
-    let layer = build_layer(ctx, kind, s, t)?;
-    let run = |rec: &mut crate::Recording| layer.forward(rec, &x);
-    let warm = ctx.download(&ctx.run(run)?)?;
-    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if warm.iter().any(|v| !v.is_finite()) {
-        return Err(crate::Error::Readback(format!(
-            "{kind:?} forward produced non-finite values"
-        )));
-    }
-    let mut times = Vec::new();
-    let mut last = None;
+    let mut m = LayerBench::forward(ctx, kind, s, batch, t)?;
     for _ in 0..samples.max(1) {
-        let mut rec = ctx.record();
-        last = Some(run(&mut rec)?);
-        times.push(rec.submit_timed()?);
+        m.sample()?;
     }
-    same_output(
-        ctx,
-        &last.expect("one sample"),
-        &warm,
-        &format!("{kind:?} forward"),
-    )?;
-    let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();
-    let flops = batch as f64 * layer_flops(kind, s, t, keys);
-    let r = layer_result(
-        ctx,
-        kind,
-        s,
-        "forward",
-        batch,
-        t,
-        None,
-        &times,
-        flops,
-        batch * t,
-    );
-    Ok(LayerResult { first_call_ms, ..r })
+    Ok(m.result())
+}
+
+/// Decode latency of one layer alone: [`LayerBench::decode`] and `samples` samples.
+pub fn layer_decode(
+    ctx: &Context,
+    kind: LayerKind,
+    s: &LayerShape,
+    batch: usize,
+    position: usize,
+    samples: usize,
+) -> Result<LayerResult> {
+    let mut m = LayerBench::decode(ctx, kind, s, batch, position, samples)?;
+    for _ in 0..samples.max(1) {
+        m.sample()?;
+    }
+    Ok(m.result())
 }
 
 /// Assembles a measurement: times → summary, FLOPs → GFLOP/s, tokens → tokens/s.
@@ -568,73 +729,6 @@ fn layer_result(
         time,
         first_call_ms: 0.0,
     }
-}
-
-/// Latency of one decode step at `position` with a cache of that length (zeros: the work does not
-/// depend on the values), batch sequences at once. Each timed step is checked finite.
-pub fn layer_decode(
-    ctx: &Context,
-    kind: LayerKind,
-    s: &LayerShape,
-    batch: usize,
-    position: usize,
-    samples: usize,
-) -> Result<LayerResult> {
-    use crate::layers::SequenceLayer;
-    let samples = samples.max(1);
-    let max_positions = position + samples + 2;
-    let x = input(ctx, batch, 1, s)?;
-    ctx.sync()?;
-    let t0 = std::time::Instant::now();
-    let layer = build_layer(ctx, kind, s, max_positions)?;
-    let mut times = Vec::new();
-    let finite = |y: &crate::Tensor| -> Result<()> {
-        if ctx.download(y)?.iter().any(|v| !v.is_finite()) {
-            return Err(crate::Error::Readback(format!(
-                "{kind:?} decode produced non-finite values"
-            )));
-        }
-        Ok(())
-    };
-    // Every sample steps a fresh cache placed at `position` with the same input, so each output
-    // must equal the untimed warm-up's bit for bit (a step that failed or never ran cannot pass).
-    let fresh = || -> Result<crate::layers::AnyCache> {
-        let mut c = layer.new_cache(ctx, batch, s.dtype)?;
-        c.bench_seek(position);
-        Ok(c)
-    };
-    let mut cache = fresh()?;
-    let warm = ctx.run(|rec| layer.step(rec, &mut cache, &x))?;
-    finite(&warm)?;
-    let reference = ctx.download(&warm)?;
-    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
-    for _ in 0..samples {
-        let mut cache = fresh()?;
-        ctx.sync()?;
-        let mut rec = ctx.record();
-        let y = layer.step(&mut rec, &mut cache, &x)?;
-        times.push(rec.submit_timed()?);
-        same_output(ctx, &y, &reference, &format!("{kind:?} decode"))?;
-    }
-    let keys = if kind == LayerKind::Mesa {
-        0.0
-    } else {
-        keys_at(kind, s, position)
-    };
-    let flops = batch as f64 * layer_flops(kind, s, 1, keys);
-    let r = layer_result(
-        ctx,
-        kind,
-        s,
-        "decode",
-        batch,
-        position + 1,
-        Some(position),
-        &times,
-        flops,
-        batch,
-    );
-    Ok(LayerResult { first_call_ms, ..r })
 }
 
 /// Writes an SVG of forward latency against sequence length, log–log, one line per layer.

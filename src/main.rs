@@ -99,6 +99,9 @@ struct LayersArgs {
     /// Decode position (the cache holds this many earlier tokens).
     #[arg(long, default_value_t = 4096)]
     position: usize,
+    /// Timed samples per layer and size, after a checked warm-up. The layers of a size take
+    /// their samples in turn (attention, RAT, Mesa, attention, ...), so that their ratios hold
+    /// on a machine whose speed drifts.
     #[arg(long, default_value_t = 3)]
     samples: usize,
     /// Also write JSON Lines, one object per measurement, to this file.
@@ -706,32 +709,58 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = json_file(a.json.as_deref())?;
-    let bar = progress_bar(cases.len() * kinds.len())?;
+    let samples = a.samples.max(1);
+    let bar = progress_bar(cases.len() * kinds.len() * (samples + 1))?;
     let mut all = Vec::new();
     for (mode, b, n) in cases {
-        let mut attention_ms = None;
+        // Every layer of the case is built and warmed up first, then the layers take their timed
+        // samples in turn: a slow phase of the machine then hits all of them, and the ratios
+        // between layers hold even where absolute times drift.
+        let mut benches = Vec::new();
         for &kind in &kinds {
-            bar.set_message(format!("{kind:?} {mode} batch {b} at {n}"));
-            let r = if mode == "forward" {
-                bench::layer_forward(&ctx, kind, &shape, b, n, a.samples)
+            bar.set_message(format!("{kind:?} {mode} batch {b} at {n}: warm-up"));
+            let m = if mode == "forward" {
+                bench::LayerBench::forward(&ctx, kind, &shape, b, n)
             } else {
-                bench::layer_decode(&ctx, kind, &shape, b, n, a.samples)
+                bench::LayerBench::decode(&ctx, kind, &shape, b, n, samples)
             };
             bar.inc(1);
-            let r = match r {
-                Ok(r) => r,
+            benches.push(match m {
+                Ok(m) => Ok(m),
                 // Too large for this adapter: reported as skipped, as the RAT paper marks OOM.
                 Err(
                     e @ (chunkwise::Error::LimitExceeded { .. }
                     | chunkwise::Error::OutOfMemory { .. }),
                 ) => {
+                    bar.inc(samples as u64);
+                    Err((kind, e))
+                }
+                Err(e) => return Err(e.into()),
+            });
+        }
+        for i in 0..samples {
+            for m in benches.iter_mut().flatten() {
+                bar.set_message(format!(
+                    "{:?} {mode} batch {b} at {n}: sample {} of {samples}",
+                    m.kind(),
+                    i + 1
+                ));
+                m.sample()?;
+                bar.inc(1);
+            }
+        }
+        let mut attention_ms = None;
+        for m in benches {
+            let r = match m {
+                Ok(m) => m.result(),
+                Err((kind, e)) => {
                     bar.suspend(|| {
                         println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | | |")
                     });
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
+            let kind = r.layer;
             if kind == LayerKind::Attention {
                 attention_ms = Some(r.time.median_ms);
             }

@@ -272,3 +272,79 @@ fn decode_splits_stay_short_for_many_sequences() {
         "decode b64 h4",
     );
 }
+
+/// The last `rows` query rows of attention over `[1, t, dh]` (one head) in f64.
+fn last_rows_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dh: usize,
+    rows: usize,
+    window: Option<usize>,
+) -> Vec<f64> {
+    let t = q.len() / dh;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let mut want = Vec::with_capacity(rows * dh);
+    for tq in t - rows..t {
+        let lo = window.map_or(0, |w| tq.saturating_sub(w));
+        let s: Vec<f64> = (lo..=tq)
+            .map(|tk| {
+                (0..dh)
+                    .map(|i| q[tq * dh + i] as f64 * k[tk * dh + i] as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        for i in 0..dh {
+            want.push(
+                (lo..=tq)
+                    .zip(&w)
+                    .map(|(tk, w)| w * v[tk * dh + i] as f64)
+                    .sum::<f64>()
+                    / z,
+            );
+        }
+    }
+    want
+}
+
+#[test]
+fn attention_over_32768_keys_stays_exact() {
+    // The flash kernels walk a query's keys in one invocation, and llvmpipe stops an invocation's
+    // loops silently after ~65k iterations (wrong from 30,000 keys): CPU adapters fold long rows
+    // in passes of 16384 keys. Rows that see all keys, the rows of the pass boundaries, and a
+    // sliding window longer than a pass are compared with an f64 reference.
+    let (t, dh) = (32768usize, 16usize);
+    let (q, k, v) = (
+        rand(t * dh, 11, 1.0),
+        rand(t * dh, 12, 1.0),
+        rand(t * dh, 13, 1.0),
+    );
+    for (ctx, window) in [
+        (ctx(), None),
+        (ctx(), Some(20000)),
+        (ctx_without_subgroups(), None),
+        (ctx_gpu_schedules(), None),
+    ] {
+        let up = |x: &[f32]| ctx.upload(x, &[1, t, dh], DType::F32).unwrap();
+        let (qt, kt, vt) = (up(&q), up(&k), up(&v));
+        let o = ctx
+            .run(|rec| attn::attention(rec, &qt, &kt, &vt, 1, window, None))
+            .unwrap();
+        let o = ctx.download(&o).unwrap();
+        for end in [16383usize, 16385, t] {
+            let rows = 64.min(end);
+            let n = end * dh;
+            let want = last_rows_ref(&q[..n], &k[..n], &v[..n], dh, rows, window);
+            assert_close(
+                &o[(end - rows) * dh..n],
+                &want,
+                DType::F32,
+                &format!("attention T = {t}, rows before {end}, window {window:?}"),
+            );
+        }
+    }
+}

@@ -362,3 +362,27 @@ fn bad_configurations_are_named_errors() {
     let e = ctx.run(|rec| layer.forward(rec, &x)).err().unwrap();
     assert!(e.to_string().contains("exceed max_positions 64"), "{e}");
 }
+
+#[test]
+fn more_chunks_than_a_cpu_adapter_can_walk_are_a_named_error() {
+    // llvmpipe's loop limiter would cut the inter-chunk walk past ~28k chunks, so CPU adapters
+    // refuse more than 16384 rather than compute them wrong; GPUs run them.
+    let ctx = ctx();
+    let heads = Heads::new(64, 4, 2).unwrap();
+    let t = 16385;
+    let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
+    let (q, k, v) = (z(heads.dg()), z(64), z(64));
+    let r = ctx.run(|rec| rops::inter_chunk_attention(rec, &q, &k, &v, heads, 1, None));
+    if ctx.is_cpu_adapter() {
+        let e = r.err().unwrap();
+        assert!(
+            matches!(e, Error::LimitExceeded { .. }) && e.to_string().contains("16385 chunks"),
+            "{e}"
+        );
+    } else {
+        r.unwrap();
+    }
+    // At L = 2 the same length is 8193 chunks: computed everywhere.
+    ctx.run(|rec| rops::inter_chunk_attention(rec, &q, &k, &v, heads, 2, None))
+        .unwrap();
+}

@@ -9,8 +9,14 @@ struct Params {
     dh: u32,
     window: u32,
     scale: f32,
+    // This pass folds keys [k_begin, k_end) (one pass: 0, T). Queries before k_begin finished in
+    // an earlier pass; those past k_end carry their running softmax to the next pass.
+    k_begin: u32,
+    k_end: u32,
+    g0: u32, // first query group of the pass
     _p0: u32,
     _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -18,6 +24,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<vec4<ST>>; // [B, H, T, dh] (ops::transpose::split_heads)
 @group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<ST>>;
+// The running softmax of queries that go on in the next pass: acc [B, T, H, dh], (m, l) [B, T, H].
+@group(0) @binding(5) var<storage, read_write> carry_acc: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> carry_ml: array<vec2<f32>>;
 
 var<private> tq: array<u32, MAX_QL>;
 var<private> kv0: u32;    // vec4 offset of key 0 of the current tile, this (batch, head)
@@ -37,7 +46,8 @@ fn tile_key_valid(j: u32) -> bool {
 
 fn key_visible(qi: u32, tk: u32) -> bool {
     let t = tq[qi];
-    return tk <= t && (p.window == 0xffffffffu || t - tk <= p.window);
+    return tk <= t && tk >= p.k_begin && tk < p.k_end
+        && (p.window == 0xffffffffu || t - tk <= p.window);
 }
 
 // Slot qi's query (token tq[qi]) into qv. Called with constant slots, never in a loop over them:
@@ -49,32 +59,60 @@ fn load_query(qi: u32, b: u32, hh: u32, row: u32) {
     }
 }
 
+// Where slot qi's state goes after this pass: its output if its query saw its last key, else the
+// carry; nothing for queries past T or finished in an earlier pass.
 fn store_output(qi: u32, b: u32, hh: u32, row: u32) {
-    if (tq[qi] < p.t) {
-        let obase = (b * p.t + tq[qi]) * row + hh * DH4;
-        for (var i = 0u; i < DH4; i++) {
-            o[obase + i] = vec4<ST>(flash_out(qi, i));
+    let t = tq[qi];
+    if (t < p.t && t >= p.k_begin) {
+        let obase = (b * p.t + t) * row + hh * DH4;
+        if (t < p.k_end) {
+            for (var i = 0u; i < DH4; i++) {
+                o[obase + i] = vec4<ST>(flash_out(qi, i));
+            }
+        } else {
+            for (var i = 0u; i < DH4; i++) {
+                carry_acc[obase + i] = acc[qi][i];
+            }
+            carry_ml[obase / DH4] = vec2<f32>(fm[qi], fl[qi]);
         }
+    }
+}
+
+// Slot qi resumes the running softmax an earlier pass carried (queries that began in this pass
+// have none).
+fn resume_slot(qi: u32, b: u32, hh: u32, row: u32) {
+    let t = tq[qi];
+    if (p.k_begin > 0u && t < p.t && t >= p.k_begin) {
+        let obase = (b * p.t + t) * row + hh * DH4;
+        for (var i = 0u; i < DH4; i++) {
+            acc[qi][i] = carry_acc[obase + i];
+        }
+        let ml = carry_ml[obase / DH4];
+        fm[qi] = ml.x;
+        fl[qi] = ml.y;
     }
 }
 
 fn attention_fwd_main(wid: vec3<u32>, lid: u32) {
     let b = wid.y / p.h;
     let hh = wid.y % p.h;
-    let t0 = wid.x * 64u * QL;
+    let t0 = (p.g0 + wid.x) * 64u * QL;
     let row = p.h * DH4; // vec4s per token
     flash_init();
     tq[0] = t0 + lid;
     tq[1] = t0 + lid + 64u;
     load_query(0u, b, hh, row);
+    resume_slot(0u, b, hh, row);
     if (QL > 1u) {
         load_query(1u, b, hh, row);
+        resume_slot(1u, b, hh, row);
     }
-    // Keys any query of this tile can see: [max(0, t0 − W), last query].
-    let t_last = min(t0 + 64u * QL, p.t) - 1u;
-    var k_lo = 0u;
+    // Keys any query of this tile can see in this pass: [max(t0 − W, k_begin), min(last query,
+    // k_end − 1)].
+    let t_last = min(min(t0 + 64u * QL, p.t), p.k_end) - 1u;
+    var k_lo = p.k_begin;
     if (p.window != 0xffffffffu && t0 > p.window) {
-        k_lo = t0 - p.window;
+        k_lo = max(k_lo, t0 - p.window);
     }
     for (var kt = (k_lo / BK) * BK; kt <= t_last; kt += BK) {
         // Keys past the end are masked by key_visible (no query sees them); the tile load

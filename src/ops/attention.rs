@@ -40,8 +40,17 @@ struct FwdParams {
     dh: u32,
     window: u32,
     scale: f32,
-    _p: [u32; 2],
+    k_begin: u32,
+    k_end: u32,
+    g0: u32,
+    _p: [u32; 3],
 }
+
+/// Keys one invocation of the flash forward folds in one pass on CPU adapters. llvmpipe stops the
+/// loops of an invocation after ~65k iterations in all, silently, and a key costs about two
+/// (measured: right at 28,000 visible keys, wrong from 30,000); longer rows take several passes,
+/// each resuming the running softmax the one before carried.
+pub(crate) const CPU_KEYS_PER_PASS: usize = 16384;
 
 /// Causal attention over `q, k, v [B, T, D]` (`D = heads × dh`), returning `[B, T, D]`.
 /// `window = Some(W)`: query t sees keys t−W … t (W+1 keys). `scale` defaults to `dh^-1/2`.
@@ -88,7 +97,10 @@ pub fn attention(
         dh: dh as u32,
         window,
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
-        _p: [0; 2],
+        k_begin: 0,
+        k_end: t as u32,
+        g0: 0,
+        _p: [0; 3],
     };
     let kh = super::transpose::split_heads(rec, k, heads)?;
     let vh = super::transpose::split_heads(rec, v, heads)?;
@@ -99,17 +111,40 @@ pub fn attention(
         dtype,
         dh,
     ))?;
-    let groups = [
-        t.div_ceil(schedule.queries_per_group()) as u32,
-        check_u32("attention", b * heads)?,
-        1,
-    ];
-    rec.dispatch(
-        &kernel,
-        bytemuck::bytes_of(&params),
-        &[q, &kh, &vh, &o],
-        groups,
-    )?;
+    let qpg = schedule.queries_per_group();
+    let bh = check_u32("attention", b * heads)?;
+    // Keys a query sees: all before it, or W + 1 with a window.
+    let row_keys = t.min((window as usize).saturating_add(1));
+    let per_pass = if ctx.is_cpu_adapter() && row_keys > CPU_KEYS_PER_PASS {
+        CPU_KEYS_PER_PASS
+    } else {
+        t
+    };
+    let (carry_acc, carry_ml) = if per_pass < t {
+        (
+            ctx.alloc(&[b, t, d], DType::F32)?,
+            ctx.alloc(&[b, t, heads, 2], DType::F32)?,
+        )
+    } else {
+        // One pass reads and writes no carry; the bindings still need buffers.
+        (ctx.alloc(&[4], DType::F32)?, ctx.alloc(&[2], DType::F32)?)
+    };
+    for k_begin in (0..t).step_by(per_pass) {
+        // Queries before k_begin are done: the pass starts at the group holding query k_begin.
+        let g0 = k_begin / qpg;
+        let pass = FwdParams {
+            k_begin: k_begin as u32,
+            k_end: (k_begin + per_pass).min(t) as u32,
+            g0: g0 as u32,
+            ..params
+        };
+        rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&pass),
+            &[q, &kh, &vh, &o, &carry_acc, &carry_ml],
+            [(t.div_ceil(qpg) - g0) as u32, bh, 1],
+        )?;
+    }
     Ok(o)
 }
 

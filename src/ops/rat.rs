@@ -218,6 +218,21 @@ pub fn inter_chunk_attention(
     }
     let (b, t) = (s[0], s[1]);
     let ctx = rec.context().clone();
+    // A query folds every earlier chunk's final in one invocation: past ~28k of them llvmpipe's
+    // loop limiter would stop the walk silently (attention folds long rows in passes; RAT would
+    // need a chunk length that long sequences make unusual on a CPU driver).
+    let chunks = t.div_ceil(chunk.max(1));
+    if ctx.is_cpu_adapter() && chunks > super::attention::CPU_KEYS_PER_PASS {
+        return Err(Error::LimitExceeded {
+            what: format!(
+                "RAT inter-chunk attention over {chunks} chunks (T = {t}, L = {chunk}) on a CPU \
+                 adapter (its driver stops loops after ~65k iterations); use a longer chunk"
+            ),
+            requested: chunks as u64,
+            limit_name: "chunks per sequence on this CPU adapter",
+            limit: super::attention::CPU_KEYS_PER_PASS as u64,
+        });
+    }
     let o = ctx.alloc(s, dtype)?;
     if b * t == 0 {
         return Ok(o);
