@@ -181,6 +181,7 @@ fn rope_at_arbitrary_positions_matches_reference() {
             (1usize, 5usize, 2usize, 64usize),
             (2, 7, 3, 60),
             (1, 3, 1, 2),
+            (1, 4, 2, 8),
         ] {
             let table = rope::RopeTable::new(ctx, dh, 5000, 10000.0).unwrap();
             let pos: Vec<usize> = (0..t).map(|i| (i * 613 + 17) % 5000).collect();

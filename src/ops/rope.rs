@@ -142,8 +142,14 @@ pub fn rope(
     let ctx = rec.context().clone();
     let y = ctx.alloc(x.shape(), x.dtype())?;
     let heads = d / table.dh;
-    let pairs = rows * heads * table.dh / 2;
-    let kernel = ctx.kernel(&KernelKey::new("rope.wgsl", "rope", x.dtype()))?;
+    // Four pairs per invocation where each half of a head is whole vec4s.
+    let (entry, per) = if table.dh % 8 == 0 {
+        ("rope4", 4)
+    } else {
+        ("rope", 1)
+    };
+    let pairs = rows * heads * table.dh / 2 / per;
+    let kernel = ctx.kernel(&KernelKey::new("rope.wgsl", entry, x.dtype()))?;
     let params = Params {
         rows: check_u32("rope", rows)?,
         heads: check_u32("rope", heads)?,
