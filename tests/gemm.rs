@@ -50,6 +50,8 @@ fn odd_sizes_both_schedules_all_dtypes() {
             // Fewer than 8 rows (decode steps): the direct schedule's one-row kernel.
             check(1, 1, 50, 64, false, s, dtype);
             check(1, 5, 33, 12, false, s, dtype);
+            // K > 1024: the subgroup schedule's one-column-block variant.
+            check(1, 20, 36, 1028, false, s, dtype);
             check(3, 7, 9, 8, true, s, dtype);
         }
     }

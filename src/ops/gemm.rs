@@ -226,16 +226,24 @@ pub(crate) fn gemm_impl(
         let (file, entry, rows, cols) = if m < 8 {
             ("gemm_direct.wgsl", "gemm_direct_row", 1, 4)
         } else if schedule == GemmSchedule::DirectSubgroup {
-            ("gemm_direct_sg.wgsl", "gemm_direct_sg", 16, 8)
+            // Two column blocks per lane while a workgroup's share of Wᵀ (K × 512 columns at most)
+            // stays within about 2 MiB: 10–20% faster up to K = 1024, half as fast at K = 2048.
+            let cols = if k <= 1024 { 8 } else { 4 };
+            ("gemm_direct_sg.wgsl", "gemm_direct_sg", 16, cols)
         } else {
             ("gemm_direct.wgsl", "gemm_direct", 8, 4)
         };
-        // DIRECT_WG lanes × `cols` columns by `rows` rows per workgroup: 64 lanes, fewer (a
-        // multiple of 8, the subgroup) when N is narrower, so that no lane computes columns past N
-        // (at N = 128, q and k of a RAT layer, half of a 64-lane workgroup did).
-        let lanes = n.div_ceil(cols).next_multiple_of(8).min(64);
-        let kernel =
-            ctx.kernel(&KernelKey::new(file, entry, dtype).with("DIRECT_WG", lanes as f64))?;
+        // DIRECT_WG lanes × `cols` columns by `rows` rows per workgroup: up to 64 lanes, as few
+        // (a multiple of 8, the subgroup) as cover N in that many column groups, so that no lane
+        // computes columns past N (at N = 128, q and k of a RAT layer, half of a 64-lane
+        // workgroup did; at N = 768, 512 + 256 columns left a quarter of the lanes idle).
+        let col_groups = n.div_ceil(cols * 64);
+        let lanes = n.div_ceil(cols * col_groups).next_multiple_of(8);
+        let mut key = KernelKey::new(file, entry, dtype).with("DIRECT_WG", lanes as f64);
+        if entry == "gemm_direct_sg" {
+            key = key.with("BLOCKS", (cols / 4) as f64);
+        }
+        let kernel = ctx.kernel(&key)?;
         let row_groups = m.div_ceil(rows) as u64;
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if row_groups > limit {
@@ -248,6 +256,7 @@ pub(crate) fn gemm_impl(
         }
         // Row blocks along x, the fastest-varying grid dimension (see gemm_direct.wgsl).
         let groups = [row_groups as u32, n.div_ceil(cols * lanes) as u32, batch];
+        debug_assert!(lanes <= 64 && n.div_ceil(cols * lanes) == col_groups);
         rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
     }
     Ok(y)
