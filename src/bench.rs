@@ -462,7 +462,8 @@ fn build_layer(
     })
 }
 
-fn input(ctx: &Context, b: usize, t: usize, s: &LayerShape) -> Result<crate::Tensor> {
+/// The input every layer of a `bench layers` size gets: `[b, t, d_model]`, deterministic.
+pub fn layer_input(ctx: &Context, b: usize, t: usize, s: &LayerShape) -> Result<crate::Tensor> {
     let n = b * t * s.d_model;
     ctx.upload(
         &(0..n)
@@ -505,15 +506,16 @@ pub struct LayerBench {
 impl LayerBench {
     /// Full-sequence forward of one layer, projections included. The untimed warm-up's output
     /// is checked finite, and every timed run must reproduce it bit for bit.
+    /// `x` is `[batch, T, d_model]` ([`layer_input`]; the layers compared at one size share it).
     pub fn forward(
         ctx: &Context,
         kind: LayerKind,
         s: &LayerShape,
-        batch: usize,
-        t: usize,
+        x: &crate::Tensor,
     ) -> Result<LayerBench> {
         use crate::layers::SequenceLayer;
-        let x = input(ctx, batch, t, s)?;
+        let (batch, t) = (x.shape()[0], x.shape()[1]);
+        let x = x.clone();
         ctx.sync()?;
         let t0 = std::time::Instant::now();
         let layer = build_layer(ctx, kind, s, t)?;
@@ -540,16 +542,18 @@ impl LayerBench {
     }
 
     /// One decode step at `position` with a cache of that length (zeros: the work does not depend
-    /// on the values), `batch` sequences at once; room for `samples` steps past it.
+    /// on the values), for the `batch` sequences of `x [batch, 1, d_model]`; room for `samples`
+    /// steps past it.
     pub fn decode(
         ctx: &Context,
         kind: LayerKind,
         s: &LayerShape,
-        batch: usize,
+        x: &crate::Tensor,
         position: usize,
         samples: usize,
     ) -> Result<LayerBench> {
-        let x = input(ctx, batch, 1, s)?;
+        let batch = x.shape()[0];
+        let x = x.clone();
         ctx.sync()?;
         let t0 = std::time::Instant::now();
         let layer = build_layer(ctx, kind, s, position + samples.max(1) + 2)?;
@@ -674,7 +678,7 @@ pub fn layer_forward(
     t: usize,
     samples: usize,
 ) -> Result<LayerResult> {
-    let mut m = LayerBench::forward(ctx, kind, s, batch, t)?;
+    let mut m = LayerBench::forward(ctx, kind, s, &layer_input(ctx, batch, t, s)?)?;
     for _ in 0..samples.max(1) {
         m.sample()?;
     }
@@ -690,7 +694,8 @@ pub fn layer_decode(
     position: usize,
     samples: usize,
 ) -> Result<LayerResult> {
-    let mut m = LayerBench::decode(ctx, kind, s, batch, position, samples)?;
+    let x = layer_input(ctx, batch, 1, s)?;
+    let mut m = LayerBench::decode(ctx, kind, s, &x, position, samples)?;
     for _ in 0..samples.max(1) {
         m.sample()?;
     }

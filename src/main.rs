@@ -717,12 +717,26 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         // samples in turn: a slow phase of the machine then hits all of them, and the ratios
         // between layers hold even where absolute times drift.
         let mut benches = Vec::new();
+        // One input for all layers of the size (held once, not once per layer).
+        let x = match bench::layer_input(&ctx, b, if mode == "forward" { n } else { 1 }, &shape) {
+            Ok(x) => x,
+            Err(
+                e @ (chunkwise::Error::LimitExceeded { .. } | chunkwise::Error::OutOfMemory { .. }),
+            ) => {
+                bar.inc((kinds.len() * (samples + 1)) as u64);
+                bar.suspend(|| {
+                    println!("| all | {mode} | {b} | {n} | skipped: {e} | | | | | | | |")
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for &kind in &kinds {
             bar.set_message(format!("{kind:?} {mode} batch {b} at {n}: warm-up"));
             let m = if mode == "forward" {
-                bench::LayerBench::forward(&ctx, kind, &shape, b, n)
+                bench::LayerBench::forward(&ctx, kind, &shape, &x)
             } else {
-                bench::LayerBench::decode(&ctx, kind, &shape, b, n, samples)
+                bench::LayerBench::decode(&ctx, kind, &shape, &x, n, samples)
             };
             bar.inc(1);
             benches.push(match m {
