@@ -4,11 +4,11 @@
 //!
 //! `cargo run --release --example mesa_breakdown -- [T] [CG steps]` (defaults 16384, 30)
 
-use chunkwise::bench::gpu_time;
+use chunkwise::bench::{print_breakdown, Part};
 use chunkwise::ops::gemm::Linear;
 use chunkwise::ops::mesa::{self as mops, MesaInputs, MesaState};
 use chunkwise::ops::{elementwise as ew, norm};
-use chunkwise::{Context, DType, Recording, Result, Tensor};
+use chunkwise::{Context, DType, Result};
 
 fn main() -> Result<()> {
     let arg = |i: usize, default: usize| -> usize {
@@ -45,8 +45,7 @@ fn main() -> Result<()> {
     let lamb = ctx.upload(&vec![0.25; h * dh], &[h, dh], DType::F32)?;
     let heads_x = x.reshape(&[1, t, h, dh])?;
 
-    type Step<'a> = Box<dyn Fn(&mut Recording) -> Result<Tensor> + 'a>;
-    let steps: Vec<(&str, usize, Step)> = vec![
+    let parts: Vec<Part> = vec![
         (
             "projections D→D (q, k, v, gate, out)",
             5,
@@ -109,13 +108,6 @@ fn main() -> Result<()> {
         "Mesa layer parts at T = {t}, D = {d}, {h} heads of {dh}, {iters} CG steps on {}",
         ctx.adapter_info().name
     );
-    let reps = 3;
-    let mut total = 0.0;
-    for (name, times, f) in &steps {
-        let ms = gpu_time(&ctx, reps, f.as_ref()).as_secs_f64() * 1e3 / reps as f64;
-        total += ms * *times as f64;
-        println!("{name:<40} {ms:>9.1} ms × {times}");
-    }
-    println!("{:<40} {total:>9.1} ms", "sum");
+    print_breakdown(&ctx, 3, &parts);
     Ok(())
 }

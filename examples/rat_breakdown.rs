@@ -4,11 +4,11 @@
 //!
 //! `cargo run --release --example rat_breakdown -- [T]` (T defaults to 16384)
 
-use chunkwise::bench::gpu_time;
+use chunkwise::bench::{print_breakdown, Part};
 use chunkwise::ops::gemm::Linear;
 use chunkwise::ops::rat::{self as rops, Heads};
 use chunkwise::ops::{elementwise as ew, norm, rope};
-use chunkwise::{Context, DType, Recording, Result, Tensor};
+use chunkwise::{Context, DType, Result};
 
 fn main() -> Result<()> {
     let t: usize = std::env::args()
@@ -40,8 +40,7 @@ fn main() -> Result<()> {
     let table = rope::RopeTable::new(&ctx, heads.dh, t.div_ceil(l), 10000.0)?;
     let pos = table.positions(&ctx, &(0..t).map(|i| i / l).collect::<Vec<_>>())?;
 
-    type Step<'a> = Box<dyn Fn(&mut Recording) -> Result<Tensor> + 'a>;
-    let steps: Vec<(&str, usize, Step)> = vec![
+    let parts: Vec<Part> = vec![
         (
             "rmsnorm",
             1,
@@ -83,13 +82,6 @@ fn main() -> Result<()> {
         "RAT layer parts at T = {t}, D = {d}, 4 heads, 2 groups, L = {l} on {}",
         ctx.adapter_info().name
     );
-    let iters = 3;
-    let mut total = 0.0;
-    for (name, times, f) in &steps {
-        let ms = gpu_time(&ctx, iters, f.as_ref()).as_secs_f64() * 1e3 / iters as f64;
-        total += ms * *times as f64;
-        println!("{name:<32} {ms:>9.1} ms × {times}");
-    }
-    println!("{:<32} {total:>9.1} ms", "sum");
+    print_breakdown(&ctx, 3, &parts);
     Ok(())
 }

@@ -19,6 +19,26 @@ pub fn gpu_time(
     std::time::Duration::from_secs_f64(t)
 }
 
+/// One part of a layer in a breakdown: its name, how many times the layer runs it, the work.
+pub type Part<'a> = (
+    &'a str,
+    usize,
+    Box<dyn Fn(&mut crate::Recording) -> Result<crate::Tensor> + 'a>,
+);
+
+/// Times each part alone (`reps` timed runs, GPU timestamps where the adapter has them) and prints
+/// a line per part, its mean and how often the layer runs it, then the layer's sum.
+pub fn print_breakdown(ctx: &Context, reps: u64, parts: &[Part]) {
+    let width = parts.iter().map(|p| p.0.chars().count()).max().unwrap_or(0) + 2;
+    let mut total = 0.0;
+    for (name, times, f) in parts {
+        let ms = gpu_time(ctx, reps, f.as_ref()).as_secs_f64() * 1e3 / reps as f64;
+        total += ms * *times as f64;
+        println!("{name:<width$} {ms:>9.1} ms × {times}");
+    }
+    println!("{:<width$} {total:>9.1} ms", "sum");
+}
+
 /// Median, min and max of a set of samples, in milliseconds.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Summary {

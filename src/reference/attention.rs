@@ -12,33 +12,71 @@ pub fn attention(
     scale: f64,
 ) -> Vec<f64> {
     let d = q.len() / (b * t);
-    let dh = d / heads;
+    let rows = Rows {
+        t,
+        d,
+        dh: d / heads,
+    };
     let mut o = vec![0.0; q.len()];
     for bi in 0..b {
         for h in 0..heads {
             for tq in 0..t {
-                let lo = window.map_or(0, |w| tq.saturating_sub(w));
-                let idx = |tt: usize, i: usize| (bi * t + tt) * d + h * dh + i;
-                let scores: Vec<f64> = (lo..=tq)
-                    .map(|tk| {
-                        (0..dh)
-                            .map(|i| q[idx(tq, i)] as f64 * k[idx(tk, i)] as f64)
-                            .sum::<f64>()
-                            * scale
-                    })
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                let sum: f64 = w.iter().sum();
-                for i in 0..dh {
-                    o[idx(tq, i)] = (lo..=tq)
-                        .zip(&w)
-                        .map(|(tk, wk)| wk * v[idx(tk, i)] as f64)
-                        .sum::<f64>()
-                        / sum;
-                }
+                let at = (bi * t + tq) * d + h * rows.dh;
+                o[at..at + rows.dh].copy_from_slice(&attention_row(
+                    q,
+                    k,
+                    v,
+                    rows,
+                    (bi, h, tq),
+                    window,
+                    scale,
+                ));
             }
         }
     }
     o
+}
+
+/// Where the rows of `[B, T, D]` tensors lie, `D = heads × dh`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows {
+    pub t: usize,
+    pub d: usize,
+    pub dh: usize,
+}
+
+/// One output row of [`attention`]: query `tq` of head `h` in sequence `bi`. For checking a few
+/// rows of a long sequence without the whole T² reference.
+pub fn attention_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    rows: Rows,
+    (bi, h, tq): (usize, usize, usize),
+    window: Option<usize>,
+    scale: f64,
+) -> Vec<f64> {
+    let Rows { t, d, dh } = rows;
+    let lo = window.map_or(0, |w| tq.saturating_sub(w));
+    let idx = |tt: usize, i: usize| (bi * t + tt) * d + h * dh + i;
+    let scores: Vec<f64> = (lo..=tq)
+        .map(|tk| {
+            (0..dh)
+                .map(|i| q[idx(tq, i)] as f64 * k[idx(tk, i)] as f64)
+                .sum::<f64>()
+                * scale
+        })
+        .collect();
+    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let sum: f64 = w.iter().sum();
+    (0..dh)
+        .map(|i| {
+            (lo..=tq)
+                .zip(&w)
+                .map(|(tk, wk)| wk * v[idx(tk, i)] as f64)
+                .sum::<f64>()
+                / sum
+        })
+        .collect()
 }
