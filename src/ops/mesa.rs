@@ -92,6 +92,8 @@ fn loops_per_cg_iteration(entry: &str, d: usize) -> usize {
         "mesa_cg_sg" => 2 * chunk_len(d) + 6 * d / 4 + 8,
         "mesa_cg_lanes" => d * d / 8 + 4 * d + 16,
         "mesa_decode" => 4 * d + 8,
+        // The loop over rows in each product and four vector loops (the row loops are written out).
+        "mesa_decode_lanes" => 6 * d / 4 + 8,
         _ => 6 * d + 16,
     }
 }
@@ -373,9 +375,24 @@ pub fn decode_step(
         ));
     }
     let ctx = rec.context().clone();
-    if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_decode", d, iters) {
-        return Err(too_many_cpu_iterations(&["mesa_decode"], d, iters));
-    }
+    // CPU adapters: one invocation per (batch, head) (shaders/mesa_decode_lanes.wgsl) for D a
+    // multiple of 4 up to 64 while it fits the loop budget, then mesa_decode, then an error.
+    let lanes = ctx.cpu_schedules() && d % 4 == 0 && d <= 64;
+    let (file, entry, groups) = if lanes && within_cpu_budget("mesa_decode_lanes", d, iters) {
+        (
+            "mesa_decode_lanes.wgsl",
+            "mesa_decode_lanes",
+            (b * h).div_ceil(8),
+        )
+    } else if !ctx.is_cpu_adapter() || within_cpu_budget("mesa_decode", d, iters) {
+        ("mesa_decode.wgsl", "mesa_decode", b * h)
+    } else {
+        let mut tried = vec!["mesa_decode"];
+        if lanes {
+            tried.push("mesa_decode_lanes");
+        }
+        return Err(too_many_cpu_iterations(&tried, d, iters));
+    };
     let o = ctx.alloc(q.shape(), q.dtype())?;
     let params = DecodeParams {
         b: b as u32,
@@ -383,14 +400,12 @@ pub fn decode_step(
         iters: iters as u32,
         _p: 0,
     };
-    let kernel = ctx.kernel(
-        &KernelKey::new("mesa_decode.wgsl", "mesa_decode", q.dtype()).with("DIM", d as f64),
-    )?;
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, q.dtype()).with("DIM", d as f64))?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
         &[q, k, v, g, beta, lamb, &state.kk, &state.kv, &o],
-        [check_u32("mesa", b * h)?, 1, 1],
+        [check_u32("mesa", groups)?, 1, 1],
     )?;
     Ok(o)
 }

@@ -1,0 +1,300 @@
+// mesa_decode (shaders/mesa_decode.wgsl) for CPU drivers. mesa_decode spreads one (batch, head)
+// over a workgroup, a column per invocation, and every CG dot product is a workgroup-memory
+// reduction between two barriers; on drivers that compile each load to a loop over the SIMD lanes
+// and each barrier to a coroutine switch, that is most of the step. Here one invocation runs the
+// whole step of one (batch, head) in private memory: the state update, the Jacobi start, the CG
+// and the read-out, with no workgroup memory and no barrier; the lanes of a SIMD group are eight
+// (batch, head) pairs. Each state row is read as vec4s, and the loops over a row are written out
+// (`if (DIM4 > n)`, constant after specialisation): only the loops over rows and CG iterations
+// count against llvmpipe's loop limiter. Same bindings, algorithm and results (to rounding) as
+// mesa_decode; D a multiple of 4, up to 64.
+
+struct Params {
+    b: u32,
+    h: u32,
+    iters: u32,
+    _p: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;     // [B, H, D]
+@group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;     // [B, H, D]
+@group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;     // [B, H, D]
+@group(0) @binding(4) var<storage, read> g: array<f32>;          // [B, H]
+@group(0) @binding(5) var<storage, read> beta: array<f32>;       // [B, H]
+@group(0) @binding(6) var<storage, read> lamb: array<vec4<f32>>; // [H, D]
+@group(0) @binding(7) var<storage, read_write> state_kk: array<vec4<f32>>; // [B, H, D, D]
+@group(0) @binding(8) var<storage, read_write> state_kv: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> o: array<vec4<ST>>; // [B, H, D]
+
+override DIM: u32 = 64u;
+override DIM4: u32 = DIM / 4u;
+const LANES: u32 = 8u;
+
+// The step's D-long vectors, as vec4s.
+var<private> xs: array<vec4<f32>, 16>;
+var<private> rs: array<vec4<f32>, 16>;
+var<private> ps: array<vec4<f32>, 16>;
+var<private> av: array<vec4<f32>, 16>;
+var<private> lam: array<vec4<f32>, 16>;
+var<private> kv4: array<vec4<f32>, 16>;
+var<private> vv4: array<vec4<f32>, 16>;
+
+// av += w · (row of S_kk at vec4 offset row4).
+fn row_axpy_kk(row4: u32, w: f32) {
+    av[0] += w * state_kk[row4 + 0u];
+    if (DIM4 > 1u) {
+        av[1] += w * state_kk[row4 + 1u];
+    }
+    if (DIM4 > 2u) {
+        av[2] += w * state_kk[row4 + 2u];
+    }
+    if (DIM4 > 3u) {
+        av[3] += w * state_kk[row4 + 3u];
+    }
+    if (DIM4 > 4u) {
+        av[4] += w * state_kk[row4 + 4u];
+    }
+    if (DIM4 > 5u) {
+        av[5] += w * state_kk[row4 + 5u];
+    }
+    if (DIM4 > 6u) {
+        av[6] += w * state_kk[row4 + 6u];
+    }
+    if (DIM4 > 7u) {
+        av[7] += w * state_kk[row4 + 7u];
+    }
+    if (DIM4 > 8u) {
+        av[8] += w * state_kk[row4 + 8u];
+    }
+    if (DIM4 > 9u) {
+        av[9] += w * state_kk[row4 + 9u];
+    }
+    if (DIM4 > 10u) {
+        av[10] += w * state_kk[row4 + 10u];
+    }
+    if (DIM4 > 11u) {
+        av[11] += w * state_kk[row4 + 11u];
+    }
+    if (DIM4 > 12u) {
+        av[12] += w * state_kk[row4 + 12u];
+    }
+    if (DIM4 > 13u) {
+        av[13] += w * state_kk[row4 + 13u];
+    }
+    if (DIM4 > 14u) {
+        av[14] += w * state_kk[row4 + 14u];
+    }
+    if (DIM4 > 15u) {
+        av[15] += w * state_kk[row4 + 15u];
+    }
+}
+
+// av += w · (row of S_kv at vec4 offset row4).
+fn row_axpy_kv(row4: u32, w: f32) {
+    av[0] += w * state_kv[row4 + 0u];
+    if (DIM4 > 1u) {
+        av[1] += w * state_kv[row4 + 1u];
+    }
+    if (DIM4 > 2u) {
+        av[2] += w * state_kv[row4 + 2u];
+    }
+    if (DIM4 > 3u) {
+        av[3] += w * state_kv[row4 + 3u];
+    }
+    if (DIM4 > 4u) {
+        av[4] += w * state_kv[row4 + 4u];
+    }
+    if (DIM4 > 5u) {
+        av[5] += w * state_kv[row4 + 5u];
+    }
+    if (DIM4 > 6u) {
+        av[6] += w * state_kv[row4 + 6u];
+    }
+    if (DIM4 > 7u) {
+        av[7] += w * state_kv[row4 + 7u];
+    }
+    if (DIM4 > 8u) {
+        av[8] += w * state_kv[row4 + 8u];
+    }
+    if (DIM4 > 9u) {
+        av[9] += w * state_kv[row4 + 9u];
+    }
+    if (DIM4 > 10u) {
+        av[10] += w * state_kv[row4 + 10u];
+    }
+    if (DIM4 > 11u) {
+        av[11] += w * state_kv[row4 + 11u];
+    }
+    if (DIM4 > 12u) {
+        av[12] += w * state_kv[row4 + 12u];
+    }
+    if (DIM4 > 13u) {
+        av[13] += w * state_kv[row4 + 13u];
+    }
+    if (DIM4 > 14u) {
+        av[14] += w * state_kv[row4 + 14u];
+    }
+    if (DIM4 > 15u) {
+        av[15] += w * state_kv[row4 + 15u];
+    }
+}
+
+// av = Sᵀ ps over the state at vec4 offset base4: S_kk (symmetric) while solving, with λ ∘ ps
+// added, S_kv for the read-out.
+fn apply(base4: u32, solving: bool) {
+    for (var j = 0u; j < DIM4; j++) {
+        av[j] = select(vec4<f32>(0.0), lam[j] * ps[j], solving);
+    }
+    for (var i4 = 0u; i4 < DIM4; i4++) {
+        let pv = ps[i4];
+        let row4 = base4 + 4u * i4 * DIM4;
+        if (solving) {
+            row_axpy_kk(row4, pv.x);
+            row_axpy_kk(row4 + DIM4, pv.y);
+            row_axpy_kk(row4 + 2u * DIM4, pv.z);
+            row_axpy_kk(row4 + 3u * DIM4, pv.w);
+        } else {
+            row_axpy_kv(row4, pv.x);
+            row_axpy_kv(row4 + DIM4, pv.y);
+            row_axpy_kv(row4 + 2u * DIM4, pv.z);
+            row_axpy_kv(row4 + 3u * DIM4, pv.w);
+        }
+    }
+}
+
+// S ← γ S + β k_i (k, v) for the 4 rows from vec4 offset row4; wk = β k_i per row.
+fn update_row(row4: u32, gamma: f32, wk: f32) {
+    state_kk[row4 + 0u] = gamma * state_kk[row4 + 0u] + wk * kv4[0];
+        state_kv[row4 + 0u] = gamma * state_kv[row4 + 0u] + wk * vv4[0];
+    if (DIM4 > 1u) {
+        state_kk[row4 + 1u] = gamma * state_kk[row4 + 1u] + wk * kv4[1];
+        state_kv[row4 + 1u] = gamma * state_kv[row4 + 1u] + wk * vv4[1];
+    }
+    if (DIM4 > 2u) {
+        state_kk[row4 + 2u] = gamma * state_kk[row4 + 2u] + wk * kv4[2];
+        state_kv[row4 + 2u] = gamma * state_kv[row4 + 2u] + wk * vv4[2];
+    }
+    if (DIM4 > 3u) {
+        state_kk[row4 + 3u] = gamma * state_kk[row4 + 3u] + wk * kv4[3];
+        state_kv[row4 + 3u] = gamma * state_kv[row4 + 3u] + wk * vv4[3];
+    }
+    if (DIM4 > 4u) {
+        state_kk[row4 + 4u] = gamma * state_kk[row4 + 4u] + wk * kv4[4];
+        state_kv[row4 + 4u] = gamma * state_kv[row4 + 4u] + wk * vv4[4];
+    }
+    if (DIM4 > 5u) {
+        state_kk[row4 + 5u] = gamma * state_kk[row4 + 5u] + wk * kv4[5];
+        state_kv[row4 + 5u] = gamma * state_kv[row4 + 5u] + wk * vv4[5];
+    }
+    if (DIM4 > 6u) {
+        state_kk[row4 + 6u] = gamma * state_kk[row4 + 6u] + wk * kv4[6];
+        state_kv[row4 + 6u] = gamma * state_kv[row4 + 6u] + wk * vv4[6];
+    }
+    if (DIM4 > 7u) {
+        state_kk[row4 + 7u] = gamma * state_kk[row4 + 7u] + wk * kv4[7];
+        state_kv[row4 + 7u] = gamma * state_kv[row4 + 7u] + wk * vv4[7];
+    }
+    if (DIM4 > 8u) {
+        state_kk[row4 + 8u] = gamma * state_kk[row4 + 8u] + wk * kv4[8];
+        state_kv[row4 + 8u] = gamma * state_kv[row4 + 8u] + wk * vv4[8];
+    }
+    if (DIM4 > 9u) {
+        state_kk[row4 + 9u] = gamma * state_kk[row4 + 9u] + wk * kv4[9];
+        state_kv[row4 + 9u] = gamma * state_kv[row4 + 9u] + wk * vv4[9];
+    }
+    if (DIM4 > 10u) {
+        state_kk[row4 + 10u] = gamma * state_kk[row4 + 10u] + wk * kv4[10];
+        state_kv[row4 + 10u] = gamma * state_kv[row4 + 10u] + wk * vv4[10];
+    }
+    if (DIM4 > 11u) {
+        state_kk[row4 + 11u] = gamma * state_kk[row4 + 11u] + wk * kv4[11];
+        state_kv[row4 + 11u] = gamma * state_kv[row4 + 11u] + wk * vv4[11];
+    }
+    if (DIM4 > 12u) {
+        state_kk[row4 + 12u] = gamma * state_kk[row4 + 12u] + wk * kv4[12];
+        state_kv[row4 + 12u] = gamma * state_kv[row4 + 12u] + wk * vv4[12];
+    }
+    if (DIM4 > 13u) {
+        state_kk[row4 + 13u] = gamma * state_kk[row4 + 13u] + wk * kv4[13];
+        state_kv[row4 + 13u] = gamma * state_kv[row4 + 13u] + wk * vv4[13];
+    }
+    if (DIM4 > 14u) {
+        state_kk[row4 + 14u] = gamma * state_kk[row4 + 14u] + wk * kv4[14];
+        state_kv[row4 + 14u] = gamma * state_kv[row4 + 14u] + wk * vv4[14];
+    }
+    if (DIM4 > 15u) {
+        state_kk[row4 + 15u] = gamma * state_kk[row4 + 15u] + wk * kv4[15];
+        state_kv[row4 + 15u] = gamma * state_kv[row4 + 15u] + wk * vv4[15];
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn mesa_decode_lanes(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let bh = wid.x * LANES + lid;
+    if (bh >= p.b * p.h) {
+        return;
+    }
+    let hh = bh % p.h;
+    let base4 = bh * DIM * DIM4;
+    let gamma = exp(g[bh]);
+    let bt = beta[bh];
+    for (var j = 0u; j < DIM4; j++) {
+        kv4[j] = vec4<f32>(k[bh * DIM4 + j]);
+        vv4[j] = vec4<f32>(v[bh * DIM4 + j]);
+        lam[j] = lamb[hh * DIM4 + j];
+    }
+    for (var i4 = 0u; i4 < DIM4; i4++) {
+        let wk = bt * kv4[i4];
+        let row4 = base4 + 4u * i4 * DIM4;
+        update_row(row4, gamma, wk.x);
+        update_row(row4 + DIM4, gamma, wk.y);
+        update_row(row4 + 2u * DIM4, gamma, wk.z);
+        update_row(row4 + 3u * DIM4, gamma, wk.w);
+    }
+    // Jacobi start x0 = q / (diag(S_kk) + λ + 1e-5), then r = q − (S_kk + diag λ) x0.
+    for (var j = 0u; j < DIM4; j++) {
+        let d0 = base4 + 4u * j * DIM4 + j;
+        let diag = vec4<f32>(state_kk[d0].x, state_kk[d0 + DIM4].y, state_kk[d0 + 2u * DIM4].z,
+                             state_kk[d0 + 3u * DIM4].w);
+        let qj = vec4<f32>(q[bh * DIM4 + j]);
+        xs[j] = qj / (diag + lam[j] + 1e-5);
+        rs[j] = qj;
+        ps[j] = xs[j];
+    }
+    apply(base4, true);
+    var delta = 0.0;
+    for (var j = 0u; j < DIM4; j++) {
+        rs[j] -= av[j];
+        ps[j] = rs[j];
+        delta += dot(rs[j], rs[j]);
+    }
+    for (var it = 0u; it < p.iters; it++) {
+        apply(base4, true);
+        var pa = 0.0;
+        for (var j = 0u; j < DIM4; j++) {
+            pa += dot(ps[j], av[j]);
+        }
+        let alpha = delta / (pa + 1e-5);
+        var rn = 0.0;
+        for (var j = 0u; j < DIM4; j++) {
+            xs[j] += alpha * ps[j];
+            rs[j] -= alpha * av[j];
+            rn += dot(rs[j], rs[j]);
+        }
+        let conj = rn / (delta + 1e-5);
+        for (var j = 0u; j < DIM4; j++) {
+            ps[j] = rs[j] + conj * ps[j];
+        }
+        delta = rn;
+    }
+    // o = S_kvᵀ x.
+    for (var j = 0u; j < DIM4; j++) {
+        ps[j] = xs[j];
+    }
+    apply(base4, false);
+    for (var j = 0u; j < DIM4; j++) {
+        o[bh * DIM4 + j] = vec4<ST>(av[j]);
+    }
+}
