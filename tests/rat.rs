@@ -386,3 +386,37 @@ fn more_chunks_than_a_cpu_adapter_can_walk_are_a_named_error() {
     ctx.run(|rec| rops::inter_chunk_attention(rec, &q, &k, &v, heads, 2, None))
         .unwrap();
 }
+
+#[test]
+fn chunks_longer_than_a_cpu_adapter_can_scan_are_a_named_error() {
+    // The scan walks a chunk token by token in one invocation: CPU adapters refuse chunks of more
+    // than 50,000 present tokens rather than scan them short; GPUs run them.
+    let ctx = ctx();
+    let heads = Heads::new(64, 4, 2).unwrap();
+    let t = 50_001;
+    let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
+    let (v, g, k) = (z(64), z(64), z(heads.dg()));
+    let bias = ctx.alloc(&[64], DType::F32).unwrap();
+    let r = ctx.run(|rec| Ok(rops::scan(rec, &v, &g, &bias, &k, heads, t)?.0));
+    if ctx.is_cpu_adapter() {
+        let e = r.err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::LimitExceeded {
+                    requested: 50_001,
+                    ..
+                }
+            ) && e.to_string().contains("tokens per chunk"),
+            "{e}"
+        );
+    } else {
+        r.unwrap();
+    }
+    // The same chunk length over a shorter sequence walks only the tokens present.
+    let t = 1000;
+    let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
+    let (v, g, k) = (z(64), z(64), z(heads.dg()));
+    ctx.run(|rec| Ok(rops::scan(rec, &v, &g, &bias, &k, heads, 50_001)?.0))
+        .unwrap();
+}

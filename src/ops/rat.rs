@@ -56,6 +56,9 @@ impl Heads {
     }
 }
 
+/// The longest chunk (in tokens actually present) the scan walks on a CPU adapter.
+const CPU_TOKENS_PER_CHUNK: usize = 50_000;
+
 fn check_chunk(chunk: usize) -> Result<u32> {
     if chunk == 0 {
         return Err(Error::invalid("rat", "chunk size must be at least 1"));
@@ -96,6 +99,20 @@ pub fn scan(
     }
     let (b, t) = (s[0], s[1]);
     let ctx = rec.context().clone();
+    // One invocation walks a chunk token by token: past ~65k tokens llvmpipe's loop limiter would
+    // stop the walk silently.
+    if ctx.is_cpu_adapter() && chunk.min(t) > CPU_TOKENS_PER_CHUNK {
+        return Err(Error::LimitExceeded {
+            what: format!(
+                "RAT scan over chunks of {} tokens on a CPU adapter (its driver stops loops after \
+                 ~65k iterations); use a shorter chunk",
+                chunk.min(t)
+            ),
+            requested: chunk.min(t) as u64,
+            limit_name: "tokens per chunk on this CPU adapter",
+            limit: CPU_TOKENS_PER_CHUNK as u64,
+        });
+    }
     let sv = ctx.alloc(s, dtype)?;
     let sk = ctx.alloc(s, dtype)?;
     let chunks = t.div_ceil(chunk.max(1));
