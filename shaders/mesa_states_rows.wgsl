@@ -57,8 +57,8 @@ fn mesa_states_rows(@builtin(workgroup_id) wid: vec3<u32>,
         let last = min(first + CH, p.t);
         // Walk the chunk backwards: `suffix` is Γ_last − Γ_s when token s is reached.
         var suffix = 0.0;
-        var add_kk: array<vec4<f32>, 4>;
-        var add_kv: array<vec4<f32>, 4>;
+        var add_kk = array<vec4<f32>, 4>();
+        var add_kv = array<vec4<f32>, 4>();
         for (var s = last; s > first; s--) {
             let gi = gate_index(b, s - 1u, hh);
             let w = beta[gi] * exp(suffix);

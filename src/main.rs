@@ -753,14 +753,26 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
         for i in 0..samples {
-            for m in benches.iter_mut().flatten() {
+            for slot in benches.iter_mut() {
+                let Ok(m) = slot else { continue };
+                let kind = m.kind();
                 bar.set_message(format!(
-                    "{:?} {mode} batch {b} at {n}: sample {} of {samples}",
-                    m.kind(),
+                    "{kind:?} {mode} batch {b} at {n}: sample {} of {samples}",
                     i + 1
                 ));
-                m.sample()?;
-                bar.inc(1);
+                match m.sample() {
+                    Ok(()) => bar.inc(1),
+                    // A sample can run out of memory where the warm-up did not (every layer of
+                    // the size is alive at once): that layer is skipped, the others go on.
+                    Err(
+                        e @ (chunkwise::Error::LimitExceeded { .. }
+                        | chunkwise::Error::OutOfMemory { .. }),
+                    ) => {
+                        bar.inc((samples - i) as u64);
+                        *slot = Err((kind, e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let mut attention_ms = None;

@@ -316,3 +316,86 @@ fn attention_over_32768_keys_stays_exact() {
         }
     }
 }
+
+#[test]
+fn attention_at_head_dim_128_over_a_full_pass_of_keys() {
+    // At dh = 128 CPU adapters run the workgroup-memory kernel (QL = 1), whose loops per key
+    // differ from the CPU kernels': a pass of 16384 keys must still stay under llvmpipe's loop
+    // limiter. T = 16400: the rows before 16384 see a whole pass, the last rows two passes.
+    let (t, dh) = (16400usize, 128usize);
+    let (q, k, v) = (
+        rand(t * dh, 21, 1.0),
+        rand(t * dh, 22, 1.0),
+        rand(t * dh, 23, 1.0),
+    );
+    let ctx = ctx();
+    let up = |x: &[f32]| ctx.upload(x, &[1, t, dh], DType::F32).unwrap();
+    let (qt, kt, vt) = (up(&q), up(&k), up(&v));
+    let o = ctx
+        .run(|rec| attn::attention(rec, &qt, &kt, &vt, 1, None, None))
+        .unwrap();
+    let o = ctx.download(&o).unwrap();
+    let layout = r::attention::Rows { t, d: dh, dh };
+    let scale = 1.0 / (dh as f64).sqrt();
+    for end in [16384usize, t] {
+        let want: Vec<f64> = (end - 32..end)
+            .flat_map(|tq| r::attention::attention_row(&q, &k, &v, layout, (0, 0, tq), None, scale))
+            .collect();
+        assert_close(
+            &o[(end - 32) * dh..end * dh],
+            &want,
+            DType::F32,
+            &format!("attention dh 128, rows before {end}"),
+        );
+    }
+}
+
+#[test]
+fn attention_passes_keep_batches_heads_and_windows_apart() {
+    // The carried softmax is indexed by batch, token and head; with a window, some queries see no
+    // key at all in a pass (t − W past the pass's end). b = 2, 2 heads; rows around the pass
+    // boundary and at the end against the f64 reference.
+    let dh = 16usize;
+    for (b, h, t, window) in [
+        (2usize, 2usize, 16684usize, None),
+        (1, 2, 33000, Some(16400)),
+    ] {
+        let d = h * dh;
+        let (q, k, v) = (
+            rand(b * t * d, 31, 1.0),
+            rand(b * t * d, 32, 1.0),
+            rand(b * t * d, 33, 1.0),
+        );
+        let ctx = ctx();
+        let up = |x: &[f32]| ctx.upload(x, &[b, t, d], DType::F32).unwrap();
+        let (qt, kt, vt) = (up(&q), up(&k), up(&v));
+        let o = ctx
+            .run(|rec| attn::attention(rec, &qt, &kt, &vt, h, window, None))
+            .unwrap();
+        let o = ctx.download(&o).unwrap();
+        let layout = r::attention::Rows { t, d, dh };
+        let scale = 1.0 / (dh as f64).sqrt();
+        for bi in 0..b {
+            for hh in 0..h {
+                for tq in [16380usize, 16383, 16384, 16390, t - 1] {
+                    let want = r::attention::attention_row(
+                        &q,
+                        &k,
+                        &v,
+                        layout,
+                        (bi, hh, tq),
+                        window,
+                        scale,
+                    );
+                    let at = (bi * t + tq) * d + hh * dh;
+                    assert_close(
+                        &o[at..at + dh],
+                        &want,
+                        DType::F32,
+                        &format!("b{bi} h{hh} t{tq} of T = {t}, window {window:?}"),
+                    );
+                }
+            }
+        }
+    }
+}

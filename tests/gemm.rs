@@ -52,6 +52,9 @@ fn odd_sizes_both_schedules_all_dtypes() {
             check(1, 5, 33, 12, false, s, dtype);
             // K > 1024: the subgroup schedule's one-column-block variant.
             check(1, 20, 36, 1028, false, s, dtype);
+            // More than one workgroup of columns (512 with two blocks per lane, 256 with one).
+            check(1, 37, 600, 256, false, s, dtype);
+            check(1, 20, 300, 1028, false, s, dtype);
             check(3, 7, 9, 8, true, s, dtype);
         }
     }
