@@ -11,6 +11,7 @@
 // Same bindings, launch and results (to rounding) as mesa_cg.
 
 #include "common/mesa_common.wgsl"
+#include "common/cg_vec4.wgsl"
 
 // The bindings of mesa.wgsl that mesa_cg reads, viewed as vec4s where rows are read.
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,10 +28,6 @@
 override DIM4: u32 = DIM / 4u;
 
 var<private> sg_lane: u32;
-var<private> lx: array<vec4<f32>, 16>;
-var<private> lr: array<vec4<f32>, 16>;
-var<private> lp: array<vec4<f32>, 16>;
-var<private> la: array<vec4<f32>, 16>;
 var<private> acc: array<vec4<f32>, 16>;
 
 fn row4(b: u32, t: u32, hh: u32) -> u32 {
@@ -83,54 +80,54 @@ fn state_row(sbase4: u32, i: u32, solving: bool) -> Row {
     return r;
 }
 
-// lp · row.
+// cg_p · row.
 fn dot_row(r: Row) -> f32 {
     var d = 0.0;
-    d += dot(lp[0], subgroupBroadcast(r.a, 0u));
+    d += dot(cg_p[0], subgroupBroadcast(r.a, 0u));
     if (DIM4 > 1u) {
-        d += dot(lp[1], subgroupBroadcast(r.a, 1u));
+        d += dot(cg_p[1], subgroupBroadcast(r.a, 1u));
     }
     if (DIM4 > 2u) {
-        d += dot(lp[2], subgroupBroadcast(r.a, 2u));
+        d += dot(cg_p[2], subgroupBroadcast(r.a, 2u));
     }
     if (DIM4 > 3u) {
-        d += dot(lp[3], subgroupBroadcast(r.a, 3u));
+        d += dot(cg_p[3], subgroupBroadcast(r.a, 3u));
     }
     if (DIM4 > 4u) {
-        d += dot(lp[4], subgroupBroadcast(r.a, 4u));
+        d += dot(cg_p[4], subgroupBroadcast(r.a, 4u));
     }
     if (DIM4 > 5u) {
-        d += dot(lp[5], subgroupBroadcast(r.a, 5u));
+        d += dot(cg_p[5], subgroupBroadcast(r.a, 5u));
     }
     if (DIM4 > 6u) {
-        d += dot(lp[6], subgroupBroadcast(r.a, 6u));
+        d += dot(cg_p[6], subgroupBroadcast(r.a, 6u));
     }
     if (DIM4 > 7u) {
-        d += dot(lp[7], subgroupBroadcast(r.a, 7u));
+        d += dot(cg_p[7], subgroupBroadcast(r.a, 7u));
     }
     if (DIM4 > 8u) {
-        d += dot(lp[8], subgroupBroadcast(r.b, 0u));
+        d += dot(cg_p[8], subgroupBroadcast(r.b, 0u));
     }
     if (DIM4 > 9u) {
-        d += dot(lp[9], subgroupBroadcast(r.b, 1u));
+        d += dot(cg_p[9], subgroupBroadcast(r.b, 1u));
     }
     if (DIM4 > 10u) {
-        d += dot(lp[10], subgroupBroadcast(r.b, 2u));
+        d += dot(cg_p[10], subgroupBroadcast(r.b, 2u));
     }
     if (DIM4 > 11u) {
-        d += dot(lp[11], subgroupBroadcast(r.b, 3u));
+        d += dot(cg_p[11], subgroupBroadcast(r.b, 3u));
     }
     if (DIM4 > 12u) {
-        d += dot(lp[12], subgroupBroadcast(r.b, 4u));
+        d += dot(cg_p[12], subgroupBroadcast(r.b, 4u));
     }
     if (DIM4 > 13u) {
-        d += dot(lp[13], subgroupBroadcast(r.b, 5u));
+        d += dot(cg_p[13], subgroupBroadcast(r.b, 5u));
     }
     if (DIM4 > 14u) {
-        d += dot(lp[14], subgroupBroadcast(r.b, 6u));
+        d += dot(cg_p[14], subgroupBroadcast(r.b, 6u));
     }
     if (DIM4 > 15u) {
-        d += dot(lp[15], subgroupBroadcast(r.b, 7u));
+        d += dot(cg_p[15], subgroupBroadcast(r.b, 7u));
     }
     return d;
 }
@@ -185,7 +182,7 @@ fn axpy_row(w: f32, r: Row) {
     }
 }
 
-// la = e_t · Sᵀ lp + Σ_s M[t][s] (k_s·lp) w_s (+ λ ∘ lp when solving), with S = S_kk and w = k
+// cg_a = e_t · Sᵀ cg_p + Σ_s M[t][s] (k_s·cg_p) w_s (+ λ ∘ cg_p when solving), with S = S_kk and w = k
 // while solving, S = S_kv and w = v for the read-out.
 fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) {
     var c: array<f32, 16>;
@@ -196,7 +193,7 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) 
         acc[n] = vec4<f32>(0.0);
     }
     for (var i4 = 0u; i4 < DIM4; i4++) {
-        let pv = lp[i4] * et;
+        let pv = cg_p[i4] * et;
         axpy_row(pv.x, state_row(sbase4, 4u * i4, solving));
         axpy_row(pv.y, state_row(sbase4, 4u * i4 + 1u, solving));
         axpy_row(pv.z, state_row(sbase4, 4u * i4 + 2u, solving));
@@ -206,7 +203,7 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) 
         axpy_row(c[s], chunk_row(b, first, hh, s, !solving));
     }
     for (var n = 0u; n < DIM4; n++) {
-        la[n] = acc[n];
+        cg_a[n] = acc[n];
     }
     if (solving) {
         var r: Row;
@@ -214,51 +211,51 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) 
         if (DIM4 > 8u) {
             r.b = lamb[hh * DIM4 + lane_vec(8u + sg_lane)];
         }
-        la[0] += subgroupBroadcast(r.a, 0u) * lp[0];
+        cg_a[0] += subgroupBroadcast(r.a, 0u) * cg_p[0];
         if (DIM4 > 1u) {
-            la[1] += subgroupBroadcast(r.a, 1u) * lp[1];
+            cg_a[1] += subgroupBroadcast(r.a, 1u) * cg_p[1];
         }
         if (DIM4 > 2u) {
-            la[2] += subgroupBroadcast(r.a, 2u) * lp[2];
+            cg_a[2] += subgroupBroadcast(r.a, 2u) * cg_p[2];
         }
         if (DIM4 > 3u) {
-            la[3] += subgroupBroadcast(r.a, 3u) * lp[3];
+            cg_a[3] += subgroupBroadcast(r.a, 3u) * cg_p[3];
         }
         if (DIM4 > 4u) {
-            la[4] += subgroupBroadcast(r.a, 4u) * lp[4];
+            cg_a[4] += subgroupBroadcast(r.a, 4u) * cg_p[4];
         }
         if (DIM4 > 5u) {
-            la[5] += subgroupBroadcast(r.a, 5u) * lp[5];
+            cg_a[5] += subgroupBroadcast(r.a, 5u) * cg_p[5];
         }
         if (DIM4 > 6u) {
-            la[6] += subgroupBroadcast(r.a, 6u) * lp[6];
+            cg_a[6] += subgroupBroadcast(r.a, 6u) * cg_p[6];
         }
         if (DIM4 > 7u) {
-            la[7] += subgroupBroadcast(r.a, 7u) * lp[7];
+            cg_a[7] += subgroupBroadcast(r.a, 7u) * cg_p[7];
         }
         if (DIM4 > 8u) {
-            la[8] += subgroupBroadcast(r.b, 0u) * lp[8];
+            cg_a[8] += subgroupBroadcast(r.b, 0u) * cg_p[8];
         }
         if (DIM4 > 9u) {
-            la[9] += subgroupBroadcast(r.b, 1u) * lp[9];
+            cg_a[9] += subgroupBroadcast(r.b, 1u) * cg_p[9];
         }
         if (DIM4 > 10u) {
-            la[10] += subgroupBroadcast(r.b, 2u) * lp[10];
+            cg_a[10] += subgroupBroadcast(r.b, 2u) * cg_p[10];
         }
         if (DIM4 > 11u) {
-            la[11] += subgroupBroadcast(r.b, 3u) * lp[11];
+            cg_a[11] += subgroupBroadcast(r.b, 3u) * cg_p[11];
         }
         if (DIM4 > 12u) {
-            la[12] += subgroupBroadcast(r.b, 4u) * lp[12];
+            cg_a[12] += subgroupBroadcast(r.b, 4u) * cg_p[12];
         }
         if (DIM4 > 13u) {
-            la[13] += subgroupBroadcast(r.b, 5u) * lp[13];
+            cg_a[13] += subgroupBroadcast(r.b, 5u) * cg_p[13];
         }
         if (DIM4 > 14u) {
-            la[14] += subgroupBroadcast(r.b, 6u) * lp[14];
+            cg_a[14] += subgroupBroadcast(r.b, 6u) * cg_p[14];
         }
         if (DIM4 > 15u) {
-            la[15] += subgroupBroadcast(r.b, 7u) * lp[15];
+            cg_a[15] += subgroupBroadcast(r.b, 7u) * cg_p[15];
         }
     }
 }
@@ -284,38 +281,23 @@ fn mesa_cg_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         if (!valid) {
             qv = vec4<f32>(0.0);
         }
-        lx[i] = vec4<f32>(0.0);
-        lr[i] = qv;
-        lp[i] = qv;
+        cg_x[i] = vec4<f32>(0.0);
+        cg_r[i] = qv;
+        cg_p[i] = qv;
         delta += dot(qv, qv);
     }
     for (var it = 0u; it < p.iters; it++) {
         lane_apply(b, first, hh, sbase4, et, true);
-        var pa = 0.0;
-        for (var i = 0u; i < DIM4; i++) {
-            pa += dot(lp[i], la[i]);
-        }
-        let alpha = delta / (pa + 1e-5);
-        var rn = 0.0;
-        for (var i = 0u; i < DIM4; i++) {
-            lx[i] += alpha * lp[i];
-            lr[i] -= alpha * la[i];
-            rn += dot(lr[i], lr[i]);
-        }
-        let conj = rn / (delta + 1e-5);
-        for (var i = 0u; i < DIM4; i++) {
-            lp[i] = lr[i] + conj * lp[i];
-        }
-        delta = rn;
+        delta = cg_step(delta);
     }
     // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
     for (var i = 0u; i < DIM4; i++) {
-        lp[i] = lx[i];
+        cg_p[i] = cg_x[i];
     }
     lane_apply(b, first, hh, sbase4, et, false);
     if (valid) {
         for (var j = 0u; j < DIM4; j++) {
-            o[row4(b, tr, hh) + j] = vec4<ST>(la[j]);
+            o[row4(b, tr, hh) + j] = vec4<ST>(cg_a[j]);
         }
     }
 }

@@ -31,142 +31,91 @@ override DIM: u32 = 64u;
 override DIM4: u32 = DIM / 4u;
 const LANES: u32 = 8u;
 
-// The step's D-long vectors, as vec4s.
-var<private> xs: array<vec4<f32>, 16>;
-var<private> rs: array<vec4<f32>, 16>;
-var<private> ps: array<vec4<f32>, 16>;
-var<private> av: array<vec4<f32>, 16>;
+#include "common/cg_vec4.wgsl"
+
+// λ, k and v of the (batch, head), as vec4s (the CG's vectors are in cg_vec4.wgsl).
 var<private> lam: array<vec4<f32>, 16>;
 var<private> kv4: array<vec4<f32>, 16>;
 var<private> vv4: array<vec4<f32>, 16>;
 
-// av += w · (row of S_kk at vec4 offset row4).
-fn row_axpy_kk(row4: u32, w: f32) {
-    av[0] += w * state_kk[row4 + 0u];
+// Vec4 i of S_kv (`from_kv`) or S_kk. Called with a constant `from_kv`: the branch folds away.
+fn state_vec(i: u32, from_kv: bool) -> vec4<f32> {
+    if (from_kv) {
+        return state_kv[i];
+    }
+    return state_kk[i];
+}
+
+// cg_a += w · (row of S_kv or S_kk at vec4 offset row4).
+fn row_axpy(row4: u32, w: f32, from_kv: bool) {
+    cg_a[0] += w * state_vec(row4, from_kv);
     if (DIM4 > 1u) {
-        av[1] += w * state_kk[row4 + 1u];
+        cg_a[1] += w * state_vec(row4 + 1u, from_kv);
     }
     if (DIM4 > 2u) {
-        av[2] += w * state_kk[row4 + 2u];
+        cg_a[2] += w * state_vec(row4 + 2u, from_kv);
     }
     if (DIM4 > 3u) {
-        av[3] += w * state_kk[row4 + 3u];
+        cg_a[3] += w * state_vec(row4 + 3u, from_kv);
     }
     if (DIM4 > 4u) {
-        av[4] += w * state_kk[row4 + 4u];
+        cg_a[4] += w * state_vec(row4 + 4u, from_kv);
     }
     if (DIM4 > 5u) {
-        av[5] += w * state_kk[row4 + 5u];
+        cg_a[5] += w * state_vec(row4 + 5u, from_kv);
     }
     if (DIM4 > 6u) {
-        av[6] += w * state_kk[row4 + 6u];
+        cg_a[6] += w * state_vec(row4 + 6u, from_kv);
     }
     if (DIM4 > 7u) {
-        av[7] += w * state_kk[row4 + 7u];
+        cg_a[7] += w * state_vec(row4 + 7u, from_kv);
     }
     if (DIM4 > 8u) {
-        av[8] += w * state_kk[row4 + 8u];
+        cg_a[8] += w * state_vec(row4 + 8u, from_kv);
     }
     if (DIM4 > 9u) {
-        av[9] += w * state_kk[row4 + 9u];
+        cg_a[9] += w * state_vec(row4 + 9u, from_kv);
     }
     if (DIM4 > 10u) {
-        av[10] += w * state_kk[row4 + 10u];
+        cg_a[10] += w * state_vec(row4 + 10u, from_kv);
     }
     if (DIM4 > 11u) {
-        av[11] += w * state_kk[row4 + 11u];
+        cg_a[11] += w * state_vec(row4 + 11u, from_kv);
     }
     if (DIM4 > 12u) {
-        av[12] += w * state_kk[row4 + 12u];
+        cg_a[12] += w * state_vec(row4 + 12u, from_kv);
     }
     if (DIM4 > 13u) {
-        av[13] += w * state_kk[row4 + 13u];
+        cg_a[13] += w * state_vec(row4 + 13u, from_kv);
     }
     if (DIM4 > 14u) {
-        av[14] += w * state_kk[row4 + 14u];
+        cg_a[14] += w * state_vec(row4 + 14u, from_kv);
     }
     if (DIM4 > 15u) {
-        av[15] += w * state_kk[row4 + 15u];
+        cg_a[15] += w * state_vec(row4 + 15u, from_kv);
     }
 }
 
-// av += w · (row of S_kv at vec4 offset row4).
-fn row_axpy_kv(row4: u32, w: f32) {
-    av[0] += w * state_kv[row4 + 0u];
-    if (DIM4 > 1u) {
-        av[1] += w * state_kv[row4 + 1u];
-    }
-    if (DIM4 > 2u) {
-        av[2] += w * state_kv[row4 + 2u];
-    }
-    if (DIM4 > 3u) {
-        av[3] += w * state_kv[row4 + 3u];
-    }
-    if (DIM4 > 4u) {
-        av[4] += w * state_kv[row4 + 4u];
-    }
-    if (DIM4 > 5u) {
-        av[5] += w * state_kv[row4 + 5u];
-    }
-    if (DIM4 > 6u) {
-        av[6] += w * state_kv[row4 + 6u];
-    }
-    if (DIM4 > 7u) {
-        av[7] += w * state_kv[row4 + 7u];
-    }
-    if (DIM4 > 8u) {
-        av[8] += w * state_kv[row4 + 8u];
-    }
-    if (DIM4 > 9u) {
-        av[9] += w * state_kv[row4 + 9u];
-    }
-    if (DIM4 > 10u) {
-        av[10] += w * state_kv[row4 + 10u];
-    }
-    if (DIM4 > 11u) {
-        av[11] += w * state_kv[row4 + 11u];
-    }
-    if (DIM4 > 12u) {
-        av[12] += w * state_kv[row4 + 12u];
-    }
-    if (DIM4 > 13u) {
-        av[13] += w * state_kv[row4 + 13u];
-    }
-    if (DIM4 > 14u) {
-        av[14] += w * state_kv[row4 + 14u];
-    }
-    if (DIM4 > 15u) {
-        av[15] += w * state_kv[row4 + 15u];
-    }
-}
-
-// av = Sᵀ ps over the state at vec4 offset base4: S_kk (symmetric) while solving, with λ ∘ ps
+// cg_a = Sᵀ cg_p over the state at vec4 offset base4: S_kk (symmetric) while solving, with λ ∘ cg_p
 // added, S_kv for the read-out.
 fn apply(base4: u32, solving: bool) {
     for (var j = 0u; j < DIM4; j++) {
-        av[j] = select(vec4<f32>(0.0), lam[j] * ps[j], solving);
+        cg_a[j] = select(vec4<f32>(0.0), lam[j] * cg_p[j], solving);
     }
     for (var i4 = 0u; i4 < DIM4; i4++) {
-        let pv = ps[i4];
+        let pv = cg_p[i4];
         let row4 = base4 + 4u * i4 * DIM4;
-        if (solving) {
-            row_axpy_kk(row4, pv.x);
-            row_axpy_kk(row4 + DIM4, pv.y);
-            row_axpy_kk(row4 + 2u * DIM4, pv.z);
-            row_axpy_kk(row4 + 3u * DIM4, pv.w);
-        } else {
-            row_axpy_kv(row4, pv.x);
-            row_axpy_kv(row4 + DIM4, pv.y);
-            row_axpy_kv(row4 + 2u * DIM4, pv.z);
-            row_axpy_kv(row4 + 3u * DIM4, pv.w);
-        }
+        row_axpy(row4, pv.x, !solving);
+        row_axpy(row4 + DIM4, pv.y, !solving);
+        row_axpy(row4 + 2u * DIM4, pv.z, !solving);
+        row_axpy(row4 + 3u * DIM4, pv.w, !solving);
     }
 }
 
 // S ← γ S + β k_i (k, v) for the 4 rows from vec4 offset row4; wk = β k_i per row.
 fn update_row(row4: u32, gamma: f32, wk: f32) {
     state_kk[row4 + 0u] = gamma * state_kk[row4 + 0u] + wk * kv4[0];
-        state_kv[row4 + 0u] = gamma * state_kv[row4 + 0u] + wk * vv4[0];
+    state_kv[row4 + 0u] = gamma * state_kv[row4 + 0u] + wk * vv4[0];
     if (DIM4 > 1u) {
         state_kk[row4 + 1u] = gamma * state_kk[row4 + 1u] + wk * kv4[1];
         state_kv[row4 + 1u] = gamma * state_kv[row4 + 1u] + wk * vv4[1];
@@ -259,42 +208,27 @@ fn mesa_decode_lanes(@builtin(workgroup_id) wid: vec3<u32>,
         let diag = vec4<f32>(state_kk[d0].x, state_kk[d0 + DIM4].y, state_kk[d0 + 2u * DIM4].z,
                              state_kk[d0 + 3u * DIM4].w);
         let qj = vec4<f32>(q[bh * DIM4 + j]);
-        xs[j] = qj / (diag + lam[j] + 1e-5);
-        rs[j] = qj;
-        ps[j] = xs[j];
+        cg_x[j] = qj / (diag + lam[j] + 1e-5);
+        cg_r[j] = qj;
+        cg_p[j] = cg_x[j];
     }
     apply(base4, true);
     var delta = 0.0;
     for (var j = 0u; j < DIM4; j++) {
-        rs[j] -= av[j];
-        ps[j] = rs[j];
-        delta += dot(rs[j], rs[j]);
+        cg_r[j] -= cg_a[j];
+        cg_p[j] = cg_r[j];
+        delta += dot(cg_r[j], cg_r[j]);
     }
     for (var it = 0u; it < p.iters; it++) {
         apply(base4, true);
-        var pa = 0.0;
-        for (var j = 0u; j < DIM4; j++) {
-            pa += dot(ps[j], av[j]);
-        }
-        let alpha = delta / (pa + 1e-5);
-        var rn = 0.0;
-        for (var j = 0u; j < DIM4; j++) {
-            xs[j] += alpha * ps[j];
-            rs[j] -= alpha * av[j];
-            rn += dot(rs[j], rs[j]);
-        }
-        let conj = rn / (delta + 1e-5);
-        for (var j = 0u; j < DIM4; j++) {
-            ps[j] = rs[j] + conj * ps[j];
-        }
-        delta = rn;
+        delta = cg_step(delta);
     }
     // o = S_kvᵀ x.
     for (var j = 0u; j < DIM4; j++) {
-        ps[j] = xs[j];
+        cg_p[j] = cg_x[j];
     }
     apply(base4, false);
     for (var j = 0u; j < DIM4; j++) {
-        o[bh * DIM4 + j] = vec4<ST>(av[j]);
+        o[bh * DIM4 + j] = vec4<ST>(cg_a[j]);
     }
 }
