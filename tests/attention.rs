@@ -273,47 +273,103 @@ fn decode_splits_stay_short_for_many_sequences() {
     );
 }
 
+/// A long case: `q, k, v [b, t, heads·dh]` (f32) and the forward's output on `ctx`, read back.
+struct Long {
+    b: usize,
+    t: usize,
+    heads: usize,
+    dh: usize,
+    window: Option<usize>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Long {
+    fn new(
+        (b, t, heads, dh): (usize, usize, usize, usize),
+        window: Option<usize>,
+        seed: u64,
+    ) -> Long {
+        let n = b * t * heads * dh;
+        Long {
+            b,
+            t,
+            heads,
+            dh,
+            window,
+            q: rand(n, seed, 1.0),
+            k: rand(n, seed + 1, 1.0),
+            v: rand(n, seed + 2, 1.0),
+        }
+    }
+
+    fn forward(&self, ctx: &Context) -> Vec<f32> {
+        let up = |x: &[f32]| {
+            ctx.upload(x, &[self.b, self.t, self.heads * self.dh], DType::F32)
+                .unwrap()
+        };
+        let (q, k, v) = (up(&self.q), up(&self.k), up(&self.v));
+        let o = ctx
+            .run(|rec| attn::attention(rec, &q, &k, &v, self.heads, self.window, None))
+            .unwrap();
+        ctx.download(&o).unwrap()
+    }
+
+    /// Rows `tqs` of sequence `bi`, head `h` of `o` against the f64 reference, row by row (the
+    /// whole T² reference would take minutes).
+    fn assert_rows(
+        &self,
+        o: &[f32],
+        (bi, h): (usize, usize),
+        tqs: impl IntoIterator<Item = usize>,
+    ) {
+        let d = self.heads * self.dh;
+        let layout = r::attention::Rows {
+            t: self.t,
+            d,
+            dh: self.dh,
+        };
+        let scale = 1.0 / (self.dh as f64).sqrt();
+        for tq in tqs {
+            let want = r::attention::attention_row(
+                &self.q,
+                &self.k,
+                &self.v,
+                layout,
+                (bi, h, tq),
+                self.window,
+                scale,
+            );
+            let at = (bi * self.t + tq) * d + h * self.dh;
+            assert_close(
+                &o[at..at + self.dh],
+                &want,
+                DType::F32,
+                &format!(
+                    "attention T = {}, dh {}, window {:?}: batch {bi}, head {h}, row {tq}",
+                    self.t, self.dh, self.window
+                ),
+            );
+        }
+    }
+}
+
 #[test]
 fn attention_over_32768_keys_stays_exact() {
     // The flash kernels walk a query's keys in one invocation, and llvmpipe stops an invocation's
     // loops silently after ~65k iterations (wrong from 30,000 keys): CPU adapters fold long rows
     // in passes of 16384 keys. Rows that see all keys, the rows of the pass boundaries, and a
     // sliding window longer than a pass are compared with an f64 reference.
-    let (t, dh) = (32768usize, 16usize);
-    let (q, k, v) = (
-        rand(t * dh, 11, 1.0),
-        rand(t * dh, 12, 1.0),
-        rand(t * dh, 13, 1.0),
-    );
+    let rows = || (16383 - 64..16385).chain(32768 - 64..32768);
     for (ctx, window) in [
         (ctx(), None),
         (ctx(), Some(20000)),
         (ctx_without_subgroups(), None),
         (ctx_gpu_schedules(), None),
     ] {
-        let up = |x: &[f32]| ctx.upload(x, &[1, t, dh], DType::F32).unwrap();
-        let (qt, kt, vt) = (up(&q), up(&k), up(&v));
-        let o = ctx
-            .run(|rec| attn::attention(rec, &qt, &kt, &vt, 1, window, None))
-            .unwrap();
-        let o = ctx.download(&o).unwrap();
-        for end in [16383usize, 16385, t] {
-            let rows = 64.min(end);
-            let n = end * dh;
-            let layout = r::attention::Rows { t, d: dh, dh };
-            let scale = 1.0 / (dh as f64).sqrt();
-            let want: Vec<f64> = (end - rows..end)
-                .flat_map(|tq| {
-                    r::attention::attention_row(&q, &k, &v, layout, (0, 0, tq), window, scale)
-                })
-                .collect();
-            assert_close(
-                &o[(end - rows) * dh..n],
-                &want,
-                DType::F32,
-                &format!("attention T = {t}, rows before {end}, window {window:?}"),
-            );
-        }
+        let case = Long::new((1, 32768, 1, 16), window, 11);
+        case.assert_rows(&case.forward(ctx), (0, 0), rows());
     }
 }
 
@@ -322,32 +378,12 @@ fn attention_at_head_dim_128_over_a_full_pass_of_keys() {
     // At dh = 128 CPU adapters run the workgroup-memory kernel (QL = 1), whose loops per key
     // differ from the CPU kernels': a pass of 16384 keys must still stay under llvmpipe's loop
     // limiter. T = 16400: the rows before 16384 see a whole pass, the last rows two passes.
-    let (t, dh) = (16400usize, 128usize);
-    let (q, k, v) = (
-        rand(t * dh, 21, 1.0),
-        rand(t * dh, 22, 1.0),
-        rand(t * dh, 23, 1.0),
+    let case = Long::new((1, 16400, 1, 128), None, 21);
+    case.assert_rows(
+        &case.forward(ctx()),
+        (0, 0),
+        (16352..16384).chain(16368..16400),
     );
-    let ctx = ctx();
-    let up = |x: &[f32]| ctx.upload(x, &[1, t, dh], DType::F32).unwrap();
-    let (qt, kt, vt) = (up(&q), up(&k), up(&v));
-    let o = ctx
-        .run(|rec| attn::attention(rec, &qt, &kt, &vt, 1, None, None))
-        .unwrap();
-    let o = ctx.download(&o).unwrap();
-    let layout = r::attention::Rows { t, d: dh, dh };
-    let scale = 1.0 / (dh as f64).sqrt();
-    for end in [16384usize, t] {
-        let want: Vec<f64> = (end - 32..end)
-            .flat_map(|tq| r::attention::attention_row(&q, &k, &v, layout, (0, 0, tq), None, scale))
-            .collect();
-        assert_close(
-            &o[(end - 32) * dh..end * dh],
-            &want,
-            DType::F32,
-            &format!("attention dh 128, rows before {end}"),
-        );
-    }
 }
 
 #[test]
@@ -355,46 +391,12 @@ fn attention_passes_keep_batches_heads_and_windows_apart() {
     // The carried softmax is indexed by batch, token and head; with a window, some queries see no
     // key at all in a pass (t − W past the pass's end). b = 2, 2 heads; rows around the pass
     // boundary and at the end against the f64 reference.
-    let dh = 16usize;
-    for (b, h, t, window) in [
-        (2usize, 2usize, 16684usize, None),
-        (1, 2, 33000, Some(16400)),
-    ] {
-        let d = h * dh;
-        let (q, k, v) = (
-            rand(b * t * d, 31, 1.0),
-            rand(b * t * d, 32, 1.0),
-            rand(b * t * d, 33, 1.0),
-        );
-        let ctx = ctx();
-        let up = |x: &[f32]| ctx.upload(x, &[b, t, d], DType::F32).unwrap();
-        let (qt, kt, vt) = (up(&q), up(&k), up(&v));
-        let o = ctx
-            .run(|rec| attn::attention(rec, &qt, &kt, &vt, h, window, None))
-            .unwrap();
-        let o = ctx.download(&o).unwrap();
-        let layout = r::attention::Rows { t, d, dh };
-        let scale = 1.0 / (dh as f64).sqrt();
-        for bi in 0..b {
-            for hh in 0..h {
-                for tq in [16380usize, 16383, 16384, 16390, t - 1] {
-                    let want = r::attention::attention_row(
-                        &q,
-                        &k,
-                        &v,
-                        layout,
-                        (bi, hh, tq),
-                        window,
-                        scale,
-                    );
-                    let at = (bi * t + tq) * d + hh * dh;
-                    assert_close(
-                        &o[at..at + dh],
-                        &want,
-                        DType::F32,
-                        &format!("b{bi} h{hh} t{tq} of T = {t}, window {window:?}"),
-                    );
-                }
+    for (shape, window) in [((2, 16684, 2, 16), None), ((1, 33000, 2, 16), Some(16400))] {
+        let case = Long::new(shape, window, 31);
+        let o = case.forward(ctx());
+        for bi in 0..case.b {
+            for h in 0..case.heads {
+                case.assert_rows(&o, (bi, h), [16380, 16383, 16384, 16390, case.t - 1]);
             }
         }
     }

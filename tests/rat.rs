@@ -363,6 +363,28 @@ fn bad_configurations_are_named_errors() {
     assert!(e.to_string().contains("exceed max_positions 64"), "{e}");
 }
 
+/// On CPU adapters `r` must be the `LimitExceeded` error for `requested` naming `limit`; GPUs
+/// compute the case.
+fn refused_on_cpu_adapters<T>(
+    ctx: &chunkwise::Context,
+    r: chunkwise::Result<T>,
+    requested: u64,
+    limit: &str,
+) {
+    match r {
+        Err(e) if ctx.is_cpu_adapter() => assert!(
+            matches!(&e, Error::LimitExceeded { requested: n, .. } if *n == requested)
+                && e.to_string().contains(limit),
+            "{e}"
+        ),
+        Err(e) => panic!("a GPU should run this case: {e}"),
+        Ok(_) => assert!(
+            !ctx.is_cpu_adapter(),
+            "a CPU adapter should refuse this case"
+        ),
+    }
+}
+
 #[test]
 fn more_chunks_than_a_cpu_adapter_can_walk_are_a_named_error() {
     // llvmpipe's loop limiter would cut the inter-chunk walk past ~28k chunks, so CPU adapters
@@ -373,15 +395,7 @@ fn more_chunks_than_a_cpu_adapter_can_walk_are_a_named_error() {
     let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
     let (q, k, v) = (z(heads.dg()), z(64), z(64));
     let r = ctx.run(|rec| rops::inter_chunk_attention(rec, &q, &k, &v, heads, 1, None));
-    if ctx.is_cpu_adapter() {
-        let e = r.err().unwrap();
-        assert!(
-            matches!(e, Error::LimitExceeded { .. }) && e.to_string().contains("16385 chunks"),
-            "{e}"
-        );
-    } else {
-        r.unwrap();
-    }
+    refused_on_cpu_adapters(ctx, r, 16385, "chunks per sequence");
     // At L = 2 the same length is 8193 chunks: computed everywhere.
     ctx.run(|rec| rops::inter_chunk_attention(rec, &q, &k, &v, heads, 2, None))
         .unwrap();
@@ -393,30 +407,16 @@ fn chunks_longer_than_a_cpu_adapter_can_scan_are_a_named_error() {
     // than 50,000 present tokens rather than scan them short; GPUs run them.
     let ctx = ctx();
     let heads = Heads::new(64, 4, 2).unwrap();
-    let t = 50_001;
-    let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
-    let (v, g, k) = (z(64), z(64), z(heads.dg()));
     let bias = ctx.alloc(&[64], DType::F32).unwrap();
-    let r = ctx.run(|rec| Ok(rops::scan(rec, &v, &g, &bias, &k, heads, t)?.0));
-    if ctx.is_cpu_adapter() {
-        let e = r.err().unwrap();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    requested: 50_001,
-                    ..
-                }
-            ) && e.to_string().contains("tokens per chunk"),
-            "{e}"
-        );
-    } else {
-        r.unwrap();
+    // A 50,001-token chunk over T = 50,001, then over T = 1000 (only the tokens present count).
+    for (t, refused) in [(50_001, true), (1000, false)] {
+        let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
+        let (v, g, k) = (z(64), z(64), z(heads.dg()));
+        let r = ctx.run(|rec| Ok(rops::scan(rec, &v, &g, &bias, &k, heads, 50_001)?.0));
+        if refused {
+            refused_on_cpu_adapters(ctx, r, 50_001, "tokens per chunk");
+        } else {
+            r.unwrap();
+        }
     }
-    // The same chunk length over a shorter sequence walks only the tokens present.
-    let t = 1000;
-    let z = |cols: usize| ctx.alloc(&[1, t, cols], DType::F32).unwrap();
-    let (v, g, k) = (z(64), z(64), z(heads.dg()));
-    ctx.run(|rec| Ok(rops::scan(rec, &v, &g, &bias, &k, heads, 50_001)?.0))
-        .unwrap();
 }
