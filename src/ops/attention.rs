@@ -46,11 +46,12 @@ struct FwdParams {
     _p: [u32; 3],
 }
 
-/// Keys one invocation of the flash forward folds in one pass on CPU adapters. llvmpipe stops the
-/// loops of an invocation after ~65k iterations in all, silently, and a key costs about two
-/// (measured: right at 28,000 visible keys, wrong from 30,000); longer rows take several passes,
-/// each resuming the running softmax the one before carried.
+/// Keys one invocation of the flash forward folds in one pass on CPU adapters: a key costs about
+/// two loop iterations (measured on lavapipe: right at 28,000 visible keys, wrong from 30,000), so
+/// a pass stays within [`super::CPU_LOOP_BUDGET`]; longer rows take several passes, each resuming
+/// the running softmax the one before carried.
 pub(crate) const CPU_KEYS_PER_PASS: usize = 16384;
+const _: () = assert!(2 * CPU_KEYS_PER_PASS <= super::CPU_LOOP_BUDGET);
 
 /// Causal attention over `q, k, v [B, T, D]` (`D = heads × dh`), returning `[B, T, D]`.
 /// `window = Some(W)`: query t sees keys t−W … t (W+1 keys). `scale` defaults to `dh^-1/2`.

@@ -78,11 +78,9 @@ pub fn chunk_len(d: usize) -> usize {
     }
 }
 
-/// llvmpipe, the CPU driver behind lavapipe, stops the loops of an invocation after ~65k counted
-/// iterations in total, silently: a CG run past that returns a half-finished solve. The CPU
-/// schedules below are admitted only while their loops, counted as if none were unrolled, stay
-/// within this budget (a margin under 65,536).
-const CPU_LOOP_BUDGET: usize = 50_000;
+// A CG run past llvmpipe's loop limit returns a half-finished solve: the CPU schedules below are
+// admitted only while their loops, counted as if none were unrolled, stay within the budget.
+use super::CPU_LOOP_BUDGET;
 
 /// Counted loop iterations per CG iteration of each CG kernel, if none of its loops unrolled.
 /// `mesa_cg` measured on lavapipe: right up to 190 iterations at D = 64 and 80 at D = 128, wrong

@@ -17,6 +17,14 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+/// llvmpipe, the CPU driver behind lavapipe, stops the loops of an invocation after ~65k counted
+/// iterations in total, silently (the rest of the work is skipped, with wrong results). Every op
+/// whose invocations loop for a length given by its arguments keeps that count, on CPU adapters,
+/// within this budget (a margin under 65,536): by admitting a kernel only while it fits (Mesa's
+/// CG), by splitting the work (attention's key passes, Mesa's state segments) or by refusing with
+/// `LimitExceeded` (RAT's chunk walks).
+pub(crate) const CPU_LOOP_BUDGET: usize = 50_000;
+
 /// Workgroup counts for `groups` workgroups of a 1-D problem, folded into 2-D when one dimension
 /// is not enough (kernels flatten it back with `flat_group`).
 pub(crate) fn grid_1d(ctx: &Context, what: &str, groups: u64) -> Result<[u32; 3]> {

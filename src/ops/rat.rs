@@ -56,8 +56,9 @@ impl Heads {
     }
 }
 
-/// The longest chunk (in tokens actually present) the scan walks on a CPU adapter.
-const CPU_TOKENS_PER_CHUNK: usize = 50_000;
+/// The longest chunk (in tokens actually present) the scan walks on a CPU adapter: one loop
+/// iteration per token.
+const CPU_TOKENS_PER_CHUNK: usize = super::CPU_LOOP_BUDGET;
 
 fn check_chunk(chunk: usize) -> Result<u32> {
     if chunk == 0 {
