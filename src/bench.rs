@@ -96,7 +96,7 @@ pub fn gemm(
     let xt = ctx.upload(&x, &[1, m, k], dtype)?;
     let wt = ctx.upload(&w, &[n, k], dtype)?;
     // The weight is prepared once, untimed, as a `Linear` does: the direct schedules read Wᵀ.
-    let prepared = if schedule.resolve(ctx).is_direct() && k % 4 == 0 {
+    let prepared = if schedule.resolve(ctx).is_direct() && k.is_multiple_of(4) {
         Some(ctx.run(|rec| crate::ops::transpose::transpose_padded(rec, &wt, 4))?)
     } else {
         None
@@ -211,7 +211,7 @@ pub fn attention_forward(
             .collect();
         let err =
             crate::reference::rel_rms(&got, &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
-        if !(err < 1e-4) {
+        if err.is_nan() || err >= 1e-4 {
             return Err(crate::Error::Readback(format!(
                 "attention forward disagrees with decode at the last token (rel_rms {err:.2e})"
             )));

@@ -480,7 +480,7 @@ impl Context {
 
     fn write_padded(&self, t: &Tensor, bytes: &[u8]) {
         // Copies must be a multiple of 4 bytes; an odd f16 count gets one padding element.
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.inner.queue.write_buffer(t.buffer(), 0, bytes);
         } else {
             let mut v = bytes.to_vec();

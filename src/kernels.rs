@@ -315,14 +315,12 @@ impl Kernel {
     }
 }
 
+/// A shader compiled by the device, with naga's module and analysis for reflection.
+type CompiledModule = (wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo);
+
 /// Compiles shaders once and caches pipelines by [`KernelKey`].
 pub struct Registry {
-    modules: Mutex<
-        HashMap<
-            (&'static str, DType),
-            Arc<(wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo)>,
-        >,
-    >,
+    modules: Mutex<HashMap<(&'static str, DType), Arc<CompiledModule>>>,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
 }
 
@@ -446,13 +444,12 @@ impl Registry {
         Ok(kernel)
     }
 
-    #[allow(clippy::type_complexity)]
     fn module(
         &self,
         device: &wgpu::Device,
         file: &'static str,
         dtype: DType,
-    ) -> Result<Arc<(wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo)>> {
+    ) -> Result<Arc<CompiledModule>> {
         if let Some(m) = self
             .modules
             .lock()

@@ -555,7 +555,8 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     let info = ctx.adapter_info().clone();
     let batches = list(&a.batch)?;
     // (name, model) pairs, built lazily so that one model's weights are on the GPU at a time.
-    let mut specs: Vec<(String, Box<dyn Fn() -> chunkwise::Result<Model>>)> = Vec::new();
+    type Build = Box<dyn Fn() -> chunkwise::Result<Model>>;
+    let mut specs: Vec<(String, Build)> = Vec::new();
     for dir in &a.model {
         let (ctx, dir, dtype) = (ctx.clone(), dir.clone(), a.dtype);
         let name = dir

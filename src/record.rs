@@ -119,7 +119,7 @@ impl Recording {
                 limit: max_groups as u64,
             });
         }
-        let max_binding = limits.max_storage_buffer_binding_size as u64;
+        let max_binding = limits.max_storage_buffer_binding_size;
         let mut buffers = Vec::with_capacity(tensors.len());
         for t in tensors {
             let bytes = t.padded_bytes();

@@ -110,6 +110,7 @@ fn unsupported_head_dims_and_mismatched_heads_are_errors() {
 }
 
 /// One query against `len` cached keys, computed on the host.
+#[allow(clippy::too_many_arguments)]
 fn decode_ref(
     q: &[f32],
     k: &[f32],

@@ -419,11 +419,11 @@ fn rat_config() -> RatConfig {
     }
 }
 
+/// A layer's forward on an input, behind one type for every family.
+type Forward = Box<dyn Fn(&Tensor) -> chunkwise::Result<Tensor> + Sync>;
+
 /// One layer of every family, built from random weights under the upstream names.
-fn every_layer() -> Vec<(
-    &'static str,
-    Box<dyn Fn(&Tensor) -> chunkwise::Result<Tensor> + Sync>,
-)> {
+fn every_layer() -> Vec<(&'static str, Forward)> {
     let ctx = ctx();
     let att = |window| AttentionConfig {
         d_model: 32,

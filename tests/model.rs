@@ -31,7 +31,7 @@ fn greedy_generation_is_deterministic_and_equals_full_forward_argmax() {
         generate(
             ctx,
             &model,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             n,
             &mut Sampler::greedy(),
             |_, _| {},
@@ -59,7 +59,7 @@ fn greedy_generation_is_deterministic_and_equals_full_forward_argmax() {
         seq.push(tok);
     }
     let text: String = a.iter().map(|&t| t as u8 as char).collect();
-    assert!(text.chars().all(|c| c.is_ascii()), "{text:?}");
+    assert!(text.is_ascii(), "{text:?}");
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn batched_prompts_give_the_same_tokens_as_single_ones() {
         let single = generate(
             ctx,
             &model,
-            &[p.clone()],
+            std::slice::from_ref(p),
             12,
             &mut Sampler::greedy(),
             |_, _| {},

@@ -95,7 +95,8 @@ fn softplus_matches_reference() {
 fn binary_maps_with_and_without_broadcast_scalar_and_vec4() {
     // Rows of 37 take the scalar kernel, rows of 40 the vec4 one (elementwise4.wgsl).
     let ctx = ctx();
-    let maps: [(ew::Binary, fn(f64, f64) -> f64); 3] = [
+    type Map = (ew::Binary, fn(f64, f64) -> f64);
+    let maps: [Map; 3] = [
         (ew::Binary::Mul, |u, v| u * v),
         (ew::Binary::Add, |u, v| u + v),
         (ew::Binary::SigmoidMul, |u, v| r::sigmoid(u) * v),

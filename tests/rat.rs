@@ -295,7 +295,7 @@ fn kernels_match_the_golden_intermediates() {
                 &format!("{name} {want}"),
             );
         }
-        assert_eq!((b * t * d) as usize, sv.numel());
+        assert_eq!(b * t * d, sv.numel());
     }
 }
 

@@ -179,7 +179,7 @@ fn a_tensor_over_max_buffer_size_is_refused_by_name() {
 #[test]
 fn binding_a_tensor_over_the_binding_limit_is_an_error_not_a_panic() {
     let ctx = ctx();
-    let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits().max_storage_buffer_binding_size;
     if limit >= ctx.limits().max_buffer_size {
         return; // this adapter can bind any buffer it can allocate: nothing to exceed
     }

@@ -83,7 +83,7 @@ impl AttentionLayer {
         dtype: DType,
     ) -> Result<AttentionLayer> {
         let d = cfg.d_model;
-        if cfg.heads == 0 || d % cfg.heads != 0 {
+        if cfg.heads == 0 || !d.is_multiple_of(cfg.heads) {
             return Err(Error::invalid(
                 "attention layer",
                 format!("{} heads do not divide d_model {d}", cfg.heads),

@@ -284,7 +284,7 @@ impl RatLayer {
             &cache.last_v,
             &cache.last_k,
             self.heads,
-            pos % self.cfg.chunk == 0,
+            pos.is_multiple_of(self.cfg.chunk),
         )?;
         let cpos = self.chunk_positions(&ctx, pos, 1)?;
         let kr = rope::rope(rec, &cache.last_k, &self.rope, &cpos)?;

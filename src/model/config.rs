@@ -243,7 +243,7 @@ impl ModelConfig {
     pub fn is_rat(&self, i: usize) -> bool {
         match self.kind {
             ModelKind::Rat => true,
-            ModelKind::Hybrid => i % self.interleave_step == 0,
+            ModelKind::Hybrid => i.is_multiple_of(self.interleave_step),
             ModelKind::Attention | ModelKind::MesaNet => false,
         }
     }

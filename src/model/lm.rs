@@ -234,7 +234,7 @@ impl Model {
 
     /// Token ids `[B, T]` checked against the vocabulary.
     pub fn tokens(&self, ctx: &Context, ids: &[u32], batch: usize) -> Result<TokenIds> {
-        if batch == 0 || ids.len() % batch != 0 || ids.is_empty() {
+        if batch == 0 || !ids.len().is_multiple_of(batch) || ids.is_empty() {
             return Err(Error::shape(
                 "model",
                 format!("{} ids do not form {batch} non-empty sequences", ids.len()),

@@ -10,7 +10,7 @@ use super::{check_u32, grid_1d, same_dtype};
 
 /// Head dims the kernels take: a multiple of 4 (vec4 loads), at most 128 (registers per query).
 pub fn check_head_dim(op: &'static str, dh: usize) -> Result<()> {
-    if dh == 0 || dh % 4 != 0 || dh > 128 {
+    if dh == 0 || !dh.is_multiple_of(4) || dh > 128 {
         return Err(Error::invalid(
             op,
             format!("head dim {dh} is not supported: it must be a multiple of 4 and at most 128"),
@@ -20,7 +20,7 @@ pub fn check_head_dim(op: &'static str, dh: usize) -> Result<()> {
 }
 
 fn split_heads(op: &'static str, d: usize, heads: usize) -> Result<usize> {
-    if heads == 0 || d % heads != 0 {
+    if heads == 0 || !d.is_multiple_of(heads) {
         return Err(Error::invalid(
             op,
             format!("{heads} heads do not divide the model width {d}"),

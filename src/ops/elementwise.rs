@@ -44,7 +44,7 @@ pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     let y = ctx.alloc(x.shape(), x.dtype())?;
     let n = x.numel();
     // vec4s where the size allows (elementwise4.wgsl).
-    let (file, entry, lanes) = if n % 4 == 0 {
+    let (file, entry, lanes) = if n.is_multiple_of(4) {
         ("elementwise4.wgsl", "unary4", n / 4)
     } else {
         ("elementwise.wgsl", "unary", n)
@@ -78,7 +78,7 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
         return Ok(y);
     }
     let nb = b.numel();
-    let (file, entry, lanes, lanes_b) = if n % 4 == 0 && nb % 4 == 0 {
+    let (file, entry, lanes, lanes_b) = if n.is_multiple_of(4) && nb.is_multiple_of(4) {
         ("elementwise4.wgsl", "binary4", n / 4, nb / 4)
     } else {
         ("elementwise.wgsl", "binary", n, nb)

@@ -107,7 +107,7 @@ impl Linear {
                 format!("weight must be [out, in], got {:?}", w.shape()),
             ));
         }
-        let direct = GemmSchedule::Auto.resolve(ctx).is_direct() && w.shape()[1] % 4 == 0;
+        let direct = GemmSchedule::Auto.resolve(ctx).is_direct() && w.shape()[1].is_multiple_of(4);
         let wt = if direct {
             Some(ctx.run(|rec| super::transpose::transpose_padded(rec, &w, 4))?)
         } else {

@@ -132,7 +132,7 @@ pub(crate) fn cg_kernel(
         return Ok(("mesa.wgsl", "mesa_cg"));
     }
     let sched = ctx.cpu_schedules();
-    let sg = sched && ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
+    let sg = sched && ctx.subgroup_size() == Some(8) && d.is_multiple_of(4) && d <= 64;
     let lanes = sched && d <= 64;
     if sg && within_cpu_budget("mesa_cg_sg", d, iters) {
         Ok(("mesa_cg_sg.wgsl", "mesa_cg_sg"))
@@ -271,7 +271,7 @@ pub fn core(
     let chunks = t.div_ceil(c);
     // Chunk-start states for a segment of chunks at a time: bounded by the binding limit.
     let per_chunk = (b * h * d * d * 4) as u64;
-    let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits().max_storage_buffer_binding_size;
     let max_groups = ctx.limits().max_compute_workgroups_per_dimension as usize;
     let mut nseg_max = ((limit / per_chunk) as usize).min(max_groups).min(chunks);
     if ctx.is_cpu_adapter() {

@@ -49,7 +49,7 @@ pub fn rmsnorm(rec: &mut Recording, x: &Tensor, w: &Tensor, eps: f32) -> Result<
         _pad: 0,
     };
     // CPU adapters: a row per invocation (shaders/rmsnorm_rows.wgsl); GPUs: a workgroup per row.
-    let (kernel, groups) = if ctx.cpu_schedules() && d % 4 == 0 {
+    let (kernel, groups) = if ctx.cpu_schedules() && d.is_multiple_of(4) {
         let kernel = ctx.kernel(&KernelKey::new("rmsnorm_rows.wgsl", "rmsnorm_rows", dtype))?;
         (
             kernel,

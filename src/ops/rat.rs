@@ -32,13 +32,13 @@ pub struct Heads {
 
 impl Heads {
     pub fn new(d_model: usize, heads: usize, groups: usize) -> Result<Heads> {
-        if heads == 0 || d_model % heads != 0 {
+        if heads == 0 || !d_model.is_multiple_of(heads) {
             return Err(Error::invalid(
                 "rat",
                 format!("{heads} heads do not divide d_model {d_model}"),
             ));
         }
-        if groups == 0 || heads % groups != 0 {
+        if groups == 0 || !heads.is_multiple_of(groups) {
             return Err(Error::invalid(
                 "rat",
                 format!("ngroups {groups} must divide the head count {heads}"),

@@ -54,7 +54,7 @@ pub fn table_f64(dh: usize, max_positions: usize, base: f64) -> Vec<f64> {
 impl RopeTable {
     /// A table for head dimension `dh` (even) and positions `0..max_positions`, frequency base `base` (10000 upstream).
     pub fn new(ctx: &Context, dh: usize, max_positions: usize, base: f64) -> Result<RopeTable> {
-        if dh == 0 || dh % 2 != 0 {
+        if dh == 0 || !dh.is_multiple_of(2) {
             return Err(Error::invalid(
                 "rope",
                 format!("head dim must be even and > 0, got {dh}"),
@@ -118,7 +118,7 @@ pub fn rope(
     positions: &Positions,
 ) -> Result<Tensor> {
     let d = x.last_dim();
-    if d % table.dh != 0 {
+    if !d.is_multiple_of(table.dh) {
         return Err(Error::shape(
             "rope",
             format!(
@@ -130,7 +130,7 @@ pub fn rope(
     }
     let rows = x.numel() / d.max(1);
     let npos = positions.len();
-    if npos == 0 || rows % npos != 0 {
+    if npos == 0 || !rows.is_multiple_of(npos) {
         return Err(Error::shape(
             "rope",
             format!(
@@ -143,7 +143,7 @@ pub fn rope(
     let y = ctx.alloc(x.shape(), x.dtype())?;
     let heads = d / table.dh;
     // Four pairs per invocation where each half of a head is whole vec4s.
-    let (entry, per) = if table.dh % 8 == 0 {
+    let (entry, per) = if table.dh.is_multiple_of(8) {
         ("rope4", 4)
     } else {
         ("rope", 1)

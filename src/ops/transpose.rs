@@ -68,7 +68,11 @@ struct SplitParams {
 /// Needs dh % 4 == 0.
 pub fn split_heads(rec: &mut Recording, x: &Tensor, heads: usize) -> Result<Tensor> {
     let s = x.shape();
-    if s.len() != 3 || heads == 0 || s[2] % heads != 0 || (s[2] / heads) % 4 != 0 {
+    if s.len() != 3
+        || heads == 0
+        || !s[2].is_multiple_of(heads)
+        || !(s[2] / heads).is_multiple_of(4)
+    {
         return Err(Error::shape(
             "split_heads",
             format!("need [B, T, H·dh] with dh a multiple of 4 for {heads} heads, got {s:?}"),

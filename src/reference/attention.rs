@@ -1,6 +1,7 @@
 //! Reference softmax attention over `[B, T, D]` tensors with `D = heads × dh`.
 
 /// Causal attention; `window = Some(W)`: query t sees keys t−W … t.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     k: &[f32],
