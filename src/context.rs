@@ -1,7 +1,7 @@
 //! The GPU context: adapter choice, device and queue, features and limits, the kernel registry and
 //! the buffer pool. A `Context` is a cheap handle (`Clone + Send + Sync`); clones share everything.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -17,6 +17,75 @@ pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
 
+/// Which family of kernels a context picks: the GPU kernels (workgroup memory, many workgroups)
+/// or the CPU-adapter kernels (no barriers, work shared across SIMD lanes; fast on lavapipe and
+/// other CPU drivers). `CHUNKWISE_SCHEDULE=auto|gpu|cpu` sets it for a new context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// The CPU-adapter kernels on a CPU adapter, the GPU kernels elsewhere.
+    #[default]
+    Auto,
+    /// The GPU kernels on any adapter (how CI runs them on lavapipe).
+    Gpu,
+    /// The CPU-adapter kernels on any adapter, where they can run there.
+    Cpu,
+}
+
+impl Schedule {
+    /// The environment variable [`ContextOptions::from_env`] reads.
+    pub const ENV: &'static str = "CHUNKWISE_SCHEDULE";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Auto => "auto",
+            Schedule::Gpu => "gpu",
+            Schedule::Cpu => "cpu",
+        }
+    }
+    fn from_u8(v: u8) -> Schedule {
+        match v {
+            1 => Schedule::Gpu,
+            2 => Schedule::Cpu,
+            _ => Schedule::Auto,
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            Schedule::Auto => 0,
+            Schedule::Gpu => 1,
+            Schedule::Cpu => 2,
+        }
+    }
+    /// `CHUNKWISE_SCHEDULE`: unset or empty is `Auto`; anything but auto/gpu/cpu is an error.
+    pub fn from_env() -> Result<Schedule> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse(),
+            _ => Ok(Schedule::Auto),
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Schedule> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Schedule::Auto),
+            "gpu" => Ok(Schedule::Gpu),
+            "cpu" => Ok(Schedule::Cpu),
+            other => Err(Error::invalid(
+                "schedule",
+                format!("{}='{other}' is not one of auto, gpu, cpu", Schedule::ENV),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How to pick an adapter. [`ContextOptions::from_env`] reads the variables wgpu users know.
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {
@@ -26,17 +95,22 @@ pub struct ContextOptions {
     pub adapter_name: Option<String>,
     /// `WGPU_POWER_PREF` (`low` or `high`).
     pub power_preference: Option<wgpu::PowerPreference>,
+    /// Kernel schedule (`CHUNKWISE_SCHEDULE`).
+    pub schedule: Schedule,
 }
 
 impl ContextOptions {
-    pub fn from_env() -> Self {
-        ContextOptions {
+    /// Reads `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF` and `CHUNKWISE_SCHEDULE`; a
+    /// `CHUNKWISE_SCHEDULE` that is not auto, gpu or cpu is an error.
+    pub fn from_env() -> Result<Self> {
+        Ok(ContextOptions {
             backends: wgpu::Backends::from_env(),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME")
                 .ok()
                 .filter(|s| !s.is_empty()),
             power_preference: wgpu::PowerPreference::from_env(),
-        }
+            schedule: Schedule::from_env()?,
+        })
     }
 }
 
@@ -80,8 +154,8 @@ pub(crate) struct Inner {
     memory_budget: AtomicU64,
     /// Whether kernels with subgroup operations may be picked (`set_subgroup_kernels`).
     subgroup_kernels: AtomicBool,
-    /// Whether a CPU adapter gets the CPU-adapter kernels (`set_cpu_schedules`).
-    cpu_schedules: AtomicBool,
+    /// The [`Schedule`] setting (`set_schedule`), as `Schedule::to_u8`.
+    schedule: AtomicU8,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -117,7 +191,7 @@ pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
 impl Context {
     /// Opens the adapter chosen by `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
     pub async fn new() -> Result<Context> {
-        Self::with_options(ContextOptions::from_env()).await
+        Self::with_options(ContextOptions::from_env()?).await
     }
 
     /// Blocking twin of [`Context::new`].
@@ -156,7 +230,9 @@ impl Context {
                     reason: e.to_string(),
                 })?,
         };
-        Self::from_adapter(&adapter).await
+        let ctx = Self::from_adapter(&adapter).await?;
+        ctx.set_schedule(opts.schedule);
+        Ok(ctx)
     }
 
     /// Opens a device on an adapter the caller already chose.
@@ -196,7 +272,8 @@ impl Context {
 
     /// Wraps a host application's existing device and queue. chunkwise only uses the features and
     /// limits the device was created with, and it leaves the device's error handlers alone (every
-    /// chunkwise call checks errors through error scopes).
+    /// chunkwise call checks errors through error scopes). The schedule starts as `Auto`
+    /// ([`Context::set_schedule`] changes it).
     pub fn from_wgpu(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -239,7 +316,7 @@ impl Context {
                 warned_f16: AtomicBool::new(false),
                 memory_budget: AtomicU64::new(0),
                 subgroup_kernels: AtomicBool::new(true),
-                cpu_schedules: AtomicBool::new(true),
+                schedule: AtomicU8::new(Schedule::Auto.to_u8()),
             }),
         }
     }
@@ -283,16 +360,40 @@ impl Context {
     pub fn set_subgroup_kernels(&self, on: bool) {
         self.inner.subgroup_kernels.store(on, Ordering::Relaxed);
     }
-    /// Whether kernels are scheduled for a CPU adapter (a CPU adapter, unless switched off with
-    /// [`Context::set_cpu_schedules`]).
+    /// Whether the CPU-adapter kernels are picked: the schedule resolved for this adapter.
     pub fn cpu_schedules(&self) -> bool {
-        self.is_cpu_adapter() && self.inner.cpu_schedules.load(Ordering::Relaxed)
+        match self.schedule() {
+            Schedule::Auto => self.is_cpu_adapter(),
+            Schedule::Gpu => false,
+            Schedule::Cpu => true,
+        }
     }
-    /// `false` makes a CPU adapter pick the kernels a GPU gets (for pipelines built from now on):
-    /// for testing the GPU kernels on lavapipe. Limits that protect results on CPU drivers (Mesa's
-    /// CG iteration budget) still apply.
-    pub fn set_cpu_schedules(&self, on: bool) {
-        self.inner.cpu_schedules.store(on, Ordering::Relaxed);
+    /// The schedule setting (see [`Schedule`]).
+    pub fn schedule(&self) -> Schedule {
+        Schedule::from_u8(self.inner.schedule.load(Ordering::Relaxed))
+    }
+    /// Picks the GPU or the CPU-adapter kernels for work recorded from now on: `Gpu` on lavapipe
+    /// is how CI tests the GPU kernels. Limits that protect results on CPU drivers (llvmpipe's
+    /// loop budget) apply whatever the schedule.
+    pub fn set_schedule(&self, schedule: Schedule) {
+        self.inner
+            .schedule
+            .store(schedule.to_u8(), Ordering::Relaxed);
+    }
+    /// What `chunkwise info` and table headers print: the setting, the kernels it resolves to
+    /// here, and whether subgroup kernels may be picked, e.g. `auto → cpu kernels, subgroups of 8`.
+    pub fn schedule_summary(&self) -> String {
+        let kernels = if self.cpu_schedules() { "cpu" } else { "gpu" };
+        let sg = match self.subgroup_size() {
+            Some(n) => format!("subgroups of {n}"),
+            None if self.inner.features.contains(wgpu::Features::SUBGROUP)
+                && !self.inner.subgroup_kernels.load(Ordering::Relaxed) =>
+            {
+                "subgroup kernels off".to_string()
+            }
+            None => "no subgroup kernels".to_string(),
+        };
+        format!("{} → {kernels} kernels, {sg}", self.schedule())
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu

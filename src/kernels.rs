@@ -41,8 +41,40 @@ mod files {
 }
 pub use files::SHADER_FILES;
 
-/// The source of one embedded file by its path under `shaders/`.
+/// The variable naming a folder whose files replace the embedded shaders of the same path under
+/// `shaders/`: for working on a kernel without rebuilding, and how the tests break a kernel on
+/// purpose. Read once per process.
+pub const SHADER_DIR_ENV: &str = "CHUNKWISE_SHADER_DIR";
+
+/// The files of `CHUNKWISE_SHADER_DIR` that replace embedded ones (kept for the process's life).
+fn overrides() -> &'static HashMap<&'static str, &'static str> {
+    static OVERRIDES: std::sync::OnceLock<HashMap<&'static str, &'static str>> =
+        std::sync::OnceLock::new();
+    OVERRIDES.get_or_init(|| {
+        let Some(dir) = std::env::var_os(SHADER_DIR_ENV).filter(|d| !d.is_empty()) else {
+            return HashMap::new();
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let mut found = HashMap::new();
+        for (path, _) in SHADER_FILES {
+            if let Ok(text) = std::fs::read_to_string(dir.join(path)) {
+                log::warn!(
+                    "{SHADER_DIR_ENV}: {path} replaced by {}",
+                    dir.join(path).display()
+                );
+                found.insert(*path, &*Box::leak(text.into_boxed_str()));
+            }
+        }
+        found
+    })
+}
+
+/// The source of one shader file by its path under `shaders/` (embedded, unless
+/// `CHUNKWISE_SHADER_DIR` replaces it).
 pub fn shader_source(path: &str) -> Option<&'static str> {
+    if let Some(s) = overrides().get(path) {
+        return Some(s);
+    }
     SHADER_FILES
         .iter()
         .find(|(p, _)| *p == path)
@@ -301,6 +333,8 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub info: EntryInfo,
+    /// The shader calls subgroup operations (it needs `Features::SUBGROUP`).
+    pub uses_subgroups: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -313,10 +347,25 @@ impl Kernel {
     pub fn name(&self) -> String {
         format!("{}::{}", self.key.file, self.key.entry)
     }
+    /// The file stem, plus `:entry` where the entry point is named otherwise (`rat_scan:rat_step`).
+    pub fn short_name(&self) -> String {
+        let stem = self.key.file.trim_end_matches(".wgsl");
+        if stem == self.key.entry {
+            stem.to_string()
+        } else {
+            format!("{stem}:{}", self.key.entry)
+        }
+    }
 }
 
-/// A shader compiled by the device, with naga's module and analysis for reflection.
-type CompiledModule = (wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo);
+/// A shader compiled by the device, with naga's module and analysis for reflection, and whether
+/// its code (comments aside) names subgroup operations.
+type CompiledModule = (
+    wgpu::ShaderModule,
+    naga::Module,
+    naga::valid::ModuleInfo,
+    bool,
+);
 
 /// Compiles shaders once and caches pipelines by [`KernelKey`].
 pub struct Registry {
@@ -353,7 +402,7 @@ impl Registry {
             return Ok(k.clone());
         }
         let module = self.module(device, key.file, key.dtype)?;
-        let (shader, naga_module, naga_info) = &*module;
+        let (shader, naga_module, naga_info, uses_subgroups) = &*module;
         let info = reflect(naga_module, naga_info, key.entry, key.file)?;
         let limit = limits.max_compute_workgroup_storage_size as u64;
         if info.workgroup_bytes > limit {
@@ -436,6 +485,7 @@ impl Registry {
             pipeline,
             layout,
             info,
+            uses_subgroups: *uses_subgroups,
         });
         self.kernels
             .lock()
@@ -472,7 +522,11 @@ impl Registry {
                 e,
             ));
         }
-        let m = Arc::new((shader, naga_module, naga_info));
+        let uses_subgroups = assembled
+            .source
+            .lines()
+            .any(|l| l.split("//").next().unwrap_or("").contains("subgroup"));
+        let m = Arc::new((shader, naga_module, naga_info, uses_subgroups));
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -23,8 +23,9 @@ pub mod pool;
 pub mod record;
 pub mod reference;
 pub mod tensor;
+pub mod verify;
 
-pub use context::{AdapterSummary, Context, ContextOptions};
+pub use context::{AdapterSummary, Context, ContextOptions, Schedule};
 pub use error::{Error, Result};
 pub use pool::PoolStats;
 pub use record::Recording;

@@ -1,4 +1,4 @@
-//! The `chunkwise` command line: `info`, `bench`.
+//! The `chunkwise` command line: `info`, `check`, `run`, `generate`, `bench`.
 
 use std::process::ExitCode;
 
@@ -59,6 +59,30 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value = "f32")]
         dtype: DType,
+    },
+    /// Verify every kernel family on the selected adapter against the float64 reference (and
+    /// golden cases with --golden): a table of family, schedule, variant, shape, dtype, error,
+    /// bound, result and time; exits non-zero if any case fails. Runs the kernels of
+    /// CHUNKWISE_SCHEDULE (auto, gpu or cpu), with and without subgroup kernels.
+    Check {
+        /// Also write JSON Lines, one object per case, to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Leave out the long cases (one per family, sized to reach loop and tile limits).
+        #[arg(long)]
+        quick: bool,
+        /// Only these families (repeat the flag or separate with commas); see --list.
+        #[arg(long, value_delimiter = ',')]
+        family: Vec<String>,
+        /// Also run every golden case (*.json) under this folder through `chunkwise run`'s path.
+        #[arg(long)]
+        golden: Option<std::path::PathBuf>,
+        /// A case that takes longer than this many seconds fails (and the run stops).
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
+        /// List the families and their case counts, and exit.
+        #[arg(long)]
+        list: bool,
     },
     /// Benchmarks.
     Bench {
@@ -298,6 +322,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Cmd::Check {
+            json,
+            quick,
+            family,
+            golden,
+            timeout_s,
+            list,
+        } => check(json, quick, &family, golden, timeout_s, list),
         Cmd::Run { case, out, check } => {
             let ctx = Context::new_blocking()?;
             let run = chunkwise::golden::run_case(&ctx, &case)?;
@@ -355,8 +387,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let info = ctx.adapter_info();
             if !json {
                 println!(
-                    "# attention on {} ({:?}, {}); GEMM 1024³: {:.2} GFLOP/s",
-                    info.name, info.backend, info.driver_info, gemm.gflops
+                    "# attention on {} ({:?}, {}); schedule {}; GEMM 1024³: {:.2} GFLOP/s",
+                    info.name,
+                    info.backend,
+                    info.driver_info,
+                    ctx.schedule_summary(),
+                    gemm.gflops
                 );
                 println!("| mode | batch | T / cache | D | heads | window | median ms | min ms | max ms | GFLOP/s |");
                 println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -414,8 +450,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let info = ctx.adapter_info();
             if !json {
                 println!(
-                    "# GEMM y = x·Wᵀ on {} ({:?}, {})",
-                    info.name, info.backend, info.driver_info
+                    "# GEMM y = x·Wᵀ on {} ({:?}, {}); schedule {}",
+                    info.name,
+                    info.backend,
+                    info.driver_info,
+                    ctx.schedule_summary()
                 );
                 println!(
                     "| M | N | K | dtype | schedule | median ms | min ms | max ms | GFLOP/s |"
@@ -483,6 +522,7 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
             Ok(ctx) => {
                 let v = selected_json(ctx);
                 println!("selected: {}", v["adapter"]["name"].as_str().unwrap_or("?"));
+                println!("  schedule: {}", ctx.schedule_summary());
                 println!("  features used: {}", v["features"]);
                 for (k, val) in v["limits"].as_object().into_iter().flatten() {
                     println!("  {k}: {val}");
@@ -492,6 +532,110 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     selected.map(|_| ()).map_err(Into::into)
+}
+
+fn check(
+    json: Option<std::path::PathBuf>,
+    quick: bool,
+    families: &[String],
+    golden: Option<std::path::PathBuf>,
+    timeout_s: u64,
+    list: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise::verify;
+    let cases = verify::select(families, quick)?;
+    if list {
+        for f in verify::families() {
+            let n = cases.iter().filter(|c| c.family == f).count();
+            let long = cases.iter().filter(|c| c.family == f && c.long).count();
+            println!("{f:<18} {n} cases ({long} long)");
+        }
+        return Ok(());
+    }
+    let golden = golden
+        .map(|d| verify::golden_cases(&d).map(|c| (d, c)))
+        .transpose()?;
+    let ctx = Context::new_blocking()?;
+    let info = ctx.adapter_info().clone();
+    let env = std::env::var(chunkwise::Schedule::ENV).unwrap_or_default();
+    println!(
+        "# check on {} ({:?}, {} {}), chunkwise {}; schedule {} ({}={})",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION"),
+        ctx.schedule_summary(),
+        chunkwise::Schedule::ENV,
+        if env.is_empty() { "unset" } else { &env }
+    );
+    println!("| family | schedule | variant | shape | dtype | error | bound | result | ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut json = json_file(json.as_deref())?;
+    let timeout = std::time::Duration::from_secs(timeout_s.max(1));
+    let mut outcomes = Vec::new();
+    let mut write = |o: &verify::Outcome| -> Result<(), Box<dyn std::error::Error>> {
+        let err = o.error_value().map_or("-".to_string(), |e| {
+            format!(
+                "{} {e:.2e}",
+                if o.metric == "max_abs" { "abs" } else { "rel" }
+            )
+        });
+        let result = match (&o.error, &o.skipped) {
+            (Some(e), _) => format!("FAIL: {e}"),
+            (_, Some(s)) => format!("skipped ({s})"),
+            _ => o.status().to_string(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {:?} | {err} | {:.0e} | {result} | {:.0} |",
+            o.family, o.schedule, o.variant, o.shape, o.dtype, o.bound, o.ms
+        );
+        if let Some(f) = json.as_mut() {
+            use std::io::Write;
+            let mut v = serde_json::to_value(o)?;
+            v["status"] = o.status().into();
+            v["adapter"] = info.name.clone().into();
+            v["backend"] = format!("{:?}", info.backend).into();
+            writeln!(f, "{v}")?;
+        }
+        Ok(())
+    };
+    let mut io_err = None;
+    outcomes.extend(verify::run_cases(&ctx, &cases, timeout, |o| {
+        if let Err(e) = write(o) {
+            io_err.get_or_insert(e);
+        }
+    }));
+    let hung = outcomes.iter().any(|o| {
+        o.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("did not finish"))
+    });
+    if let (Some((root, paths)), false) = (&golden, hung) {
+        for p in paths {
+            let (o, hung) = verify::run_golden(&ctx, p, root, timeout);
+            write(&o)?;
+            outcomes.push(o);
+            if hung {
+                break;
+            }
+        }
+    }
+    if let Some(e) = io_err {
+        return Err(e);
+    }
+    let failed = outcomes.iter().filter(|o| o.failed()).count();
+    let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
+    let passed = outcomes.len() - failed - skipped;
+    println!();
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(format!("{failed} of {} cases failed", outcomes.len()).into());
+    }
+    if passed == 0 {
+        return Err("no case ran on this adapter".into());
+    }
+    Ok(())
 }
 
 fn selected_json(ctx: &Context) -> serde_json::Value {
@@ -508,6 +652,8 @@ fn selected_json(ctx: &Context) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "adapter": AdapterSummary::from(ctx.adapter_info()),
+        "schedule": ctx.schedule().name(),
+        "schedule_summary": ctx.schedule_summary(),
         "features": features,
         "limits": {
             "max_buffer_size": l.max_buffer_size,
@@ -589,11 +735,12 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "# models on {} ({:?}, {}), chunkwise {}",
+        "# models on {} ({:?}, {}), chunkwise {}; schedule {}",
         info.name,
         info.backend,
         info.driver_info,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        ctx.schedule_summary()
     );
     println!(
         "prompt {} tokens, {} new tokens (greedy), {:?}",
@@ -694,11 +841,12 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
     let info = ctx.adapter_info().clone();
     let gemm = bench::gemm(&ctx, 1024, 1024, 1024, DType::F32, GemmSchedule::Auto, 3)?;
     let title = format!(
-        "layers on {} ({:?}, {}), chunkwise {}; GEMM 1024³ f32: {:.2} GFLOP/s",
+        "layers on {} ({:?}, {}), chunkwise {}; schedule {}; GEMM 1024³ f32: {:.2} GFLOP/s",
         info.name,
         info.backend,
         info.driver_info,
         env!("CARGO_PKG_VERSION"),
+        ctx.schedule_summary(),
         gemm.gflops
     );
     println!("# {title}");

@@ -5,6 +5,8 @@
 //! buffer, workgroup counts and binding sizes over the adapter's limits) happen here, when a
 //! dispatch is recorded, and come back as typed errors.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::context::Context;
@@ -35,6 +37,44 @@ enum Cmd {
     },
 }
 
+/// The kernels one piece of work dispatched (see [`trace_kernels`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelTrace {
+    /// Kernel names (`file stem` or `stem:entry`), sorted.
+    pub kernels: BTreeSet<String>,
+    /// Whether any of them uses subgroup operations.
+    pub subgroups: bool,
+}
+
+impl KernelTrace {
+    /// The kernel names joined by `+`, e.g. `gemm_direct_sg+transpose`.
+    pub fn joined(&self) -> String {
+        self.kernels.iter().cloned().collect::<Vec<_>>().join("+")
+    }
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<KernelTrace>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, every kernel dispatched on this thread meanwhile (on
+/// any context): how `chunkwise check` names the variant a case ran.
+pub fn trace_kernels<T>(f: impl FnOnce() -> T) -> (T, KernelTrace) {
+    let outer = TRACE.with(|t| t.borrow_mut().replace(KernelTrace::default()));
+    let out = f();
+    let trace = TRACE.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    (out, trace.unwrap_or_default())
+}
+
+/// What a recording holds, counted from its commands: for benchmark rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingStats {
+    /// Compute dispatches (copies and clears not counted).
+    pub dispatches: usize,
+    /// Workgroups of the smallest dispatch (0 when there is none).
+    pub min_workgroups: u64,
+}
+
 /// Collects dispatches; nothing reaches the GPU until [`Recording::submit`].
 pub struct Recording {
     ctx: Context,
@@ -53,6 +93,19 @@ impl Recording {
 
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// Dispatches and the smallest dispatch recorded so far (since the last flush).
+    pub fn stats(&self) -> RecordingStats {
+        let groups = self.cmds.iter().filter_map(|c| match c {
+            Cmd::Dispatch(d) => Some(d.groups.iter().map(|&g| g as u64).product::<u64>()),
+            _ => None,
+        });
+        let (dispatches, min) = groups.fold((0, u64::MAX), |(n, m), g| (n + 1, m.min(g)));
+        RecordingStats {
+            dispatches,
+            min_workgroups: if dispatches == 0 { 0 } else { min },
+        }
     }
 
     /// Number of dispatches and copies recorded so far.
@@ -146,6 +199,12 @@ impl Recording {
         if groups.contains(&0) {
             return Ok(()); // nothing to do (an empty tensor)
         }
+        TRACE.with(|t| {
+            if let Some(trace) = t.borrow_mut().as_mut() {
+                trace.kernels.insert(kernel.short_name());
+                trace.subgroups |= kernel.uses_subgroups;
+            }
+        });
         self.cmds.push(Cmd::Dispatch(Dispatch {
             kernel: kernel.clone(),
             params,

@@ -256,3 +256,116 @@ fn generate_streams_the_continuation_and_reports_tokens_per_second() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/model/config.json"));
 }
+
+#[test]
+fn check_runs_families_and_writes_json_lines() {
+    let json = std::env::temp_dir().join(format!("chunkwise-check-{}.jsonl", std::process::id()));
+    let out = chunkwise(&[
+        "check",
+        "--family",
+        "rmsnorm,argmax",
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("schedule "), "{stdout}");
+    assert!(
+        stdout.contains("| family | schedule | variant |"),
+        "{stdout}"
+    );
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&json);
+    assert!(rows.len() >= 10, "{} rows", rows.len());
+    for r in &rows {
+        for key in [
+            "family", "variant", "dtype", "shape", "rel_rms", "bound", "pass",
+        ] {
+            assert!(r.get(key).is_some(), "row without {key}: {r}");
+        }
+        assert!(r["variant"].as_str().is_some_and(|v| !v.is_empty()), "{r}");
+    }
+    for family in ["rmsnorm", "argmax"] {
+        assert!(rows
+            .iter()
+            .any(|r| r["family"] == family && r["pass"] == true));
+    }
+}
+
+#[test]
+fn check_fails_on_a_broken_kernel() {
+    // Both RMSNorm kernels (rows of vec4s on CPU adapters, one row per workgroup elsewhere)
+    // scaled by 1.001: far inside what a glance at the output would notice, far outside the
+    // bound.
+    let dir = std::env::temp_dir().join(format!("chunkwise-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for (file, from) in [
+        ("rmsnorm.wgsl", "* inv * f32(w[i])"),
+        ("rmsnorm_rows.wgsl", "* inv * vec4<f32>(w[i])"),
+    ] {
+        let src = std::fs::read_to_string(shaders.join(file)).unwrap();
+        assert!(src.contains(from), "{file} no longer contains `{from}`");
+        let broken = src.replace(from, &format!("{from} * 1.001"));
+        std::fs::write(dir.join(file), broken).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_chunkwise"))
+        .args(["check", "--family", "rmsnorm", "--quick"])
+        .env("CHUNKWISE_SHADER_DIR", &dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("| FAIL |"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cases failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_rejects_an_unknown_family_and_a_bad_schedule() {
+    let out = chunkwise(&["check", "--family", "no_such_family"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown family 'no_such_family'") && err.contains("gemm"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_chunkwise"))
+        .args(["check", "--family", "argmax"])
+        .env("CHUNKWISE_SCHEDULE", "fastest")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CHUNKWISE_SCHEDULE='fastest'"), "{err}");
+}
+
+#[test]
+fn info_names_the_schedule_in_use() {
+    for (value, kernels) in [("gpu", "gpu kernels"), ("cpu", "cpu kernels")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_chunkwise"))
+            .arg("info")
+            .env("CHUNKWISE_SCHEDULE", value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!("schedule: {value} → {kernels}")),
+            "{stdout}"
+        );
+    }
+}

@@ -1,63 +1,15 @@
-//! GEMM kernels vs the f64 reference: odd sizes, batching, both schedules, f32 and f16.
+//! GEMM: the registry's cases on every schedule, plus the Linear wrapper and bad input.
 
 mod common;
 use chunkwise::ops::gemm::{self, GemmSchedule};
 use chunkwise::{reference, DType, Error};
 use common::*;
 
-fn check(
-    b: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    w_batched: bool,
-    schedule: GemmSchedule,
-    dtype: DType,
-) {
-    let ctx = ctx();
-    let x = stored(&rand(b * m * k, 1 + m as u64, 1.0), dtype);
-    let wb = if w_batched { b } else { 1 };
-    let w = stored(&rand(wb * n * k, 2 + n as u64, 1.0), dtype);
-    let xt = ctx.upload(&x, &[b, m, k], dtype).unwrap();
-    let wshape: Vec<usize> = if w_batched { vec![b, n, k] } else { vec![n, k] };
-    let wt = ctx.upload(&w, &wshape, dtype).unwrap();
-    let y = ctx
-        .run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))
-        .unwrap();
-    assert_eq!(y.shape(), [b, m, n]);
-    let got = ctx.download(&y).unwrap();
-    let want = reference::gemm(&x, &w, b, m, n, k);
-    assert_close(
-        &got,
-        &want,
-        dtype,
-        &format!("gemm {b}x{m}x{n}x{k} w_batched={w_batched} {schedule:?}"),
-    );
-}
-
 #[test]
-fn odd_sizes_both_schedules_all_dtypes() {
-    for dtype in dtypes() {
-        for s in [
-            GemmSchedule::Tiled,
-            GemmSchedule::Direct,
-            GemmSchedule::DirectSubgroup,
-        ] {
-            check(1, 37, 61, 100, false, s, dtype);
-            check(1, 1, 1, 1, false, s, dtype);
-            check(1, 65, 130, 17, false, s, dtype);
-            check(1, 128, 64, 256, false, s, dtype);
-            // Fewer than 8 rows (decode steps): the direct schedule's one-row kernel.
-            check(1, 1, 50, 64, false, s, dtype);
-            check(1, 5, 33, 12, false, s, dtype);
-            // K > 1024: the subgroup schedule's one-column-block variant.
-            check(1, 20, 36, 1028, false, s, dtype);
-            // More than one workgroup of columns (512 with two blocks per lane, 256 with one).
-            check(1, 37, 600, 256, false, s, dtype);
-            check(1, 20, 300, 1028, false, s, dtype);
-            check(3, 7, 9, 8, true, s, dtype);
-        }
-    }
+fn registry_cases_on_every_schedule() {
+    // Odd sizes, M = 1 … 17, K > 1024, several column workgroups, batched weights, f32 and f16:
+    // the tiled (GPU), direct and direct-subgroup (CPU) schedules through the three contexts.
+    check_family("gemm");
 }
 
 #[test]
@@ -77,18 +29,6 @@ fn lavapipe_runs_the_subgroup_schedule() {
         GemmSchedule::Auto.resolve(ctx_gpu_schedules()),
         GemmSchedule::Tiled
     );
-}
-
-#[test]
-fn batched_with_shared_and_batched_weights() {
-    for s in [
-        GemmSchedule::Tiled,
-        GemmSchedule::Direct,
-        GemmSchedule::DirectSubgroup,
-    ] {
-        check(3, 29, 33, 40, false, s, DType::F32);
-        check(3, 29, 33, 40, true, s, DType::F32);
-    }
 }
 
 #[test]

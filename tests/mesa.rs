@@ -9,15 +9,7 @@ use chunkwise::model::Checkpoint;
 use chunkwise::reference::max_abs;
 use chunkwise::reference::mesa::{core, MesaShape, Solve};
 
-/// The reference iteration: parallel path (x0 = 0) and decode path (Jacobi start), 30 steps.
-const CG30: Solve = Solve::Cg {
-    iters: 30,
-    jacobi: false,
-};
-const CG30_DECODE: Solve = Solve::Cg {
-    iters: 30,
-    jacobi: true,
-};
+use chunkwise::verify::{MesaHost, CG30, CG30_DECODE};
 
 fn golden(name: &str) -> Option<Checkpoint> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -148,73 +140,16 @@ fn cpu_reference_reproduces_the_golden_decode_case() {
 }
 
 use chunkwise::ops::mesa::{self as mops, MesaState};
-use chunkwise::{Context, DType, Error, Tensor};
+use chunkwise::{Context, DType, Error};
 use common::*;
 
-struct Inputs {
-    s: MesaShape,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    g: Vec<f32>,
-    beta: Vec<f32>,
-    lamb: Vec<f32>,
-}
-
-fn unit_rows(x: &mut [f32], d: usize) {
-    for row in x.chunks_mut(d) {
-        let n = (row.iter().map(|v| v * v).sum::<f32>() + 1e-6).sqrt();
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-}
-
-/// `gate`: the decay range (low, high), e.g. (0.95, 0.999) slow, (0.01, 0.1) fast forgetting.
-fn inputs(s: MesaShape, seed: u64, gate: (f32, f32)) -> Inputs {
-    let n = s.b * s.t * s.h * s.d;
-    let mut q = rand(n, seed, 1.0);
-    let mut k = rand(n, seed + 1, 1.0);
-    unit_rows(&mut q, s.d);
-    unit_rows(&mut k, s.d);
-    let ng = s.b * s.t * s.h;
-    let g = rand(ng, seed + 3, 1.0)
-        .iter()
-        .map(|u| (gate.0 + (u * 0.5 + 0.5) * (gate.1 - gate.0)).ln())
-        .collect();
-    let beta = rand(ng, seed + 4, 3.0)
-        .iter()
-        .map(|x| 1.0 / (1.0 + (-x).exp()))
-        .collect();
-    let lamb = rand(s.h * s.d, seed + 5, 1.0)
-        .iter()
-        .map(|x| (1.0 + x.exp()).ln() + 0.25)
-        .collect();
-    Inputs {
-        s,
-        q,
-        k,
-        v: rand(n, seed + 2, 1.5),
-        g,
-        beta,
-        lamb,
-    }
-}
-
-impl Inputs {
-    fn reference(
-        &self,
-        init: Option<(&[f32], &[f32])>,
-        parallel: Solve,
-        decode: Option<(usize, Solve)>,
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        core(
-            self.s, &self.q, &self.k, &self.v, &self.g, &self.beta, &self.lamb, init, parallel,
-            decode,
-        )
-    }
+/// `MesaHost::random` in f32.
+fn inputs(s: MesaShape, seed: u64, gate: (f32, f32)) -> MesaHost {
+    MesaHost::random(s, seed, gate, DType::F32)
 }
 
 fn run_core(
-    inp: &Inputs,
+    inp: &MesaHost,
     init: Option<(&[f32], &[f32])>,
     iters: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -223,7 +158,7 @@ fn run_core(
 
 fn run_core_on(
     ctx: &'static Context,
-    inp: &Inputs,
+    inp: &MesaHost,
     init: Option<(&[f32], &[f32])>,
     iters: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -232,7 +167,7 @@ fn run_core_on(
         Some((kk, kv)) => MesaState::from_host(ctx, kk, kv, b, h, d).unwrap(),
         None => MesaState::zeros(ctx, b, h, d).unwrap(),
     };
-    let up = Uploaded::new(ctx, inp);
+    let up = inp.upload(ctx, DType::F32).unwrap();
     let o = ctx
         .run(|rec| mops::core(rec, &up.inputs(), &st, iters))
         .unwrap();
@@ -243,113 +178,26 @@ fn run_core_on(
     )
 }
 
-/// The inputs of a case on the GPU.
-struct Uploaded {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    g: Tensor,
-    beta: Tensor,
-    lamb: Tensor,
-}
-
-impl Uploaded {
-    fn new(ctx: &Context, inp: &Inputs) -> Uploaded {
-        let MesaShape { b, t, h, d } = inp.s;
-        let up = |x: &[f32], s: &[usize]| ctx.upload(x, s, DType::F32).unwrap();
-        let sh = [b, t, h, d];
-        Uploaded {
-            q: up(&inp.q, &sh),
-            k: up(&inp.k, &sh),
-            v: up(&inp.v, &sh),
-            g: up(&inp.g, &[b, t, h]),
-            beta: up(&inp.beta, &[b, t, h]),
-            lamb: up(&inp.lamb, &[h, d]),
-        }
-    }
-    fn inputs(&self) -> mops::MesaInputs<'_> {
-        mops::MesaInputs {
-            q: &self.q,
-            k: &self.k,
-            v: &self.v,
-            g: &self.g,
-            beta: &self.beta,
-            lamb: &self.lamb,
-        }
-    }
+#[test]
+fn states_registry_cases() {
+    // The final states after the chunk-start states' walk: odd T, head dims 16 … 128, strong and
+    // weak forgetting, initial states, f32 and f16, on every schedule.
+    check_family("mesa_states");
 }
 
 #[test]
-fn gpu_core_matches_reference_cg_over_shapes_and_gate_regimes() {
-    let cases = [
-        (
-            MesaShape {
-                b: 1,
-                t: 37,
-                h: 2,
-                d: 16,
-            },
-            (0.85, 0.95),
-        ),
-        (
-            MesaShape {
-                b: 2,
-                t: 50,
-                h: 2,
-                d: 32,
-            },
-            (0.95, 0.999),
-        ),
-        (
-            MesaShape {
-                b: 1,
-                t: 45,
-                h: 1,
-                d: 60,
-            },
-            (0.01, 0.1),
-        ),
-        (
-            MesaShape {
-                b: 1,
-                t: 70,
-                h: 2,
-                d: 64,
-            },
-            (0.85, 0.95),
-        ),
-        (
-            MesaShape {
-                b: 1,
-                t: 21,
-                h: 1,
-                d: 128,
-            },
-            (0.95, 0.999),
-        ),
-    ];
-    for (i, &(s, gate)) in cases.iter().enumerate() {
-        let inp = inputs(s, 10 * i as u64 + 1, gate);
-        let (o, kk, kv) = run_core(&inp, None, 30);
-        let (want, wkk, wkv) = inp.reference(None, CG30, None);
-        assert_close(
-            &o,
-            &want,
-            DType::F32,
-            &format!("mesa core {s:?} gates {gate:?}"),
-        );
-        assert!(
-            max_abs(&o, &want) < 2e-5,
-            "{s:?}: max_abs {}",
-            max_abs(&o, &want)
-        );
-        assert_close(&kk, &wkk, DType::F32, "final h_kk");
-        assert_close(&kv, &wkv, DType::F32, "final h_kv");
-    }
+fn cg_registry_cases() {
+    check_family("mesa_cg");
 }
 
 #[test]
-fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
+fn decode_registry_cases() {
+    check_family("mesa_decode");
+}
+
+#[test]
+fn gpu_core_runs_exactly_n_iterations() {
+    // 4 iterations differ from 30 by far more than the bound: the count given is the count run.
     let s = MesaShape {
         b: 2,
         t: 40,
@@ -357,24 +205,8 @@ fn gpu_core_continues_from_initial_states_and_runs_exactly_n_iterations() {
         d: 32,
     };
     let inp = inputs(s, 77, (0.85, 0.95));
-    let n = s.b * s.h * s.d * s.d;
-    // A symmetric positive semi-definite h_kk (sum of outer products) and any h_kv.
-    let basis = rand(s.b * s.h * 4 * s.d, 5, 1.0);
-    let mut kk = vec![0.0f32; n];
-    for bh in 0..s.b * s.h {
-        for r in 0..4 {
-            let u = &basis[(bh * 4 + r) * s.d..(bh * 4 + r + 1) * s.d];
-            for i in 0..s.d {
-                for j in 0..s.d {
-                    kk[bh * s.d * s.d + i * s.d + j] += u[i] * u[j];
-                }
-            }
-        }
-    }
-    let kv = rand(n, 6, 0.5);
-    for iters in [4usize, 30] {
-        assert_core_matches_cg(&inp, Some((&kk, &kv)), iters);
-    }
+    let (kk, kv) = chunkwise::verify::random_states(s.b, s.h, s.d, 5);
+    assert_core_matches_cg(&inp, Some((&kk, &kv)), 4);
 }
 
 #[test]
@@ -404,13 +236,13 @@ fn gpu_core_states_stay_exact_over_thousands_of_chunks() {
 }
 
 /// The GPU core op equals the reference CG with `iters` iterations (x0 = 0, as upstream).
-fn assert_core_matches_cg(inp: &Inputs, init: Option<(&[f32], &[f32])>, iters: usize) {
+fn assert_core_matches_cg(inp: &MesaHost, init: Option<(&[f32], &[f32])>, iters: usize) {
     assert_core_matches_cg_on(ctx(), inp, init, iters);
 }
 
 fn assert_core_matches_cg_on(
     ctx: &'static Context,
-    inp: &Inputs,
+    inp: &MesaHost,
     init: Option<(&[f32], &[f32])>,
     iters: usize,
 ) {
@@ -463,10 +295,10 @@ fn gpu_core_at_the_iteration_counts_where_the_cpu_schedule_hands_over() {
     }
 }
 
-fn core_error(ctx: &'static Context, inp: &Inputs, iters: usize) -> Error {
+fn core_error(ctx: &'static Context, inp: &MesaHost, iters: usize) -> Error {
     let MesaShape { b, h, d, .. } = inp.s;
     let st = MesaState::zeros(ctx, b, h, d).unwrap();
-    let up = Uploaded::new(ctx, inp);
+    let up = inp.upload(ctx, DType::F32).unwrap();
     ctx.run(|rec| mops::core(rec, &up.inputs(), &st, iters))
         .unwrap_err()
 }
@@ -484,7 +316,7 @@ fn gpu_decode_at_the_iteration_limit_of_cpu_adapters() {
             d: 64,
         };
         let inp = inputs(s, 17, (0.9, 0.99));
-        let up = Uploaded::new(ctx, &inp);
+        let up = inp.upload(ctx, DType::F32).unwrap();
         let inputs = up.inputs();
         let st = MesaState::zeros(ctx, 1, 1, 64).unwrap();
         let o = ctx
@@ -512,23 +344,6 @@ fn gpu_decode_at_the_iteration_limit_of_cpu_adapters() {
         } else {
             r.unwrap();
         }
-    }
-}
-
-#[test]
-fn gpu_core_without_subgroup_kernels_and_with_gpu_schedules_matches_reference() {
-    // mesa_cg_lanes, the schedule of CPU adapters without 8-lane subgroups, and mesa_cg, the GPU
-    // kernel, at odd T and D.
-    let shapes = [
-        (1, 37, 2, 16, (0.85, 0.95)),
-        (1, 45, 1, 60, (0.01, 0.1)),
-        (2, 70, 2, 64, (0.95, 0.999)),
-    ];
-    for (i, (b, t, h, d, gate)) in shapes.into_iter().enumerate() {
-        let inp = inputs(MesaShape { b, t, h, d }, 300 + i as u64, gate);
-        assert_core_matches_cg_on(ctx_without_subgroups(), &inp, None, 30);
-        // The GPU kernel (mesa_cg: workgroup memory, barriers).
-        assert_core_matches_cg_on(ctx_gpu_schedules(), &inp, None, 30);
     }
 }
 

@@ -95,6 +95,23 @@ impl Case {
 }
 
 #[test]
+fn scan_registry_cases() {
+    // The fused gate + intra-chunk scan: ragged T, L = 1 and L > T, groups < heads, head dims
+    // 16 … 128, f32 and f16, on every schedule.
+    check_family("rat_scan");
+}
+
+#[test]
+fn inter_chunk_attention_registry_cases() {
+    check_family("rat_attention");
+}
+
+#[test]
+fn step_registry_cases() {
+    check_family("rat_step");
+}
+
+#[test]
 fn layer_matches_reference_over_random_shapes() {
     let ctx = ctx();
     // (B, T, D, H, G, L): hand-picked corners (ragged T, L = 1, L > T, L = 256, G < H, head dims

@@ -128,17 +128,16 @@ pub(crate) fn cg_kernel(
     d: usize,
     iters: usize,
 ) -> Result<(&'static str, &'static str)> {
-    if !ctx.is_cpu_adapter() {
-        return Ok(("mesa.wgsl", "mesa_cg"));
-    }
     let sched = ctx.cpu_schedules();
-    let sg = sched && ctx.subgroup_size() == Some(8) && d.is_multiple_of(4) && d <= 64;
+    let sg = sched && ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
     let lanes = sched && d <= 64;
-    if sg && within_cpu_budget("mesa_cg_sg", d, iters) {
+    // Only CPU drivers cut long loops short.
+    let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, iters);
+    if sg && fits("mesa_cg_sg") {
         Ok(("mesa_cg_sg.wgsl", "mesa_cg_sg"))
-    } else if lanes && within_cpu_budget("mesa_cg_lanes", d, iters) {
+    } else if lanes && fits("mesa_cg_lanes") {
         Ok(("mesa.wgsl", "mesa_cg_lanes"))
-    } else if within_cpu_budget("mesa_cg", d, iters) {
+    } else if fits("mesa_cg") {
         Ok(("mesa.wgsl", "mesa_cg"))
     } else {
         let mut tried = vec!["mesa_cg"];
@@ -376,13 +375,14 @@ pub fn decode_step(
     // CPU adapters: one invocation per (batch, head) (shaders/mesa_decode_lanes.wgsl) for D a
     // multiple of 4 up to 64 while it fits the loop budget, then mesa_decode, then an error.
     let lanes = ctx.cpu_schedules() && d % 4 == 0 && d <= 64;
-    let (file, entry, groups) = if lanes && within_cpu_budget("mesa_decode_lanes", d, iters) {
+    let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, iters);
+    let (file, entry, groups) = if lanes && fits("mesa_decode_lanes") {
         (
             "mesa_decode_lanes.wgsl",
             "mesa_decode_lanes",
             (b * h).div_ceil(8),
         )
-    } else if !ctx.is_cpu_adapter() || within_cpu_budget("mesa_decode", d, iters) {
+    } else if fits("mesa_decode") {
         ("mesa_decode.wgsl", "mesa_decode", b * h)
     } else {
         let mut tried = vec!["mesa_decode"];

@@ -81,3 +81,39 @@ pub fn attention_row(
         })
         .collect()
 }
+
+/// Shape of a flash-decoding call: `B` sequences of `H` heads, caches of `cap` slots of `dh`,
+/// the first `len` slots filled.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeShape {
+    pub b: usize,
+    pub h: usize,
+    pub cap: usize,
+    pub dh: usize,
+    pub len: usize,
+}
+
+/// One query per sequence and head, `q [B, H·dh]`, against the first `len` slots of
+/// `k, v [B, H, cap, dh]`.
+pub fn decode(q: &[f32], k: &[f32], v: &[f32], s: DecodeShape, scale: f64) -> Vec<f64> {
+    let DecodeShape { b, h, cap, dh, len } = s;
+    let mut o = vec![0.0; b * h * dh];
+    for bh in 0..b * h {
+        let key = |j: usize, i: usize| (bh * cap + j) * dh + i;
+        let scores: Vec<f64> = (0..len)
+            .map(|j| {
+                (0..dh)
+                    .map(|i| q[bh * dh + i] as f64 * k[key(j, i)] as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        for i in 0..dh {
+            o[bh * dh + i] = (0..len).map(|j| w[j] * v[key(j, i)] as f64).sum::<f64>() / z;
+        }
+    }
+    o
+}

@@ -109,3 +109,25 @@ pub fn rope(x: &[f32], dh: usize, heads: usize, positions: &[usize], base: f64) 
     }
     y
 }
+
+/// Index of the first maximum of a row; NaN never wins (the greedy sampler's rule).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
+/// Rows of `table [V, D]` at `ids`.
+pub fn embedding(table: &[f32], d: usize, ids: &[u32]) -> Vec<f64> {
+    ids.iter()
+        .flat_map(|&i| {
+            table[i as usize * d..(i as usize + 1) * d]
+                .iter()
+                .map(|&v| v as f64)
+        })
+        .collect()
+}

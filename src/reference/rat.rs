@@ -39,6 +39,120 @@ fn rot(v: &[f64], pos: usize, base: f64) -> Vec<f64> {
     out
 }
 
+/// Head layout and chunking of RAT's ops: `B` sequences of `T` tokens, `heads` heads of `dh`,
+/// queries and keys shared by `groups` groups (head h uses group h mod G), chunks of `chunk`.
+#[derive(Clone, Copy, Debug)]
+pub struct RatDims {
+    pub b: usize,
+    pub t: usize,
+    pub heads: usize,
+    pub groups: usize,
+    pub dh: usize,
+    pub chunk: usize,
+}
+
+impl RatDims {
+    fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+}
+
+/// The gated scans (spec §2): `g = sigmoid(g_pre + g_bias)`, `h_t = g h_{t−1} + (1 − g) u_t`
+/// restarting at every chunk start, for values `v [B, T, D]` and keys `k_grp [B, T, G·dh]`
+/// (tiled to the heads). Token `tt` of a sequence sits at position `pos0 + tt`; a token that
+/// does not start a chunk continues from `init = (sv, sk)` `[B, D]` (or zeros) at `tt = 0`.
+/// Returns (gate, scanned values, scanned keys), each `[B, T, D]`.
+pub fn scan(
+    s: RatDims,
+    v: &[f64],
+    g_pre: &[f64],
+    g_bias: &[f64],
+    k_grp: &[f64],
+    pos0: usize,
+    init: Option<(&[f64], &[f64])>,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (d, dg) = (s.d(), s.groups * s.dh);
+    let n = s.b * s.t * d;
+    let (mut g, mut sv, mut sk) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    for bi in 0..s.b {
+        for tt in 0..s.t {
+            let r = bi * s.t + tt;
+            for ch in 0..d {
+                let kc = ((ch / s.dh) % s.groups) * s.dh + ch % s.dh;
+                let gg = sigmoid(g_pre[r * d + ch] + g_bias[ch]);
+                g[r * d + ch] = gg;
+                let (pv, pk) = if (pos0 + tt) % s.chunk == 0 {
+                    (0.0, 0.0)
+                } else if tt > 0 {
+                    (sv[(r - 1) * d + ch], sk[(r - 1) * d + ch])
+                } else {
+                    init.map_or((0.0, 0.0), |(iv, ik)| (iv[bi * d + ch], ik[bi * d + ch]))
+                };
+                sv[r * d + ch] = gg * pv + (1.0 - gg) * v[r * d + ch];
+                sk[r * d + ch] = gg * pk + (1.0 - gg) * k_grp[(bi * s.t + tt) * dg + kc];
+            }
+        }
+    }
+    (g, sv, sk)
+}
+
+/// The inter-chunk attention (spec §2): token t of chunk c attends to the final scanned key and
+/// value of every earlier chunk and to its own running state, in one softmax. `q [B, T, G·dh]`,
+/// `k, v [B, T, D]`. With `rope_base`, queries are rotated at their chunk index c and keys at
+/// theirs (a chunk's final at j, the own key at c); without, the inputs come rotated.
+pub fn inter_chunk(
+    s: RatDims,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    rope_base: Option<f64>,
+) -> Vec<f64> {
+    let (d, dh, dg) = (s.d(), s.dh, s.groups * s.dh);
+    let rotate = |x: Vec<f64>, pos: usize| match rope_base {
+        Some(base) => rot(&x, pos, base),
+        None => x,
+    };
+    let scale = 1.0 / (dh as f64).sqrt();
+    let mut o = vec![0.0; s.b * s.t * d];
+    for bi in 0..s.b {
+        for tt in 0..s.t {
+            let r = bi * s.t + tt;
+            let c = tt / s.chunk;
+            for h in 0..s.heads {
+                let grp = h % s.groups;
+                let qr = rotate(q[r * dg + grp * dh..r * dg + (grp + 1) * dh].to_vec(), c);
+                let head = |row: usize, src: &[f64]| {
+                    src[row * d + h * dh..row * d + (h + 1) * dh].to_vec()
+                };
+                // Keys and values seen: earlier chunks' finals, then the own running state.
+                let rows: Vec<(usize, usize)> = (0..c)
+                    .map(|j| (bi * s.t + j * s.chunk + s.chunk - 1, j))
+                    .chain([(r, c)])
+                    .collect();
+                let scores: Vec<f64> = rows
+                    .iter()
+                    .map(|&(row, pos)| {
+                        let kr = rotate(head(row, k), pos);
+                        qr.iter().zip(&kr).map(|(a, b)| a * b).sum::<f64>() * scale
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..dh {
+                    o[r * d + h * dh + i] = rows
+                        .iter()
+                        .zip(&e)
+                        .map(|(&(row, _), ej)| ej * v[row * d + h * dh + i])
+                        .sum::<f64>()
+                        / z;
+                }
+            }
+        }
+    }
+    o
+}
+
 /// The layer on `x [B, T, D]`.
 pub fn rat_layer(x: &[f32], b: usize, t: usize, w: &RatWeights) -> RatTrace {
     let d = w.gate_bias.len();
@@ -54,72 +168,33 @@ pub fn rat_layer(x: &[f32], b: usize, t: usize, w: &RatWeights) -> RatTrace {
                 .sum();
         }
     }
-    let at = |r: usize, o: usize| p[r * rows + o];
-    let n = b * t * d;
-    let (mut z, mut g, mut sv, mut sk, mut attn, mut y) = (
-        vec![0.0; n],
-        vec![0.0; n],
-        vec![0.0; n],
-        vec![0.0; n],
-        vec![0.0; n],
-        vec![0.0; n],
+    // The projection's column blocks [z | x | g | q | k] as separate [B·T, width] tensors.
+    let cols = |lo: usize, width: usize| -> Vec<f64> {
+        (0..b * t)
+            .flat_map(|r| p[r * rows + lo..r * rows + lo + width].to_vec())
+            .collect()
+    };
+    let z: Vec<f64> = cols(0, d).into_iter().map(sigmoid).collect();
+    let bias: Vec<f64> = w.gate_bias.iter().map(|&v| v as f64).collect();
+    let s = RatDims {
+        b,
+        t,
+        heads: w.heads,
+        groups: w.groups,
+        dh,
+        chunk: w.chunk,
+    };
+    let (g, sv, sk) = scan(
+        s,
+        &cols(d, d),
+        &cols(2 * d, d),
+        &bias,
+        &cols(3 * d + dg, dg),
+        0,
+        None,
     );
-    for bi in 0..b {
-        for tt in 0..t {
-            let r = bi * t + tt;
-            for ch in 0..d {
-                let kc = ((ch / dh) % w.groups) * dh + ch % dh;
-                z[r * d + ch] = sigmoid(at(r, ch));
-                let gg = sigmoid(at(r, 2 * d + ch) + w.gate_bias[ch] as f64);
-                g[r * d + ch] = gg;
-                let (pv, pk) = if tt % w.chunk == 0 {
-                    (0.0, 0.0)
-                } else {
-                    (sv[(r - 1) * d + ch], sk[(r - 1) * d + ch])
-                };
-                sv[r * d + ch] = gg * pv + (1.0 - gg) * at(r, d + ch);
-                sk[r * d + ch] = gg * pk + (1.0 - gg) * at(r, 3 * d + dg + kc);
-            }
-        }
-        for tt in 0..t {
-            let r = bi * t + tt;
-            let c = tt / w.chunk;
-            for h in 0..w.heads {
-                let grp = h % w.groups;
-                let q: Vec<f64> = (0..dh).map(|i| at(r, 3 * d + grp * dh + i)).collect();
-                let qr = rot(&q, c, w.rope_base);
-                let head = |row: usize, src: &Vec<f64>| -> Vec<f64> {
-                    (0..dh).map(|i| src[row * d + h * dh + i]).collect()
-                };
-                let mut scores = Vec::new();
-                let mut values = Vec::new();
-                for j in 0..c {
-                    let fr = bi * t + j * w.chunk + w.chunk - 1;
-                    let kr = rot(&head(fr, &sk), j, w.rope_base);
-                    scores.push(
-                        qr.iter().zip(&kr).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt(),
-                    );
-                    values.push(head(fr, &sv));
-                }
-                let own_k = head(r, &sk);
-                scores.push(
-                    q.iter().zip(&own_k).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt(),
-                );
-                values.push(head(r, &sv));
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                let zsum: f64 = e.iter().sum();
-                for i in 0..dh {
-                    attn[r * d + h * dh + i] = e
-                        .iter()
-                        .zip(&values)
-                        .map(|(ej, vj)| ej * vj[i])
-                        .sum::<f64>()
-                        / zsum;
-                }
-            }
-        }
-    }
+    let attn = inter_chunk(s, &cols(3 * d, dg), &sk, &sv, Some(w.rope_base));
+    let mut y = vec![0.0; b * t * d];
     for r in 0..b * t {
         for o in 0..d {
             let s: f64 = (0..d)

@@ -6,22 +6,12 @@ use std::sync::OnceLock;
 use chunkwise::reference::rel_rms;
 use chunkwise::{Context, DType};
 
-/// rel-RMS bound for f32 storage: rms(gpu − ref) / rms(ref).
-pub const TOL_F32: f64 = 1e-5;
-/// rel-RMS bound for f16 storage, against the reference evaluated on the f16-rounded inputs
-/// (so it measures the kernel: f32 accumulation plus one f16 rounding of the output, 2^-11 relative at most).
-pub const TOL_F16: f64 = 1e-3;
+#[allow(unused_imports)]
+pub use chunkwise::verify::{rand, stored, tolerance as tol};
 
 /// rel-RMS bound for a whole layer stored in f16 (weights and every intermediate rounded to f16),
 /// on its residual branch y − x. Measured: at most 4.1e-3 over the RAT test shapes.
 pub const TOL_F16_LAYER: f64 = 1e-2;
-
-pub fn tol(dtype: DType) -> f64 {
-    match dtype {
-        DType::F32 => TOL_F32,
-        DType::F16 => TOL_F16,
-    }
-}
 
 /// The test adapter. No adapter is a failure, never a skip: GPU tests must run real kernels.
 pub fn ctx() -> &'static Context {
@@ -58,9 +48,47 @@ pub fn ctx_gpu_schedules() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
         let c = Context::new_blocking().expect("GPU tests need a wgpu adapter (see ctx())");
-        c.set_cpu_schedules(false);
+        c.set_schedule(chunkwise::Schedule::Gpu);
         c
     })
+}
+
+/// The three schedules the test adapter runs: its own (on lavapipe the CPU kernels with 8-lane
+/// subgroups), the same without subgroup kernels, and the GPU kernels.
+pub fn contexts() -> [&'static Context; 3] {
+    [ctx(), ctx_without_subgroups(), ctx_gpu_schedules()]
+}
+
+/// Every registry case of `family` (chunkwise::verify, the cases `chunkwise check` runs) on every
+/// schedule of the test adapter; fails listing each case that does not pass. The only skip
+/// allowed is an f16 case on an adapter without SHADER_F16 (a size over a limit, which `check`
+/// reports as skipped, fails here: the tests must run every case).
+pub fn check_family(family: &str) {
+    let cases: Vec<_> = chunkwise::verify::registry()
+        .into_iter()
+        .filter(|c| c.family == family)
+        .collect();
+    assert!(!cases.is_empty(), "no registry case of family {family}");
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for ctx in contexts() {
+        for case in &cases {
+            let o = case.run(ctx);
+            let no_f16 = case.dtype == DType::F16 && !ctx.supports_f16();
+            if o.failed() || (o.skipped.is_some() && !no_f16) {
+                failures.push(o.describe());
+            } else if o.skipped.is_none() {
+                ran += 1;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(ran > 0, "no case of {family} ran on the test adapter");
 }
 
 /// The f16 storage dtype where the adapter has it (the test then covers f16), else f32.
@@ -69,29 +97,6 @@ pub fn dtypes() -> Vec<DType> {
         vec![DType::F32, DType::F16]
     } else {
         vec![DType::F32]
-    }
-}
-
-/// Deterministic uniform values in [-scale, scale).
-pub fn rand(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// Rounds to what a tensor of `dtype` stores, so references see the same inputs as the kernel.
-pub fn stored(v: &[f32], dtype: DType) -> Vec<f32> {
-    match dtype {
-        DType::F32 => v.to_vec(),
-        DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
     }
 }
 

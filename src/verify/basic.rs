@@ -1,0 +1,510 @@
+//! Cases of the basic families: GEMM, RMSNorm, elementwise maps, softmax, RoPE, transpose,
+//! embedding, argmax.
+
+use super::{rand, stored, to_f64, Case, Check};
+use crate::error::Result;
+use crate::ops::{elementwise as ew, embedding, gemm, norm, rope, sample, softmax, transpose};
+use crate::reference as r;
+use crate::{Context, DType};
+
+pub(super) fn cases(dtype: DType) -> Vec<Case> {
+    let mut all = Vec::new();
+    // GEMM (b, m, n, k, w batched): odd sizes, M = 1 and < 8 (decode), K > 1024, more than one
+    // workgroup of columns, batched weights.
+    for &(b, m, n, k, wb) in &[
+        (1, 37, 61, 100, false),
+        (1, 1, 1, 1, false),
+        (1, 65, 130, 17, false),
+        (1, 128, 64, 256, false),
+        (1, 1, 50, 64, false),
+        (1, 1, 257, 130, false),
+        (1, 5, 33, 12, false),
+        (1, 16, 96, 60, false),
+        (1, 17, 40, 33, false),
+        (1, 20, 36, 1028, false),
+        (1, 37, 600, 256, false),
+        (1, 20, 300, 1028, false),
+        (3, 7, 9, 8, true),
+        (3, 29, 33, 40, false),
+    ] {
+        let shape = format!("b{b} m{m} n{n} k{k}{}", if wb { " w batched" } else { "" });
+        all.push(Case::new(
+            "gemm",
+            shape,
+            dtype,
+            Gemm {
+                b,
+                m,
+                n,
+                k,
+                wb,
+                dtype,
+            },
+        ));
+    }
+    all.push(
+        Case::new(
+            "gemm",
+            "b1 m512 n1024 k1024".into(),
+            dtype,
+            Gemm {
+                b: 1,
+                m: 512,
+                n: 1024,
+                k: 1024,
+                wb: false,
+                dtype,
+            },
+        )
+        .long(),
+    );
+    // RMSNorm (rows, d): widths that are and are not multiples of 4 (row kernels on CPU adapters).
+    for &(rows, d, long) in &[
+        (1, 1, false),
+        (7, 60, false),
+        (33, 128, false),
+        (5, 1000, false),
+        (3, 2049, false),
+        (100, 256, false),
+        (2048, 2048, true),
+    ] {
+        let c = Case::new(
+            "rmsnorm",
+            format!("rows{rows} d{d}"),
+            dtype,
+            RmsNorm { rows, d, dtype },
+        );
+        all.push(if long { c.long() } else { c });
+    }
+    // Elementwise: 1005 values take the scalar kernel, 1008 the vec4 one; large magnitudes
+    // included (no overflow to inf/NaN).
+    for op in [
+        ew::Unary::Sigmoid,
+        ew::Unary::Silu,
+        ew::Unary::Gelu,
+        ew::Unary::LogSigmoid,
+        ew::Unary::Softplus,
+    ] {
+        for n in [1005, 1008] {
+            all.push(Case::new(
+                "elementwise",
+                format!("{op:?} n{n}"),
+                dtype,
+                Unary { op, n, dtype },
+            ));
+        }
+    }
+    // Binary maps: rows of 37 take the scalar kernel, 40 the vec4 one; b full or one broadcast row.
+    for op in [ew::Binary::Mul, ew::Binary::Add, ew::Binary::SigmoidMul] {
+        for cols in [37, 40] {
+            for row in [false, true] {
+                let shape = format!("{op:?} 6x{cols} {}", if row { "b row" } else { "b full" });
+                all.push(Case::new(
+                    "elementwise",
+                    shape,
+                    dtype,
+                    Binary {
+                        op,
+                        cols,
+                        row,
+                        dtype,
+                    },
+                ));
+            }
+        }
+    }
+    all.push(
+        Case::new(
+            "elementwise",
+            "Silu n4194304".into(),
+            dtype,
+            Unary {
+                op: ew::Unary::Silu,
+                n: 1 << 22,
+                dtype,
+            },
+        )
+        .long(),
+    );
+    // Softmax (rows, d, temperature), a large logit in every case.
+    for &(rows, d, temp, long) in &[
+        (4, 10, 1.0f32, false),
+        (9, 300, 0.5, false),
+        (2, 4097, 2.0, false),
+        (3, 1, 1.0, false),
+        (4, 50257, 0.7, true),
+    ] {
+        let c = Case::new(
+            "softmax",
+            format!("rows{rows} d{d} temp{temp}"),
+            dtype,
+            Softmax {
+                rows,
+                d,
+                temp,
+                dtype,
+            },
+        );
+        all.push(if long { c.long() } else { c });
+    }
+    // RoPE (b, t, heads, dh) at positions spread over the table.
+    for &(b, t, h, dh, long) in &[
+        (1, 5, 2, 64, false),
+        (2, 7, 3, 60, false),
+        (1, 3, 1, 2, false),
+        (1, 4, 2, 8, false),
+        (2, 9, 2, 128, false),
+        (1, 4096, 16, 128, true),
+    ] {
+        let c = Case::new(
+            "rope",
+            format!("b{b} t{t} h{h} dh{dh}"),
+            dtype,
+            Rope { b, t, h, dh, dtype },
+        );
+        all.push(if long { c.long() } else { c });
+    }
+    all.push(
+        Case::new(
+            "transpose",
+            "b2 19x35 pad4".into(),
+            dtype,
+            Transpose { dtype },
+        )
+        .exact(),
+    );
+    for &(v, d, n) in &[(50, 60, 7), (300, 64, 33), (1000, 128, 5)] {
+        all.push(
+            Case::new(
+                "embedding",
+                format!("vocab{v} d{d} ids{n}"),
+                dtype,
+                Embedding { v, d, n, dtype },
+            )
+            .exact(),
+        );
+    }
+    for &(rows, v) in &[(1, 1), (3, 256), (16, 1000), (2, 50_257)] {
+        all.push(
+            Case::new(
+                "argmax",
+                format!("rows{rows} v{v}"),
+                dtype,
+                Argmax { rows, v, dtype },
+            )
+            .exact(),
+        );
+    }
+    all
+}
+
+struct Gemm {
+    b: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    wb: bool,
+    dtype: DType,
+}
+
+impl Gemm {
+    fn inputs(&self) -> (Vec<f32>, Vec<f32>) {
+        let wbatch = if self.wb { self.b } else { 1 };
+        (
+            stored(
+                &rand(self.b * self.m * self.k, 1 + self.m as u64, 1.0),
+                self.dtype,
+            ),
+            stored(
+                &rand(wbatch * self.n * self.k, 2 + self.n as u64, 1.0),
+                self.dtype,
+            ),
+        )
+    }
+}
+
+impl Check for Gemm {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (x, w) = self.inputs();
+        let xt = ctx.upload(&x, &[self.b, self.m, self.k], self.dtype)?;
+        let ws: Vec<usize> = if self.wb {
+            vec![self.b, self.n, self.k]
+        } else {
+            vec![self.n, self.k]
+        };
+        let wt = ctx.upload(&w, &ws, self.dtype)?;
+        ctx.download(&ctx.run(|rec| gemm::gemm(rec, &xt, &wt))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (x, w) = self.inputs();
+        r::gemm(&x, &w, self.b, self.m, self.n, self.k)
+    }
+}
+
+struct RmsNorm {
+    rows: usize,
+    d: usize,
+    dtype: DType,
+}
+
+impl RmsNorm {
+    fn inputs(&self) -> (Vec<f32>, Vec<f32>) {
+        (
+            stored(&rand(self.rows * self.d, self.d as u64, 3.0), self.dtype),
+            stored(&rand(self.d, 7, 1.0), self.dtype),
+        )
+    }
+}
+
+impl Check for RmsNorm {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (x, w) = self.inputs();
+        let xt = ctx.upload(&x, &[self.rows, self.d], self.dtype)?;
+        let wt = ctx.upload(&w, &[self.d], self.dtype)?;
+        ctx.download(&ctx.run(|rec| norm::rmsnorm(rec, &xt, &wt, 1e-6))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (x, w) = self.inputs();
+        r::rmsnorm(&x, &w, 1e-6)
+    }
+}
+
+struct Unary {
+    op: ew::Unary,
+    n: usize,
+    dtype: DType,
+}
+
+impl Unary {
+    fn input(&self) -> Vec<f32> {
+        let mut x = rand(self.n - 5, self.op as u64 + 11, 8.0);
+        x.extend_from_slice(&[-90.0, -30.0, 0.0, 30.0, 90.0]);
+        stored(&x, self.dtype)
+    }
+}
+
+impl Check for Unary {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let x = self.input();
+        let xt = ctx.upload(&x, &[x.len()], self.dtype)?;
+        ctx.download(&ctx.run(|rec| ew::unary(rec, &xt, self.op))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let f: fn(f64) -> f64 = match self.op {
+            ew::Unary::Sigmoid => r::sigmoid,
+            ew::Unary::Silu => r::silu,
+            ew::Unary::Gelu => r::gelu,
+            ew::Unary::LogSigmoid => r::logsigmoid,
+            ew::Unary::Softplus => r::softplus,
+        };
+        self.input().iter().map(|&v| f(v as f64)).collect()
+    }
+}
+
+struct Binary {
+    op: ew::Binary,
+    cols: usize,
+    /// `b` is one row broadcast over the 6 rows of `a`.
+    row: bool,
+    dtype: DType,
+}
+
+impl Binary {
+    fn inputs(&self) -> (Vec<f32>, Vec<f32>) {
+        let nb = if self.row { self.cols } else { 6 * self.cols };
+        (
+            stored(&rand(6 * self.cols, 1, 2.0), self.dtype),
+            stored(&rand(nb, 2 + self.row as u64, 2.0), self.dtype),
+        )
+    }
+}
+
+impl Check for Binary {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (a, b) = self.inputs();
+        let at = ctx.upload(&a, &[6, self.cols], self.dtype)?;
+        let bs: Vec<usize> = if self.row {
+            vec![self.cols]
+        } else {
+            vec![6, self.cols]
+        };
+        let bt = ctx.upload(&b, &bs, self.dtype)?;
+        ctx.download(&ctx.run(|rec| ew::binary(rec, &at, &bt, self.op))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (a, b) = self.inputs();
+        let f = |u: f64, v: f64| match self.op {
+            ew::Binary::Mul => u * v,
+            ew::Binary::Add => u + v,
+            ew::Binary::SigmoidMul => r::sigmoid(u) * v,
+        };
+        a.iter()
+            .enumerate()
+            .map(|(i, &u)| f(u as f64, b[i % b.len()] as f64))
+            .collect()
+    }
+}
+
+struct Softmax {
+    rows: usize,
+    d: usize,
+    temp: f32,
+    dtype: DType,
+}
+
+impl Softmax {
+    fn input(&self) -> Vec<f32> {
+        let mut x = rand(self.rows * self.d, self.d as u64, 10.0);
+        x[0] = 80.0; // max subtraction must keep exp finite
+        stored(&x, self.dtype)
+    }
+}
+
+impl Check for Softmax {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let x = self.input();
+        let xt = ctx.upload(&x, &[self.rows, self.d], self.dtype)?;
+        ctx.download(&ctx.run(|rec| softmax::softmax(rec, &xt, self.temp))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        r::softmax(&self.input(), self.d, self.temp as f64)
+    }
+}
+
+struct Rope {
+    b: usize,
+    t: usize,
+    h: usize,
+    dh: usize,
+    dtype: DType,
+}
+
+const ROPE_POSITIONS: usize = 5000;
+
+impl Rope {
+    fn inputs(&self) -> (Vec<f32>, Vec<usize>) {
+        let pos = (0..self.t)
+            .map(|i| (i * 613 + 17) % ROPE_POSITIONS)
+            .collect();
+        let x = rand(self.b * self.t * self.h * self.dh, self.dh as u64, 1.0);
+        (stored(&x, self.dtype), pos)
+    }
+}
+
+impl Check for Rope {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (x, pos) = self.inputs();
+        let table = rope::RopeTable::new(ctx, self.dh, ROPE_POSITIONS, 10000.0)?;
+        let xt = ctx.upload(&x, &[self.b, self.t, self.h * self.dh], self.dtype)?;
+        let p = table.positions(ctx, &pos)?;
+        ctx.download(&ctx.run(|rec| rope::rope(rec, &xt, &table, &p))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (x, pos) = self.inputs();
+        r::rope(&x, self.dh, self.h, &pos, 10000.0)
+    }
+}
+
+/// `transpose_padded(x [2, 19, 35], 4)`: `[2, 35, 20]`, the padding row zero.
+struct Transpose {
+    dtype: DType,
+}
+
+const TRANSPOSE: (usize, usize, usize) = (2, 19, 35);
+
+impl Check for Transpose {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (b, rows, cols) = TRANSPOSE;
+        let x = stored(&rand(b * rows * cols, 5, 1.0), self.dtype);
+        let xt = ctx.upload(&x, &[b, rows, cols], self.dtype)?;
+        ctx.download(&ctx.run(|rec| transpose::transpose_padded(rec, &xt, 4))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (b, rows, cols) = TRANSPOSE;
+        let x = stored(&rand(b * rows * cols, 5, 1.0), self.dtype);
+        let padded = rows.div_ceil(4) * 4;
+        let mut y = vec![0.0; b * cols * padded];
+        for bi in 0..b {
+            for c in 0..cols {
+                for rr in 0..rows {
+                    y[(bi * cols + c) * padded + rr] = x[(bi * rows + rr) * cols + c] as f64;
+                }
+            }
+        }
+        y
+    }
+}
+
+struct Embedding {
+    v: usize,
+    d: usize,
+    n: usize,
+    dtype: DType,
+}
+
+impl Embedding {
+    fn inputs(&self) -> (Vec<f32>, Vec<u32>) {
+        let table = stored(&rand(self.v * self.d, 3, 1.0), self.dtype);
+        // The first and last rows included.
+        let ids = (0..self.n)
+            .map(|i| match i {
+                0 => 0,
+                1 => self.v as u32 - 1,
+                _ => ((i * 7919) % self.v) as u32,
+            })
+            .collect();
+        (table, ids)
+    }
+}
+
+impl Check for Embedding {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (table, ids) = self.inputs();
+        let tt = ctx.upload(&table, &[self.v, self.d], self.dtype)?;
+        let it = embedding::TokenIds::new(ctx, &ids, &[1, self.n], self.v)?;
+        ctx.download(&ctx.run(|rec| embedding::embedding(rec, &tt, &it))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (table, ids) = self.inputs();
+        r::embedding(&table, self.d, &ids)
+    }
+}
+
+struct Argmax {
+    rows: usize,
+    v: usize,
+    dtype: DType,
+}
+
+impl Argmax {
+    fn input(&self) -> Vec<f32> {
+        let mut x = stored(&rand(self.rows * self.v, self.v as u64, 4.0), self.dtype);
+        if self.v > 10 {
+            // Ties (the first wins), NaN (never wins) and an all −inf row.
+            x[5] = 9.0;
+            x[7] = 9.0;
+            x[3] = f32::NAN;
+            if self.rows > 1 {
+                x[self.v..2 * self.v].fill(f32::NEG_INFINITY);
+            }
+        }
+        x
+    }
+}
+
+impl Check for Argmax {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let x = self.input();
+        let xt = ctx.upload(&x, &[self.rows, self.v], self.dtype)?;
+        ctx.download(&ctx.run(|rec| sample::argmax(rec, &xt))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        to_f64(
+            &self
+                .input()
+                .chunks(self.v)
+                .map(|row| r::argmax(row) as f32)
+                .collect::<Vec<_>>(),
+        )
+    }
+}

@@ -1,0 +1,270 @@
+//! Cases of the Mesa core op (chunk-start states, chunkwise CG) and its decode step, and the
+//! random inputs the Mesa tests share with them.
+
+use super::{rand, stored, Case, Check};
+use crate::error::Result;
+use crate::ops::mesa::{self as mops, MesaInputs, MesaState};
+use crate::reference::mesa::{core, MesaShape, Solve};
+use crate::{Context, DType, Tensor};
+
+/// The reference iteration of the parallel path (x0 = 0) and of decode (Jacobi start), 30 steps.
+pub const CG30: Solve = Solve::Cg {
+    iters: 30,
+    jacobi: false,
+};
+pub const CG30_DECODE: Solve = Solve::Cg {
+    iters: 30,
+    jacobi: true,
+};
+
+/// Host inputs of the core op: q and k with unit rows, log decays drawn from a range, input
+/// gates in (0, 1), positive lambdas.
+#[derive(Clone, Debug)]
+pub struct MesaHost {
+    pub s: MesaShape,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub g: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub lamb: Vec<f32>,
+}
+
+fn unit_rows(x: &mut [f32], d: usize) {
+    for row in x.chunks_mut(d) {
+        let n = (row.iter().map(|v| v * v).sum::<f32>() + 1e-6).sqrt();
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+impl MesaHost {
+    /// `gate`: the decay range, e.g. (0.95, 0.999) slow and (0.01, 0.1) fast forgetting. q, k
+    /// and v are rounded to `dtype` (the storage of the GPU run).
+    pub fn random(s: MesaShape, seed: u64, gate: (f32, f32), dtype: DType) -> MesaHost {
+        let n = s.b * s.t * s.h * s.d;
+        let mut q = rand(n, seed, 1.0);
+        let mut k = rand(n, seed + 1, 1.0);
+        unit_rows(&mut q, s.d);
+        unit_rows(&mut k, s.d);
+        let ng = s.b * s.t * s.h;
+        let g = rand(ng, seed + 3, 1.0)
+            .iter()
+            .map(|u| (gate.0 + (u * 0.5 + 0.5) * (gate.1 - gate.0)).ln())
+            .collect();
+        let beta = rand(ng, seed + 4, 3.0)
+            .iter()
+            .map(|x| 1.0 / (1.0 + (-x).exp()))
+            .collect();
+        let lamb = rand(s.h * s.d, seed + 5, 1.0)
+            .iter()
+            .map(|x| (1.0 + x.exp()).ln() + 0.25)
+            .collect();
+        MesaHost {
+            s,
+            q: stored(&q, dtype),
+            k: stored(&k, dtype),
+            v: stored(&rand(n, seed + 2, 1.5), dtype),
+            g,
+            beta,
+            lamb,
+        }
+    }
+
+    /// The float64 reference: output `[B, T, H, D]` and final states.
+    pub fn reference(
+        &self,
+        init: Option<(&[f32], &[f32])>,
+        parallel: Solve,
+        decode: Option<(usize, Solve)>,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        core(
+            self.s, &self.q, &self.k, &self.v, &self.g, &self.beta, &self.lamb, init, parallel,
+            decode,
+        )
+    }
+
+    /// The inputs on the GPU, q, k and v stored as `dtype`.
+    pub fn upload(&self, ctx: &Context, dtype: DType) -> Result<MesaTensors> {
+        let MesaShape { b, t, h, d } = self.s;
+        let sh = [b, t, h, d];
+        Ok(MesaTensors {
+            q: ctx.upload(&self.q, &sh, dtype)?,
+            k: ctx.upload(&self.k, &sh, dtype)?,
+            v: ctx.upload(&self.v, &sh, dtype)?,
+            g: ctx.upload(&self.g, &[b, t, h], DType::F32)?,
+            beta: ctx.upload(&self.beta, &[b, t, h], DType::F32)?,
+            lamb: ctx.upload(&self.lamb, &[h, d], DType::F32)?,
+        })
+    }
+}
+
+/// [`MesaHost`] uploaded.
+pub struct MesaTensors {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub g: Tensor,
+    pub beta: Tensor,
+    pub lamb: Tensor,
+}
+
+impl MesaTensors {
+    pub fn inputs(&self) -> MesaInputs<'_> {
+        MesaInputs {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            g: &self.g,
+            beta: &self.beta,
+            lamb: &self.lamb,
+        }
+    }
+}
+
+/// Symmetric positive semi-definite `h_kk` (a sum of 4 outer products per head) and any `h_kv`,
+/// `[B, H, D, D]` each: states a prefill could have left.
+pub fn random_states(b: usize, h: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let n = b * h * d * d;
+    let basis = rand(b * h * 4 * d, seed, 1.0);
+    let mut kk = vec![0.0f32; n];
+    for bh in 0..b * h {
+        for r in 0..4 {
+            let u = &basis[(bh * 4 + r) * d..(bh * 4 + r + 1) * d];
+            for i in 0..d {
+                for j in 0..d {
+                    kk[bh * d * d + i * d + j] += u[i] * u[j];
+                }
+            }
+        }
+    }
+    (kk, rand(n, seed + 1, 0.5))
+}
+
+pub(super) fn cases(dtype: DType) -> Vec<Case> {
+    let mut all = Vec::new();
+    let shape = |b, t, h, d| MesaShape { b, t, h, d };
+    // (shape, decay range, initial states): odd T, head dims 16 … 128, strong and weak forgetting.
+    let core_cases = [
+        (shape(1, 37, 2, 16), (0.85, 0.95), false, false),
+        (shape(2, 50, 2, 32), (0.95, 0.999), false, false),
+        (shape(2, 40, 2, 32), (0.85, 0.95), true, false),
+        (shape(1, 45, 1, 60), (0.01, 0.1), false, false),
+        (shape(1, 70, 2, 64), (0.85, 0.95), false, false),
+        (shape(1, 21, 1, 128), (0.95, 0.999), false, false),
+        (shape(1, 2048, 2, 64), (0.95, 0.999), false, true),
+    ];
+    for (i, (s, gate, init, long)) in core_cases.into_iter().enumerate() {
+        let name = format!(
+            "b{} t{} h{} d{} decay {}–{}{}",
+            s.b,
+            s.t,
+            s.h,
+            s.d,
+            gate.0,
+            gate.1,
+            if init { " from states" } else { "" }
+        );
+        for states in [true, false] {
+            let c = Core {
+                host: MesaHost::random(s, 10 * i as u64 + 1, gate, dtype),
+                init: init.then(|| random_states(s.b, s.h, s.d, 5)),
+                states,
+                dtype,
+            };
+            let family = if states { "mesa_states" } else { "mesa_cg" };
+            let c = Case::new(family, name.clone(), dtype, c);
+            all.push(if long { c.long() } else { c });
+        }
+    }
+    // One decode token per sequence from earlier states; several (batch, head) pairs.
+    for (i, (b, h, d, long)) in [
+        (1, 2, 32, false),
+        (3, 2, 16, false),
+        (5, 2, 60, false),
+        (2, 1, 64, false),
+        (1, 2, 128, false),
+        (16, 4, 64, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = Decode {
+            host: MesaHost::random(shape(b, 1, h, d), 50 + i as u64, (0.85, 0.95), dtype),
+            init: random_states(b, h, d, 60 + i as u64),
+            dtype,
+        };
+        let c = Case::new("mesa_decode", format!("b{b} h{h} d{d}"), dtype, c);
+        all.push(if long { c.long() } else { c });
+    }
+    all
+}
+
+/// The core op; `states`: check the final states (the chunk-start states' walk), else the output
+/// (the chunkwise CG).
+struct Core {
+    host: MesaHost,
+    init: Option<(Vec<f32>, Vec<f32>)>,
+    states: bool,
+    dtype: DType,
+}
+
+fn initial(ctx: &Context, s: MesaShape, init: Option<&(Vec<f32>, Vec<f32>)>) -> Result<MesaState> {
+    match init {
+        Some((kk, kv)) => MesaState::from_host(ctx, kk, kv, s.b, s.h, s.d),
+        None => MesaState::zeros(ctx, s.b, s.h, s.d),
+    }
+}
+
+fn init_ref(init: &Option<(Vec<f32>, Vec<f32>)>) -> Option<(&[f32], &[f32])> {
+    init.as_ref().map(|(kk, kv)| (kk.as_slice(), kv.as_slice()))
+}
+
+impl Check for Core {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let st = initial(ctx, self.host.s, self.init.as_ref())?;
+        let up = self.host.upload(ctx, self.dtype)?;
+        let o = ctx.run(|rec| mops::core(rec, &up.inputs(), &st, 30))?;
+        if self.states {
+            let mut out = ctx.download(&st.kk)?;
+            out.extend(ctx.download(&st.kv)?);
+            Ok(out)
+        } else {
+            ctx.download(&o)
+        }
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (o, mut kk, kv) = self.host.reference(init_ref(&self.init), CG30, None);
+        if self.states {
+            kk.extend(kv);
+            kk
+        } else {
+            o
+        }
+    }
+}
+
+/// One decode step: the output and both updated states.
+struct Decode {
+    host: MesaHost,
+    init: (Vec<f32>, Vec<f32>),
+    dtype: DType,
+}
+
+impl Check for Decode {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let st = initial(ctx, self.host.s, Some(&self.init))?;
+        let up = self.host.upload(ctx, self.dtype)?;
+        let o = ctx.run(|rec| mops::decode_step(rec, &up.inputs(), &st, 30))?;
+        let mut out = ctx.download(&o)?;
+        out.extend(ctx.download(&st.kk)?);
+        out.extend(ctx.download(&st.kv)?);
+        Ok(out)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let init = Some((self.init.0.as_slice(), self.init.1.as_slice()));
+        let (mut o, kk, kv) = self.host.reference(init, CG30, Some((0, CG30_DECODE)));
+        o.extend(kk);
+        o.extend(kv);
+        o
+    }
+}
