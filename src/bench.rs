@@ -340,6 +340,13 @@ pub struct LayerResult {
     /// Wall time from building the layer (weights uploaded, pipelines created unless an earlier
     /// case of the run already compiled them) to the first output read back.
     pub first_call_ms: f64,
+    /// Compute dispatches in one timed run (a forward, or one decode step), counted from its
+    /// recording.
+    pub dispatches: usize,
+    /// Workgroups of the smallest of those dispatches: how well the run can fill a large GPU.
+    pub min_workgroups: u64,
+    /// The kernel schedule (`Context::schedule_summary`).
+    pub schedule: String,
 }
 
 /// FLOPs of one layer, projections included (multiply-add = 2). `t` tokens processed, each seeing
@@ -527,6 +534,8 @@ pub struct LayerBench {
     reference: (usize, u64),
     first_call_ms: f64,
     times: Vec<f64>,
+    /// The recording of the last timed run, counted.
+    stats: crate::record::RecordingStats,
 }
 
 impl LayerBench {
@@ -564,6 +573,7 @@ impl LayerBench {
             reference,
             first_call_ms,
             times: Vec::new(),
+            stats: Default::default(),
         })
     }
 
@@ -595,8 +605,9 @@ impl LayerBench {
             reference: (0, 0),
             first_call_ms: 0.0,
             times: Vec::new(),
+            stats: Default::default(),
         };
-        let warm = m.decode_step(None)?;
+        let warm = m.decode_step(None)?.0;
         let out = ctx.download(&warm)?;
         m.first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
         let Some(reference) = fingerprint(&out) else {
@@ -609,8 +620,12 @@ impl LayerBench {
     }
 
     /// A step from a fresh cache placed at the position, with the same input every time (so each
-    /// output must equal the warm-up's); timed into `times` when given.
-    fn decode_step(&self, times: Option<&mut Vec<f64>>) -> Result<crate::Tensor> {
+    /// output must equal the warm-up's); timed into `times` when given. Returns the step's output
+    /// and its recording's counts.
+    fn decode_step(
+        &self,
+        times: Option<&mut Vec<f64>>,
+    ) -> Result<(crate::Tensor, crate::record::RecordingStats)> {
         use crate::layers::SequenceLayer;
         let mut cache = self
             .layer
@@ -619,11 +634,12 @@ impl LayerBench {
         self.ctx.sync()?;
         let mut rec = self.ctx.record();
         let y = self.layer.step(&mut rec, &mut cache, &self.x)?;
+        let stats = rec.stats();
         match times {
             Some(times) => times.push(rec.submit_timed()?),
             None => rec.submit()?,
         }
-        Ok(y)
+        Ok((y, stats))
     }
 
     pub fn kind(&self) -> LayerKind {
@@ -638,13 +654,18 @@ impl LayerBench {
         let y = if self.mode == "forward" {
             let mut rec = self.ctx.record();
             self.layer.forward(&mut rec, &self.x).and_then(|y| {
+                let stats = rec.stats();
                 times.push(rec.submit_timed()?);
-                Ok(y)
+                Ok((y, stats))
             })
         } else {
             self.decode_step(Some(&mut times))
         };
         self.times = times;
+        let y = y.map(|(y, stats)| {
+            self.stats = stats;
+            y
+        });
         let what = format!("{:?} {}", self.kind, self.mode);
         if fingerprint(&self.ctx.download(&y?)?) != Some(self.reference) {
             return Err(crate::Error::Readback(format!(
@@ -696,6 +717,8 @@ impl LayerBench {
         };
         LayerResult {
             first_call_ms: self.first_call_ms,
+            dispatches: self.stats.dispatches,
+            min_workgroups: self.stats.min_workgroups,
             ..r
         }
     }
@@ -765,6 +788,9 @@ fn layer_result(
         cache_bytes: cache_bytes(kind, s, position.unwrap_or(seq_len.saturating_sub(1))),
         time,
         first_call_ms: 0.0,
+        dispatches: 0,
+        min_workgroups: 0,
+        schedule: ctx.schedule_summary(),
     }
 }
 

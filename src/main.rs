@@ -137,7 +137,7 @@ struct LayersArgs {
     /// A prepared set of sizes, replacing the size flags: `quick` finishes in a few minutes on a
     /// CPU driver such as lavapipe; `paper` is the RAT paper's setup (D = 2048, 16 heads of 128,
     /// L = 16, batch × T = 262,144 tokens for T = 4096 … 131072; decode at positions 4096 and
-    /// 16384, batch 1 and 16) for real GPUs.
+    /// 16384, batch 1 and 16; 2 samples) for real GPUs.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
 }
@@ -804,7 +804,10 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             cases.extend([1, 16].map(|b| ("decode", b, 1024)));
         }
         Some(Preset::Paper) => {
-            (a.d_model, a.heads, a.chunk, a.groups, a.window) = (2048, 16, 16, 2, 1024);
+            // Two samples after the warm-up: with the FLOP model in BENCHMARKS.md ("GPU-run
+            // checklist") the preset then fits about 5 of its 8 minutes on an H100-class GPU.
+            (a.d_model, a.heads, a.chunk, a.groups, a.window, a.samples) =
+                (2048, 16, 16, 2, 1024, 2);
             cases.extend(
                 [4096, 8192, 16384, 32768, 65536, 131072].map(|t| ("forward", 262_144 / t, t)),
             );
@@ -855,8 +858,8 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.d_model, a.heads, a.chunk, a.groups, a.window, a.cg_steps, a.dtype
     );
     println!();
-    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms | dispatches | min workgroups |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = json_file(a.json.as_deref())?;
     let samples = a.samples.max(1);
     let bar = progress_bar(cases.len() * kinds.len() * (samples + 1))?;
@@ -874,7 +877,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             ) => {
                 bar.inc((kinds.len() * (samples + 1)) as u64);
                 bar.suspend(|| {
-                    println!("| all | {mode} | {b} | {n} | skipped: {e} | | | | | | | |")
+                    println!("| all | {mode} | {b} | {n} | skipped: {e} | | | | | | | | | |")
                 });
                 continue;
             }
@@ -930,7 +933,9 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Ok(m) => m.result(),
                 Err((kind, e)) => {
                     bar.suspend(|| {
-                        println!("| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | | |")
+                        println!(
+                            "| {kind:?} | {mode} | {b} | {n} | skipped: {e} | | | | | | | | | |"
+                        )
                     });
                     continue;
                 }
@@ -943,7 +948,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                 attention_ms.map_or("-".to_string(), |m| format!("{:.2}", m / r.time.median_ms));
             bar.suspend(|| {
                 println!(
-                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} | {:.0} |",
+                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} | {:.0} | {} | {} |",
                     r.layer,
                     r.mode,
                     r.batch,
@@ -955,7 +960,9 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
                     r.tokens_per_s,
                     r.cache_bytes,
                     ratio,
-                    r.first_call_ms
+                    r.first_call_ms,
+                    r.dispatches,
+                    r.min_workgroups
                 )
             });
             if let Some(f) = json.as_mut() {

@@ -80,6 +80,8 @@ pub struct Recording {
     ctx: Context,
     cmds: Vec<Cmd>,
     params: Vec<u8>,
+    /// What earlier flushes of this recording submitted.
+    flushed: RecordingStats,
 }
 
 impl Recording {
@@ -88,6 +90,7 @@ impl Recording {
             ctx,
             cmds: Vec::new(),
             params: Vec::new(),
+            flushed: RecordingStats::default(),
         }
     }
 
@@ -95,13 +98,20 @@ impl Recording {
         &self.ctx
     }
 
-    /// Dispatches and the smallest dispatch recorded so far (since the last flush).
+    /// Dispatches and the smallest dispatch recorded so far, flushed ones included.
     pub fn stats(&self) -> RecordingStats {
         let groups = self.cmds.iter().filter_map(|c| match c {
             Cmd::Dispatch(d) => Some(d.groups.iter().map(|&g| g as u64).product::<u64>()),
             _ => None,
         });
-        let (dispatches, min) = groups.fold((0, u64::MAX), |(n, m), g| (n + 1, m.min(g)));
+        let start = (
+            self.flushed.dispatches,
+            match self.flushed.dispatches {
+                0 => u64::MAX,
+                _ => self.flushed.min_workgroups,
+            },
+        );
+        let (dispatches, min) = groups.fold(start, |(n, m), g| (n + 1, m.min(g)));
         RecordingStats {
             dispatches,
             min_workgroups: if dispatches == 0 { 0 } else { min },
@@ -305,10 +315,12 @@ impl Recording {
         if self.cmds.is_empty() {
             return Ok(());
         }
+        self.flushed = self.stats();
         Recording {
             ctx: self.ctx.clone(),
             cmds: std::mem::take(&mut self.cmds),
             params: std::mem::take(&mut self.params),
+            flushed: RecordingStats::default(),
         }
         .submit()
     }

@@ -129,7 +129,7 @@ pub(crate) fn cg_kernel(
     iters: usize,
 ) -> Result<(&'static str, &'static str)> {
     let sched = ctx.cpu_schedules();
-    let sg = sched && ctx.subgroup_size() == Some(8) && d % 4 == 0 && d <= 64;
+    let sg = sched && ctx.subgroup_size() == Some(8) && d.is_multiple_of(4) && d <= 64;
     let lanes = sched && d <= 64;
     // Only CPU drivers cut long loops short.
     let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, iters);

@@ -81,7 +81,7 @@ pub fn scan(
                 let kc = ((ch / s.dh) % s.groups) * s.dh + ch % s.dh;
                 let gg = sigmoid(g_pre[r * d + ch] + g_bias[ch]);
                 g[r * d + ch] = gg;
-                let (pv, pk) = if (pos0 + tt) % s.chunk == 0 {
+                let (pv, pk) = if (pos0 + tt).is_multiple_of(s.chunk) {
                     (0.0, 0.0)
                 } else if tt > 0 {
                     (sv[(r - 1) * d + ch], sk[(r - 1) * d + ch])

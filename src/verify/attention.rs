@@ -53,11 +53,13 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
         all.push(if long { c.long() } else { c });
     }
     // KV writes (b, heads, dh, cap, tokens, first position): around the ring's end.
-    for &(b, h, dh, cap, n, pos0) in &[
-        (2, 2, 4, 5, 3, 4),
-        (1, 3, 60, 16, 7, 13),
-        (3, 2, 128, 40, 40, 0),
+    for &(b, h, dh, cap, n, pos0, long) in &[
+        (2, 2, 4, 5, 3, 4, false),
+        (1, 3, 60, 16, 7, 13, false),
+        (3, 2, 128, 40, 40, 0, false),
+        (2, 16, 128, 4096, 4096, 100, true),
     ] {
+        let shape = format!("b{b} h{h} dh{dh} cap{cap} n{n} pos{pos0}");
         let c = KvWrite {
             b,
             h,
@@ -67,15 +69,8 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             pos0,
             dtype,
         };
-        all.push(
-            Case::new(
-                "kv_write",
-                format!("b{b} h{h} dh{dh} cap{cap} n{n} pos{pos0}"),
-                dtype,
-                c,
-            )
-            .exact(),
-        );
+        let c = Case::new("kv_write", shape, dtype, c);
+        all.push(if long { c.long() } else { c }.exact());
     }
     // Flash-decoding (b, heads, dh, cap, len): one key, several splits, ragged ends.
     for &(b, h, dh, cap, len, long) in &[

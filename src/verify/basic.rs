@@ -164,36 +164,48 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
         );
         all.push(if long { c.long() } else { c });
     }
-    all.push(
-        Case::new(
+    for &(b, rows, cols, long) in &[(2, 19, 35, false), (1, 1, 7, false), (1, 2048, 2050, true)] {
+        let c = Case::new(
             "transpose",
-            "b2 19x35 pad4".into(),
+            format!("b{b} {rows}x{cols} pad4"),
             dtype,
-            Transpose { dtype },
-        )
-        .exact(),
-    );
-    for &(v, d, n) in &[(50, 60, 7), (300, 64, 33), (1000, 128, 5)] {
-        all.push(
-            Case::new(
-                "embedding",
-                format!("vocab{v} d{d} ids{n}"),
+            Transpose {
+                b,
+                rows,
+                cols,
                 dtype,
-                Embedding { v, d, n, dtype },
-            )
-            .exact(),
+            },
         );
+        all.push(if long { c.long() } else { c }.exact());
     }
-    for &(rows, v) in &[(1, 1), (3, 256), (16, 1000), (2, 50_257)] {
-        all.push(
-            Case::new(
-                "argmax",
-                format!("rows{rows} v{v}"),
-                dtype,
-                Argmax { rows, v, dtype },
-            )
-            .exact(),
+    for &(v, d, n, long) in &[
+        (50, 60, 7, false),
+        (300, 64, 33, false),
+        (1000, 128, 5, false),
+        (16000, 2048, 4096, true),
+    ] {
+        let c = Case::new(
+            "embedding",
+            format!("vocab{v} d{d} ids{n}"),
+            dtype,
+            Embedding { v, d, n, dtype },
         );
+        all.push(if long { c.long() } else { c }.exact());
+    }
+    for &(rows, v, long) in &[
+        (1, 1, false),
+        (3, 256, false),
+        (16, 1000, false),
+        (2, 50_257, false),
+        (64, 128_000, true),
+    ] {
+        let c = Case::new(
+            "argmax",
+            format!("rows{rows} v{v}"),
+            dtype,
+            Argmax { rows, v, dtype },
+        );
+        all.push(if long { c.long() } else { c }.exact());
     }
     all
 }
@@ -405,22 +417,23 @@ impl Check for Rope {
     }
 }
 
-/// `transpose_padded(x [2, 19, 35], 4)`: `[2, 35, 20]`, the padding row zero.
+/// `transpose_padded(x [b, rows, cols], 4)`: `[b, cols, rows rounded up to 4]`, padding zero.
 struct Transpose {
+    b: usize,
+    rows: usize,
+    cols: usize,
     dtype: DType,
 }
 
-const TRANSPOSE: (usize, usize, usize) = (2, 19, 35);
-
 impl Check for Transpose {
     fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let (b, rows, cols) = TRANSPOSE;
+        let (b, rows, cols) = (self.b, self.rows, self.cols);
         let x = stored(&rand(b * rows * cols, 5, 1.0), self.dtype);
         let xt = ctx.upload(&x, &[b, rows, cols], self.dtype)?;
         ctx.download(&ctx.run(|rec| transpose::transpose_padded(rec, &xt, 4))?)
     }
     fn reference(&self) -> Vec<f64> {
-        let (b, rows, cols) = TRANSPOSE;
+        let (b, rows, cols) = (self.b, self.rows, self.cols);
         let x = stored(&rand(b * rows * cols, 5, 1.0), self.dtype);
         let padded = rows.div_ceil(4) * 4;
         let mut y = vec![0.0; b * cols * padded];

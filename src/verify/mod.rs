@@ -355,7 +355,16 @@ fn with_deadline(
     }
 }
 
-/// Every `*.json` case under `dir` (and its sub-folders), sorted.
+/// Whether a JSON file is a case (it names a `layer` or `kind`), not an index or notes. A file
+/// that does not parse counts as a case, so that the runner reports it.
+fn is_case(path: &Path) -> bool {
+    match std::fs::read_to_string(path).map(|t| serde_json::from_str::<serde_json::Value>(&t)) {
+        Ok(Ok(v)) => v["layer"].is_string() || v["kind"].is_string(),
+        _ => true,
+    }
+}
+
+/// Every case (`*.json` naming a `layer` or `kind`) under `dir` and its sub-folders, sorted.
 pub fn golden_cases(dir: &Path) -> Result<Vec<PathBuf>> {
     let io = |e| Error::Io {
         path: dir.display().to_string(),
@@ -368,7 +377,7 @@ pub fn golden_cases(dir: &Path) -> Result<Vec<PathBuf>> {
             let p = entry.map_err(io)?.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if p.extension().is_some_and(|e| e == "json") {
+            } else if p.extension().is_some_and(|e| e == "json") && is_case(&p) {
                 found.push(p);
             }
         }

@@ -42,18 +42,20 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
         all.push(if long { c.long() } else { c });
     }
     // One decode token: continuing the running state, or starting a chunk.
-    for (s, reset) in [
-        (dims(1, 1, 2, 2, 32, 16), false),
-        (dims(3, 1, 4, 2, 16, 16), true),
-        (dims(2, 1, 2, 2, 60, 16), false),
-        (dims(16, 1, 16, 2, 128, 16), false),
+    for (s, reset, long) in [
+        (dims(1, 1, 2, 2, 32, 16), false, false),
+        (dims(3, 1, 4, 2, 16, 16), true, false),
+        (dims(2, 1, 2, 2, 60, 16), false, false),
+        (dims(16, 1, 16, 2, 128, 16), false, false),
+        (dims(256, 1, 16, 2, 128, 16), true, true),
     ] {
         let name = format!(
             "{} {}",
             shape(&s),
             if reset { "chunk start" } else { "continuing" }
         );
-        all.push(Case::new("rat_step", name, dtype, Step { s, reset, dtype }));
+        let c = Case::new("rat_step", name, dtype, Step { s, reset, dtype });
+        all.push(if long { c.long() } else { c });
     }
     all
 }
