@@ -2,11 +2,12 @@
 //! path that reads a case, builds the layer from its weights by their upstream names, runs it on
 //! the GPU, and compares each output with the expected tensor of the same name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::input::Keys;
 use crate::layers::{AttentionConfig, AttentionLayer, RatConfig, RatLayer, SequenceLayer};
 use crate::model::Checkpoint;
 use crate::reference::rel_rms;
@@ -46,7 +47,8 @@ pub struct CaseRun {
 }
 
 struct Case {
-    json_path: PathBuf,
+    /// The JSON file's path as errors name it.
+    file: String,
     json: Value,
     ckpt: Checkpoint,
 }
@@ -54,18 +56,35 @@ struct Case {
 impl Case {
     fn err(&self, msg: impl Into<String>) -> Error {
         Error::Case {
-            file: self.json_path.display().to_string(),
+            file: self.file.clone(),
             msg: msg.into(),
         }
     }
-    fn cfg_usize(&self, key: &str) -> Result<usize> {
-        self.json["config"][key]
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| self.err(format!("config.{key} is missing or not an integer")))
+    /// The keys of one object of the case (`""` for the top level), read strictly: a present key
+    /// must be valid (crate::input).
+    fn keys(&self, object: &str) -> Result<Keys<'_>> {
+        match object {
+            "" => Keys::new(&self.file, "", &self.json),
+            "config" => Keys::new(&self.file, "config.", &self.json["config"]),
+            "shapes" => Keys::new(&self.file, "shapes.", &self.json["shapes"]),
+            "layer_config" => Keys::new(&self.file, "layer_config.", &self.json["layer_config"]),
+            other => Err(self.err(format!("no object '{other}' is read from cases"))),
+        }
     }
-    fn cfg_f64(&self, key: &str) -> Option<f64> {
-        self.json["config"][key].as_f64()
+    fn cfg_usize(&self, key: &str) -> Result<usize> {
+        self.keys("config")?.require_usize_in(key, 0..=usize::MAX)
+    }
+    /// `cg_iterations` (1 ..= ops::mesa::MAX_ITERS, 30 when absent).
+    fn cg_iterations(&self) -> Result<usize> {
+        Ok(self
+            .keys("")?
+            .usize_in("cg_iterations", 1..=crate::ops::mesa::MAX_ITERS)?
+            .unwrap_or(30))
+    }
+    /// The number of prompt tokens before decoding, within 0..=t (0: decode from an empty
+    /// cache), when the case decodes.
+    fn prefill(&self, object: &str, key: &str, t: usize) -> Result<Option<usize>> {
+        self.keys(object)?.usize_in(key, 0..=t)
     }
 }
 
@@ -84,7 +103,7 @@ fn load(json_path: &Path) -> Result<Case> {
     };
     let ckpt = Checkpoint::open(&st)?;
     Ok(Case {
-        json_path: json_path.to_path_buf(),
+        file: json_path.display().to_string(),
         json,
         ckpt,
     })
@@ -185,7 +204,8 @@ fn layer_input(case: &Case, d: usize) -> Result<(Vec<f32>, Vec<usize>)> {
 }
 
 /// The layer protocol of the golden README: forward over `x` → `y`; with `config.prefill_len` P,
-/// prefill `x[:, :P]` then one step per remaining token → `y_decode`.
+/// prefill `x[:, :P]` (nothing when P = 0: an empty cache) then one step per remaining token →
+/// `y_decode`.
 fn run_layer<L: SequenceLayer>(
     ctx: &Context,
     case: &Case,
@@ -197,17 +217,18 @@ fn run_layer<L: SequenceLayer>(
     let xt = ctx.upload(x, xs, DType::F32)?;
     let y = ctx.run(|rec| layer.forward(rec, &xt))?;
     let mut out = vec![("y".to_string(), xs.to_vec(), ctx.download(&y)?)];
-    if let Ok(p) = case.cfg_usize("prefill_len") {
-        if p == 0 || p > t {
-            return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
-        }
+    if let Some(p) = case.prefill("config", "prefill_len", t)? {
         let tokens = |lo: usize, hi: usize| -> Vec<f32> {
             (0..b)
                 .flat_map(|bi| x[(bi * t + lo) * d..(bi * t + hi) * d].to_vec())
                 .collect()
         };
-        let pt = ctx.upload(&tokens(0, p), &[b, p, d], DType::F32)?;
-        let (_, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
+        let mut cache = if p == 0 {
+            layer.new_cache(ctx, b, DType::F32)?
+        } else {
+            let pt = ctx.upload(&tokens(0, p), &[b, p, d], DType::F32)?;
+            ctx.run(|rec| layer.prefill(rec, &pt))?.1
+        };
         let mut steps = vec![Vec::new(); b];
         for i in p..t {
             let xi = ctx.upload(&tokens(i, i + 1), &[b, 1, d], DType::F32)?;
@@ -222,47 +243,43 @@ fn run_layer<L: SequenceLayer>(
 }
 
 fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+    let c = case.keys("config")?;
     let d = case.cfg_usize("d_model")?;
     let (x, xs) = layer_input(case, d)?;
     let cfg = AttentionConfig {
         d_model: d,
         heads: case.cfg_usize("num_head")?,
-        window: case.cfg_usize("window_size").ok(),
-        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
-        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
+        window: c.usize("window_size")?,
+        rope_base: c.positive_f64("rope_base")?.unwrap_or(10000.0),
+        eps: c.positive_f64("rms_eps")?.unwrap_or(1e-6) as f32,
         max_positions: xs[1].max(1),
-        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
+        scale: c.positive_f64("softmax_scale")?.map(|s| s as f32),
     };
     let layer = AttentionLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
     run_layer(ctx, case, &layer, &x, &xs)
 }
 
 fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+    let c = case.keys("config")?;
     let d = case.cfg_usize("d_model")?;
     let (x, xs) = layer_input(case, d)?;
     let cfg = RatConfig {
         d_model: d,
         heads: case.cfg_usize("num_head")?,
-        groups: case.cfg_usize("ngroups").unwrap_or(2),
+        groups: c.usize("ngroups")?.unwrap_or(2),
         chunk: case.cfg_usize("chunk_size")?,
-        rope_base: case.cfg_f64("rope_base").unwrap_or(10000.0),
-        eps: case.cfg_f64("rms_eps").unwrap_or(1e-6) as f32,
+        rope_base: c.positive_f64("rope_base")?.unwrap_or(10000.0),
+        eps: c.positive_f64("rms_eps")?.unwrap_or(1e-6) as f32,
         max_positions: xs[1].max(1),
-        scale: case.cfg_f64("softmax_scale").map(|s| s as f32),
+        scale: c.positive_f64("softmax_scale")?.map(|s| s as f32),
     };
     let layer = RatLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
     run_layer(ctx, case, &layer, &x, &xs)
 }
 
 fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
-    let kind = case.json["model_kind"]
-        .as_str()
-        .or_else(|| case.json["config"]["model_kind"].as_str());
-    let cfg = crate::model::ModelConfig::from_json(
-        &case.json_path.display().to_string(),
-        &case.json["config"],
-        kind,
-    )?;
+    let kind = case.keys("")?.str("model_kind")?;
+    let cfg = crate::model::ModelConfig::from_json(&case.file, &case.json["config"], kind)?;
     let (ids, shape) = case.ckpt.numbers("input_ids", None)?;
     if shape.len() != 2 {
         return Err(case.err(format!(
@@ -280,9 +297,11 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     let all = model.tokens(ctx, &ids, b)?;
     let logits = ctx.run(|rec| model.forward(rec, &all))?;
     let mut out = vec![("logits".to_string(), vec![b, t, v], ctx.download(&logits)?)];
-    if let Ok(p) = case.cfg_usize("prefill_len") {
-        if p == 0 || p > t {
-            return Err(case.err(format!("config.prefill_len {p} must be in 1..={t}")));
+    if let Some(p) = case.prefill("config", "prefill_len", t)? {
+        if p == 0 {
+            return Err(case.err(
+                "config.prefill_len 0: a model decodes after a prompt of at least one token",
+            ));
         }
         let cols = |lo: usize, hi: usize| -> Vec<u32> {
             (0..b)
@@ -308,19 +327,13 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     Ok(out)
 }
 
-fn shape_usize(case: &Case, key: &str) -> Result<usize> {
-    case.json["shapes"][key]
-        .as_u64()
-        .map(|v| v as usize)
-        .ok_or_else(|| case.err(format!("shapes.{key} is missing or not an integer")))
-}
 
 /// Mesa core cases: q k v g beta lamb (+ h_kk_init h_kv_init) → o_cg30_f64 and the final states;
 /// with `decode`, the first `shapes.T_prefill` tokens run the parallel path and the rest one decode
 /// step each → o_decode_cg30_f64.
 fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>> {
     use crate::ops::mesa::{self as mops, MesaState};
-    let iters = case.json["cg_iterations"].as_u64().unwrap_or(30) as usize;
+    let iters = case.cg_iterations()?;
     let (q, qs) = case.ckpt.f32("q", None)?;
     if qs.len() != 4 {
         return Err(case.err(format!(
@@ -347,14 +360,13 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
     } else {
         MesaState::zeros(ctx, b, h, d)?
     };
+    // Decoding from an empty state when T_prefill is 0: the parallel path then runs no token.
     let p = if decode {
-        shape_usize(case, "T_prefill")?
+        case.prefill("shapes", "T_prefill", t)?
+            .ok_or_else(|| case.err("required key 'shapes.T_prefill' is missing"))?
     } else {
         t
     };
-    if p > t || (decode && p == 0) {
-        return Err(case.err(format!("T_prefill {p} must be in 1..={t}")));
-    }
     let cols = |x: &[f32], w: usize, lo: usize, hi: usize| -> Vec<f32> {
         (0..b)
             .flat_map(|bi| x[(bi * t + lo) * w..(bi * t + hi) * w].to_vec())
@@ -373,21 +385,25 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
         up(cols(&g, h, 0, p), &[b, p, h])?,
         up(cols(&beta, h, 0, p), &[b, p, h])?,
     );
-    let o = ctx.run(|rec| {
-        mops::core(
-            rec,
-            &mops::MesaInputs {
-                q: &qt,
-                k: &kt,
-                v: &vt,
-                g: &gt,
-                beta: &bt,
-                lamb: &lam,
-            },
-            &state,
-            iters,
-        )
-    })?;
+    let o = if p == 0 {
+        None
+    } else {
+        Some(ctx.run(|rec| {
+            mops::core(
+                rec,
+                &mops::MesaInputs {
+                    q: &qt,
+                    k: &kt,
+                    v: &vt,
+                    g: &gt,
+                    beta: &bt,
+                    lamb: &lam,
+                },
+                &state,
+                iters,
+            )
+        })?)
+    };
     let mut out = Vec::new();
     if decode {
         let mut steps = vec![Vec::new(); b];
@@ -426,11 +442,11 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
             vec![b, n, h, d],
             steps.concat(),
         ));
-    } else {
+    } else if let Some(o) = &o {
         out.push((
             format!("o_cg{iters}_f64"),
             vec![b, t, h, d],
-            ctx.download(&o)?,
+            ctx.download(o)?,
         ));
     }
     out.push((
@@ -450,25 +466,21 @@ fn run_mesa_core(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>
 /// per token → y_prefill_decode_cg30_f64 over all positions, plus the final states and conv caches.
 fn run_mesa_layer(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output>> {
     use crate::layers::{MesaConfig, MesaLayer};
-    let lc = &case.json["layer_config"];
-    let num = |k: &str| {
-        lc[k]
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| case.err(format!("layer_config.{k} is missing or not an integer")))
+    let lc = case.keys("layer_config")?;
+    let num = |k: &str| lc.require_usize_in(k, 1..=usize::MAX);
+    let iters = case.cg_iterations()?;
+    let cg = |k: &str| -> Result<usize> {
+        Ok(lc
+            .usize_in(k, 1..=crate::ops::mesa::MAX_ITERS)?
+            .unwrap_or(iters))
     };
-    let iters = case.json["cg_iterations"].as_u64().unwrap_or(30) as usize;
     let cfg = MesaConfig {
         hidden: num("hidden_size")?,
         heads: num("num_heads")?,
         head_dim: num("head_dim")?,
-        norm_eps: lc["norm_eps"].as_f64().unwrap_or(1e-5) as f32,
-        cg_iters_prefill: lc["max_cg_step_training"]
-            .as_u64()
-            .map_or(iters, |v| v as usize),
-        cg_iters_decode: lc["max_cg_step_decoding"]
-            .as_u64()
-            .map_or(iters, |v| v as usize),
+        norm_eps: lc.positive_f64("norm_eps")?.unwrap_or(1e-5) as f32,
+        cg_iters_prefill: cg("max_cg_step_training")?,
+        cg_iters_decode: cg("max_cg_step_decoding")?,
     };
     let (x, xs) = layer_input(case, cfg.hidden)?;
     let (b, t, dm) = (xs[0], xs[1], xs[2]);
@@ -483,21 +495,26 @@ fn run_mesa_layer(ctx: &Context, case: &Case, decode: bool) -> Result<Vec<Output
             ctx.download(&y)?,
         )]);
     }
-    let p = shape_usize(case, "T_prefill")?;
-    if p == 0 || p > t {
-        return Err(case.err(format!("T_prefill {p} must be in 1..={t}")));
-    }
+    let p = case
+        .prefill("shapes", "T_prefill", t)?
+        .ok_or_else(|| case.err("required key 'shapes.T_prefill' is missing"))?;
     let rows = |lo: usize, hi: usize| -> Vec<f32> {
         (0..b)
             .flat_map(|bi| x[(bi * t + lo) * dm..(bi * t + hi) * dm].to_vec())
             .collect()
     };
-    let pt = ctx.upload(&rows(0, p), &[b, p, dm], DType::F32)?;
-    let (yp, mut cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
-    let yp = ctx.download(&yp)?;
-    let mut ys: Vec<Vec<f32>> = (0..b)
-        .map(|bi| yp[bi * p * dm..(bi + 1) * p * dm].to_vec())
-        .collect();
+    // T_prefill 0: every token is a decode step from an empty cache.
+    let (mut ys, mut cache): (Vec<Vec<f32>>, _) = if p == 0 {
+        (vec![Vec::new(); b], layer.new_cache(ctx, b)?)
+    } else {
+        let pt = ctx.upload(&rows(0, p), &[b, p, dm], DType::F32)?;
+        let (yp, cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
+        let yp = ctx.download(&yp)?;
+        let ys = (0..b)
+            .map(|bi| yp[bi * p * dm..(bi + 1) * p * dm].to_vec())
+            .collect();
+        (ys, cache)
+    };
     for i in p..t {
         let xi = ctx.upload(&rows(i, i + 1), &[b, 1, dm], DType::F32)?;
         let y = ctx.run(|rec| layer.step(rec, &mut cache, &xi))?;

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod context;
 pub mod error;
 pub mod golden;
+mod input;
 pub mod kernels;
 pub mod layers;
 pub mod model;

@@ -305,4 +305,8 @@ impl super::SequenceLayer for MesaLayer {
     fn step(&self, rec: &mut Recording, cache: &mut MesaCache, x: &Tensor) -> Result<Tensor> {
         MesaLayer::step(self, rec, cache, x)
     }
+    /// The states are f32 whatever the dtype.
+    fn new_cache(&self, ctx: &Context, batch: usize, _dtype: DType) -> Result<MesaCache> {
+        MesaLayer::new_cache(self, ctx, batch)
+    }
 }

@@ -23,6 +23,13 @@ pub trait SequenceLayer {
     fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, Self::Cache)>;
     /// `x [B, 1, D]` at the cache's position; advances the cache.
     fn step(&self, rec: &mut Recording, cache: &mut Self::Cache, x: &Tensor) -> Result<Tensor>;
+    /// An empty cache at position 0 (decoding without a prompt).
+    fn new_cache(
+        &self,
+        ctx: &crate::Context,
+        batch: usize,
+        dtype: crate::DType,
+    ) -> Result<Self::Cache>;
 }
 
 impl SequenceLayer for AttentionLayer {
@@ -36,6 +43,14 @@ impl SequenceLayer for AttentionLayer {
     fn step(&self, rec: &mut Recording, cache: &mut KvCache, x: &Tensor) -> Result<Tensor> {
         AttentionLayer::step(self, rec, cache, x)
     }
+    fn new_cache(
+        &self,
+        ctx: &crate::Context,
+        batch: usize,
+        dtype: crate::DType,
+    ) -> Result<KvCache> {
+        AttentionLayer::new_cache(self, ctx, batch, dtype)
+    }
 }
 
 impl SequenceLayer for RatLayer {
@@ -48,6 +63,14 @@ impl SequenceLayer for RatLayer {
     }
     fn step(&self, rec: &mut Recording, cache: &mut RatCache, x: &Tensor) -> Result<Tensor> {
         RatLayer::step(self, rec, cache, x)
+    }
+    fn new_cache(
+        &self,
+        ctx: &crate::Context,
+        batch: usize,
+        dtype: crate::DType,
+    ) -> Result<RatCache> {
+        RatLayer::new_cache(self, ctx, batch, dtype)
     }
 }
 
@@ -141,5 +164,13 @@ impl SequenceLayer for AnyLayer {
                 "the cache belongs to a layer of another kind",
             )),
         }
+    }
+    fn new_cache(
+        &self,
+        ctx: &crate::Context,
+        batch: usize,
+        dtype: crate::DType,
+    ) -> Result<AnyCache> {
+        AnyLayer::new_cache(self, ctx, batch, dtype)
     }
 }

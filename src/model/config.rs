@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::input::Keys;
 
 /// Which stack of sequence layers the model has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,22 +92,16 @@ impl ModelConfig {
             file: file.into(),
             msg,
         };
-        let obj = v
-            .as_object()
-            .ok_or_else(|| err("the config is not a JSON object".into()))?;
-        for k in obj.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
-            log::warn!("{file}: ignoring unknown config key '{k}'");
+        if !v.is_object() {
+            return Err(err("the config is not a JSON object".into()));
         }
         // A key that is present must be well-formed: a negative or fractional value is an error
-        // naming the key, never silently replaced by a default.
-        let opt = |k: &str| -> Result<Option<usize>> {
-            match obj.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                    err(format!("key '{k}' must be a non-negative integer, got {v}"))
-                }),
-            }
-        };
+        // naming the key, never silently replaced by a default (crate::input).
+        let keys = Keys::new(file, "", v)?;
+        for k in keys.names().filter(|k| !KNOWN.contains(&k.as_str())) {
+            log::warn!("{file}: ignoring unknown config key '{k}'");
+        }
+        let opt = |k: &str| keys.usize(k);
         let req = |k: &str| -> Result<usize> {
             opt(k)?.ok_or_else(|| err(format!("required key '{k}' is missing")))
         };
@@ -117,20 +112,12 @@ impl ModelConfig {
                 Ok(v)
             }
         };
-        let float = |k: &str, default: f64| -> Result<f64> {
-            match obj.get(k) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .ok_or_else(|| err(format!("key '{k}' must be a positive number, got {v}"))),
-            }
+        let float =
+            |k: &str, default: f64| -> Result<f64> { Ok(keys.positive_f64(k)?.unwrap_or(default)) };
+        let kind_s = match kind {
+            Some(k) => Some(k.to_string()),
+            None => keys.str("model_kind")?.map(str::to_string),
         };
-        let kind_s = kind.map(str::to_string).or_else(|| {
-            obj.get("model_kind")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
         let kind = match kind_s.as_deref() {
             Some("rat") => ModelKind::Rat,
             Some("hybrid") => ModelKind::Hybrid,
@@ -165,13 +152,7 @@ impl ModelConfig {
             (_, c) => c.ok_or_else(|| err("required key 'chunk_size' is missing".into()))?,
         };
         let cg = |k: &str| -> Result<usize> {
-            let n = opt(k)?.unwrap_or(30);
-            if n == 0 || n > MAX_CG_STEPS {
-                return Err(err(format!(
-                    "key '{k}' = {n} is outside 1..={MAX_CG_STEPS} conjugate-gradient iterations"
-                )));
-            }
-            Ok(n)
+            Ok(keys.usize_in(k, 1..=MAX_CG_STEPS)?.unwrap_or(30))
         };
         let max_seq_len = match opt("max_seq_len")? {
             Some(n) => Some(n),
@@ -183,14 +164,7 @@ impl ModelConfig {
                 "key 'max_seq_len' = {max_seq_len} is outside 1..={MAX_SEQ_LEN}"
             )));
         }
-        let tie_embedding = match obj.get("tie_embedding") {
-            None | Some(Value::Null) => true,
-            Some(v) => v.as_bool().ok_or_else(|| {
-                err(format!(
-                    "key 'tie_embedding' must be true or false, got {v}"
-                ))
-            })?,
-        };
+        let tie_embedding = keys.bool("tie_embedding")?.unwrap_or(true);
         let cfg = ModelConfig {
             kind,
             vocab_size: positive("vocab_size", req("vocab_size")?)?,
@@ -221,11 +195,7 @@ impl ModelConfig {
             d_head,
             cg_steps_prefill: cg("max_cg_step_training")?,
             cg_steps_decode: cg("max_cg_step_decoding")?,
-            tokenizer: match obj.get("tokenizer") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(t)) => Some(t.clone()),
-                Some(v) => return Err(err(format!("key 'tokenizer' must be a string, got {v}"))),
-            },
+            tokenizer: keys.str("tokenizer")?.map(str::to_string),
         };
         if kind == ModelKind::Hybrid && cfg.window_size.is_none() {
             return Err(err("a hybrid model needs 'window_size'".into()));
