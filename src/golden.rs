@@ -327,7 +327,6 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     Ok(out)
 }
 
-
 /// Mesa core cases: q k v g beta lamb (+ h_kk_init h_kv_init) → o_cg30_f64 and the final states;
 /// with `decode`, the first `shapes.T_prefill` tokens run the parallel path and the rest one decode
 /// step each → o_decode_cg30_f64.

@@ -808,8 +808,9 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             // checklist") the preset then fits about 5 of its 8 minutes on an H100-class GPU.
             // f16 storage, as the paper's bf16 runs: in f32 a [B, T, 2048] activation of 262,144
             // tokens is 2 GiB, one byte over what wgpu lets any adapter allocate or bind.
-            (a.d_model, a.heads, a.chunk, a.groups, a.window, a.samples, a.dtype) =
-                (2048, 16, 16, 2, 1024, 2, DType::F16);
+            (
+                a.d_model, a.heads, a.chunk, a.groups, a.window, a.samples, a.dtype,
+            ) = (2048, 16, 16, 2, 1024, 2, DType::F16);
             cases.extend(
                 [4096, 8192, 16384, 32768, 65536, 131072].map(|t| ("forward", 262_144 / t, t)),
             );

@@ -322,6 +322,115 @@ fn nan_or_negative_floats_in_a_config_are_refused() {
     assert_msg(&parse(&c).unwrap_err(), &["max_seq_len"]);
 }
 
+/// A Mesa core case (random inputs, the f64 reference as the expected output) written as a
+/// golden case file: `kind` and `extra` keys in the JSON, the decode from `t_prefill` on.
+fn mesa_case(dir: &TempDir, name: &str, json: Value, t_prefill: usize) -> PathBuf {
+    use chunkwise::reference::mesa::MesaShape;
+    use chunkwise::verify::{MesaHost, CG30, CG30_DECODE};
+    let s = MesaShape {
+        b: 2,
+        t: 9,
+        h: 2,
+        d: 16,
+    };
+    let host = MesaHost::random(s, 3, (0.85, 0.95), DType::F32);
+    let (o, _, _) = host.reference(None, CG30, Some((t_prefill, CG30_DECODE)));
+    let dec: Vec<f32> = (0..s.b)
+        .flat_map(|bi| {
+            let row = s.h * s.d;
+            o[(bi * s.t + t_prefill) * row..(bi + 1) * s.t * row].to_vec()
+        })
+        .map(|v| v as f32)
+        .collect();
+    let sh = vec![s.b, s.t, s.h, s.d];
+    let tensors = vec![
+        ("q".to_string(), sh.clone(), host.q.clone()),
+        ("k".to_string(), sh.clone(), host.k.clone()),
+        ("v".to_string(), sh.clone(), host.v.clone()),
+        ("g".to_string(), vec![s.b, s.t, s.h], host.g.clone()),
+        ("beta".to_string(), vec![s.b, s.t, s.h], host.beta.clone()),
+        ("lamb".to_string(), vec![s.h, s.d], host.lamb.clone()),
+        (
+            "o_decode_cg30_f64".to_string(),
+            vec![s.b, s.t - t_prefill, s.h, s.d],
+            dec,
+        ),
+    ];
+    chunkwise::model::checkpoint::save_f32(&dir.0.join(format!("{name}.safetensors")), &tensors)
+        .unwrap();
+    let path = dir.0.join(format!("{name}.json"));
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn invalid_numbers_in_a_case_are_named_errors() {
+    // Present but invalid: never replaced by the default (30 iterations), whatever the type.
+    let dir = TempDir::new("bad-case");
+    for bad in [json!(-3), json!(0), json!(2.5), json!("30"), json!(100000)] {
+        let case = json!({"kind": "core_decode", "cg_iterations": bad, "shapes": {"T_prefill": 4}});
+        let path = mesa_case(&dir, "bad_iters", case, 4);
+        let e = chunkwise::golden::run_case(ctx(), &path).err().unwrap();
+        assert_msg(&e, &["cg_iterations"]);
+    }
+    for bad in [json!(-1), json!(1.5), json!("4"), json!(10)] {
+        let case = json!({"kind": "core_decode", "shapes": {"T_prefill": bad}});
+        let path = mesa_case(&dir, "bad_prefill", case, 4);
+        let e = chunkwise::golden::run_case(ctx(), &path).err().unwrap();
+        assert_msg(&e, &["shapes.T_prefill"]);
+    }
+    let case = json!({"kind": "core_decode", "shapes": 7});
+    let e = chunkwise::golden::run_case(ctx(), &mesa_case(&dir, "bad_shapes", case, 4))
+        .err()
+        .unwrap();
+    assert_msg(&e, &["'shapes' must be a JSON object"]);
+}
+
+#[test]
+fn decoding_from_an_empty_state_matches_the_reference() {
+    // T_prefill 0: every token is a decode step (Jacobi-started CG) from zero states.
+    let dir = TempDir::new("empty-prefill");
+    let case = json!({"kind": "core_decode", "cg_iterations": 30, "shapes": {"T_prefill": 0}});
+    let run = chunkwise::golden::run_case(ctx(), &mesa_case(&dir, "from_empty", case, 0)).unwrap();
+    let c = run
+        .checks
+        .iter()
+        .find(|c| c.name == "o_decode_cg30_f64")
+        .expect("the decoded outputs are checked");
+    assert!(c.ok, "{c}");
+    // A RAT layer case with prefill_len 0: the decoded outputs equal the forward's.
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden/rat/rat_decode_b1_p21_s20_d64_h2_l16");
+    if !golden.with_extension("json").exists() {
+        eprintln!("SKIP: {} is absent", golden.display());
+        return;
+    }
+    let ck = Checkpoint::open(&golden.with_extension("safetensors")).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = ck
+        .names()
+        .filter(|n| !n.starts_with("y"))
+        .map(|n| {
+            let (d, s) = ck.numbers(n, None).unwrap();
+            (n.to_string(), s, d)
+        })
+        .collect();
+    let (y, ys) = ck.f32("y", None).unwrap();
+    tensors.push(("y".into(), ys.clone(), y.clone()));
+    tensors.push(("y_decode".into(), ys, y));
+    chunkwise::model::checkpoint::save_f32(&dir.0.join("rat0.safetensors"), &tensors).unwrap();
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.with_extension("json")).unwrap())
+            .unwrap();
+    json["config"]["prefill_len"] = json!(0);
+    json["file"] = json!("rat0.safetensors");
+    std::fs::write(dir.0.join("rat0.json"), json.to_string()).unwrap();
+    let run = chunkwise::golden::run_case(ctx(), &dir.0.join("rat0.json")).unwrap();
+    assert!(run.checks.iter().any(|c| c.name == "y_decode"));
+    for c in &run.checks {
+        assert!(c.ok, "{c}");
+    }
+}
+
 // ---- sequences ---------------------------------------------------------------------------------
 
 /// The Mesa layer shape of `config("mesanet")` with `iters` CG iterations on the parallel path.

@@ -151,9 +151,8 @@ impl ModelConfig {
             (ModelKind::Attention | ModelKind::MesaNet, c) => c.unwrap_or(1),
             (_, c) => c.ok_or_else(|| err("required key 'chunk_size' is missing".into()))?,
         };
-        let cg = |k: &str| -> Result<usize> {
-            Ok(keys.usize_in(k, 1..=MAX_CG_STEPS)?.unwrap_or(30))
-        };
+        let cg =
+            |k: &str| -> Result<usize> { Ok(keys.usize_in(k, 1..=MAX_CG_STEPS)?.unwrap_or(30)) };
         let max_seq_len = match opt("max_seq_len")? {
             Some(n) => Some(n),
             None => opt("seq_len")?,
