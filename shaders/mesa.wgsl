@@ -1,15 +1,21 @@
-// The Mesa core op, chunkwise (spec/mesa.md §4). Two passes over a segment of chunks:
-//  * mesa_states: the chunk-start states S_kk[n], S_kv[n] (sequential over the segment's chunks,
-//    parallel over batch·head and state elements), carrying the running state across segments;
+// The Mesa core op, chunkwise (spec/mesa.md §4), over a segment of chunks:
+//  * mesa_chunk_updates: for every chunk n of the segment at once, the update it makes to the
+//    states, U_kk[n] = Σ_s w_s k_s k_sᵀ and U_kv[n] = Σ_s w_s k_s v_sᵀ with w_s = β_s·e^(Γ_last − Γ_s),
+//    and its total log decay Γ_last: a batched product, parallel over chunks, batch·head and
+//    64×64 tiles of the [D × 2D] output;
+//  * mesa_scan: S[n+1] = e^(Γ_last[n]) S[n] + U[n] in place of the updates, leaving each chunk's
+//    start state; sequential only over the segment's chunks, parallel over every state element;
 //  * mesa_cg: one workgroup per (chunk, batch·head) solves (H_t + diag λ) x_t = q_t for all C
-//    positions of the chunk at once with the reference CG (x0 = 0, 1e-5 in both denominators,
-//    a fixed iteration count), then writes o_t = G_tᵀ x_t.
+//    positions of the chunk at once (the rule of common/cg_rule.wgsl), then writes o_t = G_tᵀ x_t.
 // Within a chunk, with Γ_t the chunk-local cumulative log decay and e_t = exp(Γ_t):
 //   H_t p_t = e_t · S_kk[n]ᵀ p_t + Σ_{s ≤ t} exp(Γ_t − Γ_s) β_s (k_s·p_t) k_s.
 // The decay matrix M[t][s] = exp(Γ_t − Γ_s) β_s is formed by selection for s ≤ t: the unused upper
 // triangle has a positive exponent that overflows under strong forgetting, and inf·0 would be NaN.
+// CPU adapters take mesa_states_rows.wgsl for the states and mesa_cg_lanes (below) or
+// mesa_cg_sg.wgsl for the solve.
 
 #include "common/mesa_common.wgsl"
+#include "common/cg_rule.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<ST>;     // [B, T, H, D]
@@ -18,70 +24,173 @@
 @group(0) @binding(4) var<storage, read> g: array<f32>;    // [B, T, H] log decay
 @group(0) @binding(5) var<storage, read> beta: array<f32>; // [B, T, H]
 @group(0) @binding(6) var<storage, read> lamb: array<f32>; // [H, D]
-@group(0) @binding(7) var<storage, read_write> starts_kk: array<f32>; // [B·H, nseg, D, D]
-@group(0) @binding(8) var<storage, read_write> starts_kv: array<f32>;
-@group(0) @binding(9) var<storage, read_write> state_kk: array<f32>;  // running [B·H, D, D]
-@group(0) @binding(10) var<storage, read_write> state_kv: array<f32>;
-@group(0) @binding(11) var<storage, read_write> o: array<ST>;  // [B, T, H, D]
-
+@group(0) @binding(7) var<storage, read_write> starts: array<f32>;   // [B·H, nseg, 2, D, D]
+@group(0) @binding(8) var<storage, read_write> state_kk: array<f32>; // running [B·H, D, D]
+@group(0) @binding(9) var<storage, read_write> state_kv: array<f32>;
+@group(0) @binding(10) var<storage, read_write> o: array<ST>;        // [B, T, H, D]
+@group(0) @binding(11) var<storage, read_write> iters_out: array<f32>; // [B, T, H] CG steps run
+@group(0) @binding(12) var<storage, read_write> decays: array<f32>;  // [B·H, nseg] Γ_last
 
 fn vec_index(b: u32, t: u32, hh: u32, i: u32) -> u32 {
     return ((b * p.t + t) * p.h + hh) * DIM + i;
 }
 
-@compute @workgroup_size(256)
-fn mesa_states(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = wid.x * 256u + lid;
-    if (e >= DIM * DIM) {
-        return;
+// ---- chunk updates -----------------------------------------------------------------------------
+
+const UT: u32 = 64u;       // output tile edge
+const US: u32 = 16u;       // chunk positions per pass through workgroup memory
+var<workgroup> ua: array<vec4<f32>, 256>; // [US][UT / 4]: w_s k_s, rows of the tile
+var<workgroup> ub: array<vec4<f32>, 256>; // [US][UT / 4]: k_s or v_s, columns of the tile
+var<workgroup> uw: array<f32, 64>;        // w_s (CH ≤ 64)
+
+// Element `c` (0 ≤ c < 2D) of [k_s | v_s] for token t, 0 past the row.
+fn kv_col(b: u32, t: u32, hh: u32, c: u32) -> f32 {
+    if (c < DIM) {
+        return f32(k[vec_index(b, t, hh, c)]);
     }
-    let i = e / DIM;
-    let j = e % DIM;
-    let bh = wid.y;
-    let b = bh / p.h;
-    let hh = bh % p.h;
-    var skk = state_kk[bh * DIM * DIM + e];
-    var skv = state_kv[bh * DIM * DIM + e];
-    for (var n = 0u; n < p.nseg; n++) {
-        let so = (bh * p.nseg + n) * DIM * DIM + e;
-        starts_kk[so] = skk;
-        starts_kv[so] = skv;
-        let first = (p.n0 + n) * CH;
-        let last = min(first + CH, p.t);
-        // Walk the chunk backwards: `suffix` is Γ_last − Γ_s when token s is reached.
-        var suffix = 0.0;
-        var add_kk = 0.0;
-        var add_kv = 0.0;
-        for (var s = last; s > first; s--) {
-            let gi = gate_index(b, s - 1u, hh);
-            let w = beta[gi] * exp(suffix);
-            let ki = f32(k[vec_index(b, s - 1u, hh, i)]);
-            add_kk += w * ki * f32(k[vec_index(b, s - 1u, hh, j)]);
-            add_kv += w * ki * f32(v[vec_index(b, s - 1u, hh, j)]);
-            suffix += g[gi];
-        }
-        let decay = exp(suffix);
-        skk = decay * skk + add_kk;
-        skv = decay * skv + add_kv;
+    if (c < 2u * DIM) {
+        return f32(v[vec_index(b, t, hh, c - DIM)]);
     }
-    state_kk[bh * DIM * DIM + e] = skk;
-    state_kv[bh * DIM * DIM + e] = skv;
+    return 0.0;
 }
 
-const WG: u32 = 256u;
-const MAX_CD: u32 = 1024u; // C·D ≤ 1024: the chunk length is chosen so (see ops/mesa.rs)
-const MAX_EPI: u32 = 8u;   // elements per invocation: ceil(D / (256 / C)) ≤ 8
+@compute @workgroup_size(256)
+fn mesa_chunk_updates(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let tiles_j = (2u * DIM + UT - 1u) / UT;
+    let i0 = (wid.x / tiles_j) * UT;
+    let j0 = (wid.x % tiles_j) * UT;
+    let n = wid.y;
+    let bh = wid.z;
+    let b = bh / p.h;
+    let hh = bh % p.h;
+    let first = (p.n0 + n) * CH;
+    let len = min(CH, p.t - first);
+    if (lid == 0u) {
+        // Walk the chunk backwards: `suffix` is Γ_last − Γ_s when token s is reached.
+        var suffix = 0.0;
+        for (var s = CH; s > 0u; s--) {
+            var w = 0.0;
+            if (s - 1u < len) {
+                let gi = gate_index(b, first + s - 1u, hh);
+                w = beta[gi] * exp(suffix);
+                suffix += g[gi];
+            }
+            uw[s - 1u] = w;
+        }
+        if (wid.x == 0u) {
+            decays[bh * p.nseg + n] = suffix;
+        }
+    }
+    workgroupBarrier();
+    // Invocation (ty, tx) owns rows i0 + 4ty … +3 and columns j0 + 4tx … +3 of the tile.
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var s0 = 0u; s0 < CH; s0 += US) {
+        let s = s0 + lid / 16u;
+        let c4 = lid % 16u;
+        var a = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (s < len) {
+            let t = first + s;
+            let w = uw[s];
+            for (var e = 0u; e < 4u; e++) {
+                let i = i0 + 4u * c4 + e;
+                if (i < DIM) {
+                    a[e] = w * f32(k[vec_index(b, t, hh, i)]);
+                }
+                bv[e] = kv_col(b, t, hh, j0 + 4u * c4 + e);
+            }
+        }
+        ua[lid] = a;
+        ub[lid] = bv;
+        workgroupBarrier();
+        for (var u = 0u; u < US; u++) {
+            let ai = ua[u * 16u + ty];
+            let bj = ub[u * 16u + tx];
+            acc[0] += ai.x * bj;
+            acc[1] += ai.y * bj;
+            acc[2] += ai.z * bj;
+            acc[3] += ai.w * bj;
+        }
+        workgroupBarrier();
+    }
+    let base = start_kk(bh, n);
+    for (var r = 0u; r < 4u; r++) {
+        let i = i0 + 4u * ty + r;
+        for (var e = 0u; e < 4u; e++) {
+            let c = j0 + 4u * tx + e;
+            if (i < DIM && c < 2u * DIM) {
+                // Columns past D are S_kv's, which follows S_kk.
+                starts[base + select(0u, DIM * DIM, c >= DIM) + i * DIM + c % DIM] = acc[r][e];
+            }
+        }
+    }
+}
 
-var<workgroup> pw: array<f32, MAX_CD>;   // the CG direction p (later x), [C][D]
-var<workgroup> kw: array<f32, MAX_CD>;   // the chunk's keys (later values), [C][D]
-var<workgroup> mw: array<f32, 256>;      // M[t][s], [C][C]
-var<workgroup> ww: array<f32, 256>;      // M ∘ (P Kᵀ), [C][C]
-var<workgroup> ew: array<f32, 32>;       // e_t
-var<workgroup> part: array<f32, WG>;     // per-invocation partial row sums
+// ---- scan over chunks --------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn mesa_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * 64u + lid;
+    let dd = DIM * DIM;
+    if (e >= p.b * p.h * 2u * dd) {
+        return;
+    }
+    let bh = e / (2u * dd);
+    let half = (e / dd) % 2u; // 0: S_kk, 1: S_kv
+    let el = e % dd;
+    var s: f32;
+    if (half == 0u) {
+        s = state_kk[bh * dd + el];
+    } else {
+        s = state_kv[bh * dd + el];
+    }
+    for (var n = 0u; n < p.nseg; n++) {
+        let at = start_kk(bh, n) + half * dd + el;
+        let u = starts[at];
+        starts[at] = s;
+        s = exp(decays[bh * p.nseg + n]) * s + u;
+    }
+    if (half == 0u) {
+        state_kk[bh * dd + el] = s;
+    } else {
+        state_kv[bh * dd + el] = s;
+    }
+}
+
+// ---- the chunkwise CG (GPUs) -------------------------------------------------------------------
+
+const WG: u32 = 256u;
+const MAX_EPI: u32 = 8u;   // columns per invocation: C·D ≤ 2048 (ops/mesa.rs chooses C so)
+// Row stride of the [C][D] matrices in workgroup memory: D + 1 puts the invocations of a row,
+// which walk positions s at the same column, on different banks.
+override RS: u32 = DIM + 1u;
+override CD: u32 = CH * RS;
+override CC: u32 = CH * CH;
+// DIM² when the chunk's S_kk is kept in workgroup memory for the whole solve (where the device
+// grants enough: ops/mesa.rs), else 1 and every iteration reads it from the states buffer.
+override SKK: u32 = 1u;
+
+var<workgroup> pw: array<f32, CD>;   // the CG direction p (later x), [C][D]
+var<workgroup> kw: array<f32, CD>;   // the chunk's keys (later values), [C][D]
+var<workgroup> mw: array<f32, CC>;   // M[t][s], [C][C]
+var<workgroup> ww: array<f32, CC>;   // M ∘ (P Kᵀ), [C][C]
+var<workgroup> ew: array<f32, CH>;   // e_t
+var<workgroup> part: array<f32, WG>; // per-invocation partial row sums
+var<workgroup> skw: array<f32, SKK>; // S_kk of the chunk, [D][D]
+var<workgroup> running: array<u32, CH>; // rows still iterating
+var<workgroup> n_running: u32;
+
+var<private> cx: array<f32, MAX_EPI>;
+var<private> cr: array<f32, MAX_EPI>;
+var<private> ca: array<f32, MAX_EPI>;
 
 // Sum over the IPR invocations of row `row` (all of them call this).
-fn row_sum(v: f32, lid: u32, row: u32, ipr: u32) -> f32 {
-    part[lid] = v;
+fn row_sum(val: f32, lid: u32, row: u32, ipr: u32) -> f32 {
+    part[lid] = val;
     workgroupBarrier();
     var s = 0.0;
     for (var u = 0u; u < ipr; u++) {
@@ -91,15 +200,49 @@ fn row_sum(v: f32, lid: u32, row: u32, ipr: u32) -> f32 {
     return s;
 }
 
-// ww[t][s] = M[t][s] · (vec[t] · kw[s]) for the invocation's share of (t, s).
+// ww[t][s] = M[t][s] · (p_t · kw[s]) for the invocation's share of (t, s).
 fn decayed_scores(row: u32, col: u32, ipr: u32) {
     for (var s = col; s < CH; s += ipr) {
         var d = 0.0;
         for (var i = 0u; i < DIM; i++) {
-            d += pw[row * DIM + i] * kw[s * DIM + i];
+            d += pw[row * RS + i] * kw[s * RS + i];
         }
         ww[row * CH + s] = mw[row * CH + s] * d;
     }
+}
+
+fn skk_at(sbase: u32, i: u32, j: u32) -> f32 {
+    if (SKK > 1u) {
+        return skw[i * DIM + j];
+    }
+    return starts[sbase + i * DIM + j];
+}
+
+// ca = (H_t + diag λ) p_t for the invocation's columns, p in pw; returns its share of p·ca.
+// Every invocation calls it (barriers inside).
+fn apply_rows(row: u32, col: u32, ipr: u32, et: f32, sbase: u32, hh: u32) -> f32 {
+    decayed_scores(row, col, ipr);
+    workgroupBarrier();
+    var pa = 0.0;
+    for (var m = 0u; m < MAX_EPI; m++) {
+        let j = col + m * ipr;
+        if (j < DIM) {
+            var acc = 0.0;
+            for (var i = 0u; i < DIM; i++) {
+                acc += pw[row * RS + i] * skk_at(sbase, i, j);
+            }
+            acc *= et;
+            for (var s = 0u; s < CH; s++) {
+                acc += ww[row * CH + s] * kw[s * RS + j];
+            }
+            let pj = pw[row * RS + j];
+            acc += lamb[hh * DIM + j] * pj;
+            ca[m] = acc;
+            pa += pj * acc;
+        }
+    }
+    workgroupBarrier();
+    return pa;
 }
 
 @compute @workgroup_size(256)
@@ -114,16 +257,21 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let first = (p.n0 + n) * CH;
     let valid = first + row < p.t;
     let tr = min(first + row, p.t - 1u);
-    let sbase = (bh * p.nseg + n) * DIM * DIM;
+    let sbase = start_kk(bh, n);
 
-    // Chunk keys, decay factors and the decay matrix.
+    // Chunk keys, S_kk where it is cached, decay factors and the decay matrix.
     for (var u = lid; u < CH * DIM; u += WG) {
         let s = u / DIM;
         var kv = 0.0;
         if (first + s < p.t) {
             kv = f32(k[vec_index(b, first + s, hh, u % DIM)]);
         }
-        kw[u] = kv;
+        kw[s * RS + u % DIM] = kv;
+    }
+    if (SKK > 1u) {
+        for (var u = lid; u < DIM * DIM; u += WG) {
+            skw[u] = starts[sbase + u];
+        }
     }
     if (lid == 0u) {
         var gam = 0.0;
@@ -145,14 +293,10 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         mw[u] = m;
     }
     workgroupBarrier();
-    if (lid < CH) {
-        ew[lid] = exp(ew[lid]);
-    }
+    let et = exp(ew[row]);
 
-    // x = 0, r = q, p = r.
-    var x: array<f32, MAX_EPI>;
-    var r: array<f32, MAX_EPI>;
-    var a: array<f32, MAX_EPI>;
+    // The start: x0 = 0 (reference), or the Jacobi guess q / diag(H_t + Λ) (paper) and
+    // r = q − (H_t + Λ) x0.
     var rr = 0.0;
     for (var m = 0u; m < MAX_EPI; m++) {
         let j = col + m * ipr;
@@ -161,63 +305,96 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             if (valid) {
                 qv = f32(q[vec_index(b, tr, hh, j)]);
             }
-            r[m] = qv;
-            pw[row * DIM + j] = qv;
-            rr += qv * qv;
+            var x0 = 0.0;
+            if (cg_paper()) {
+                var dg = et * skk_at(sbase, j, j) + lamb[hh * DIM + j];
+                for (var s = 0u; s < CH; s++) {
+                    let kj = kw[s * RS + j];
+                    dg += mw[row * CH + s] * kj * kj;
+                }
+                x0 = qv / dg;
+            }
+            cx[m] = x0;
+            cr[m] = qv;
+            pw[row * RS + j] = x0;
+        }
+    }
+    workgroupBarrier();
+    if (cg_paper()) {
+        apply_rows(row, col, ipr, et, sbase, hh);
+        for (var m = 0u; m < MAX_EPI; m++) {
+            cr[m] -= ca[m];
+        }
+    }
+    for (var m = 0u; m < MAX_EPI; m++) {
+        let j = col + m * ipr;
+        if (j < DIM) {
+            pw[row * RS + j] = cr[m];
+            rr += cr[m] * cr[m];
         }
     }
     var delta = row_sum(rr, lid, row, ipr);
-    let et = ew[row];
+    let delta0 = delta;
+    // Rows agree on their δ, so `going` is uniform within a row; the workgroup leaves the loop
+    // once no row is going (workgroup-uniform).
+    var going = !cg_converged(delta, delta0);
+    var steps = 0u;
 
     for (var it = 0u; it < p.iters; it++) {
-        decayed_scores(row, col, ipr);
-        workgroupBarrier();
-        // a = H_t p + λ ∘ p, for this invocation's columns.
-        var pa = 0.0;
-        for (var m = 0u; m < MAX_EPI; m++) {
-            let j = col + m * ipr;
-            if (j < DIM) {
-                var acc = 0.0;
-                for (var i = 0u; i < DIM; i++) {
-                    acc += pw[row * DIM + i] * starts_kk[sbase + i * DIM + j];
+        if (cg_paper()) {
+            if (col == 0u) {
+                running[row] = u32(going);
+            }
+            workgroupBarrier();
+            if (lid == 0u) {
+                var c = 0u;
+                for (var r = 0u; r < CH; r++) {
+                    c += running[r];
                 }
-                acc *= et;
-                for (var s = 0u; s < CH; s++) {
-                    acc += ww[row * CH + s] * kw[s * DIM + j];
-                }
-                let pj = pw[row * DIM + j];
-                acc += lamb[hh * DIM + j] * pj;
-                a[m] = acc;
-                pa += pj * acc;
+                n_running = c;
+            }
+            if (workgroupUniformLoad(&n_running) == 0u) {
+                break;
             }
         }
-        let alpha = delta / (row_sum(pa, lid, row, ipr) + 1e-5);
+        let pa = row_sum(apply_rows(row, col, ipr, et, sbase, hh), lid, row, ipr);
+        let alpha = cg_alpha(delta, pa, going);
+        if (alpha == 0.0) {
+            going = false;
+        }
         var rn = 0.0;
         for (var m = 0u; m < MAX_EPI; m++) {
             let j = col + m * ipr;
             if (j < DIM) {
-                x[m] += alpha * pw[row * DIM + j];
-                r[m] -= alpha * a[m];
-                rn += r[m] * r[m];
+                cx[m] += alpha * pw[row * RS + j];
+                cr[m] -= alpha * ca[m];
+                rn += cr[m] * cr[m];
             }
         }
         let delta_new = row_sum(rn, lid, row, ipr);
-        let conj = delta_new / (delta + 1e-5);
-        for (var m = 0u; m < MAX_EPI; m++) {
-            let j = col + m * ipr;
-            if (j < DIM) {
-                pw[row * DIM + j] = r[m] + conj * pw[row * DIM + j];
+        if (going) {
+            let conj = delta_new / (delta + cg_guard());
+            for (var m = 0u; m < MAX_EPI; m++) {
+                let j = col + m * ipr;
+                if (j < DIM) {
+                    pw[row * RS + j] = cr[m] + conj * pw[row * RS + j];
+                }
             }
+            delta = delta_new;
+            steps += 1u;
+            going = !cg_converged(delta, delta0);
         }
-        delta = delta_new;
         workgroupBarrier();
+    }
+    if (valid && col == 0u) {
+        iters_out[gate_index(b, tr, hh)] = f32(steps);
     }
 
     // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
     for (var m = 0u; m < MAX_EPI; m++) {
         let j = col + m * ipr;
         if (j < DIM) {
-            pw[row * DIM + j] = x[m];
+            pw[row * RS + j] = cx[m];
         }
     }
     workgroupBarrier();
@@ -229,20 +406,21 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         if (first + s < p.t) {
             vv = f32(v[vec_index(b, first + s, hh, u % DIM)]);
         }
-        kw[u] = vv;
+        kw[s * RS + u % DIM] = vv;
     }
     workgroupBarrier();
+    let kvbase = sbase + DIM * DIM;
     if (valid) {
         for (var m = 0u; m < MAX_EPI; m++) {
             let j = col + m * ipr;
             if (j < DIM) {
                 var acc = 0.0;
                 for (var i = 0u; i < DIM; i++) {
-                    acc += pw[row * DIM + i] * starts_kv[sbase + i * DIM + j];
+                    acc += pw[row * RS + i] * starts[kvbase + i * DIM + j];
                 }
                 acc *= et;
                 for (var s = 0u; s < CH; s++) {
-                    acc += ww[row * CH + s] * kw[s * DIM + j];
+                    acc += ww[row * CH + s] * kw[s * RS + j];
                 }
                 o[vec_index(b, tr, hh, j)] = ST(acc);
             }
@@ -285,39 +463,70 @@ fn mesa_cg_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let first = (p.n0 + n) * CH;
     let valid = first + lid < p.t;
     let tr = min(first + lid, p.t - 1u);
-    let sbase = (bh * p.nseg + n) * DIM * DIM;
+    let sbase = start_kk(bh, n);
 
     let et = exp(lane_decays(b, first, hh, lid));
 
-    var delta = 0.0;
+    // The start: x0 = 0 (reference) or the Jacobi guess (paper), r = q − A x0, p = r.
     for (var i = 0u; i < DIM; i++) {
         var qv = 0.0;
         if (valid) {
             qv = f32(q[vec_index(b, tr, hh, i)]);
         }
-        lx[i] = 0.0;
+        var x0 = 0.0;
+        if (cg_paper()) {
+            var dg = et * starts[sbase + i * DIM + i] + lamb[hh * DIM + i];
+            for (var s = 0u; s < CH; s++) {
+                let ks = chunk_k(b, first, hh, s, i);
+                dg += lm[s] * ks * ks;
+            }
+            x0 = qv / dg;
+        }
+        lx[i] = x0;
         lr[i] = qv;
-        lp[i] = qv;
-        delta += qv * qv;
+        lp[i] = x0;
     }
+    if (cg_paper()) {
+        lane_apply(b, first, hh, sbase, et, true);
+        for (var i = 0u; i < DIM; i++) {
+            lr[i] -= la[i];
+        }
+    }
+    var delta = 0.0;
+    for (var i = 0u; i < DIM; i++) {
+        lp[i] = lr[i];
+        delta += lr[i] * lr[i];
+    }
+    let delta0 = delta;
+    var steps = 0u;
     for (var it = 0u; it < p.iters; it++) {
+        if (cg_converged(delta, delta0)) {
+            break;
+        }
         lane_apply(b, first, hh, sbase, et, true);
         var pa = 0.0;
         for (var i = 0u; i < DIM; i++) {
             pa += lp[i] * la[i];
         }
-        let alpha = delta / (pa + 1e-5);
+        let alpha = cg_alpha(delta, pa, true);
+        if (alpha == 0.0) {
+            break;
+        }
         var rn = 0.0;
         for (var i = 0u; i < DIM; i++) {
             lx[i] += alpha * lp[i];
             lr[i] -= alpha * la[i];
             rn += lr[i] * lr[i];
         }
-        let conj = rn / (delta + 1e-5);
+        let conj = rn / (delta + cg_guard());
         for (var i = 0u; i < DIM; i++) {
             lp[i] = lr[i] + conj * lp[i];
         }
         delta = rn;
+        steps += 1u;
+    }
+    if (valid) {
+        iters_out[gate_index(b, tr, hh)] = f32(steps);
     }
     // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
     for (var i = 0u; i < DIM; i++) {
@@ -347,20 +556,15 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase: u32, et: f32, solving: bool) {
     for (var s = 0u; s < CH; s++) {
         c[s] *= lm[s];
     }
+    let base = sbase + select(DIM * DIM, 0u, solving);
     for (var j0 = 0u; j0 < DIM; j0 += 8u) {
         var acc: array<f32, 8>;
         for (var i = 0u; i < DIM; i++) {
             let pi = lp[i];
-            let row = sbase + i * DIM + j0;
+            let row = base + i * DIM + j0;
             for (var jj = 0u; jj < 8u; jj++) {
                 if (j0 + jj < DIM) {
-                    var sij: f32;
-                    if (solving) {
-                        sij = starts_kk[row + jj];
-                    } else {
-                        sij = starts_kv[row + jj];
-                    }
-                    acc[jj] += pi * sij;
+                    acc[jj] += pi * starts[row + jj];
                 }
             }
         }

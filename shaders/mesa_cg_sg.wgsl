@@ -11,6 +11,7 @@
 // Same bindings, launch and results (to rounding) as mesa_cg.
 
 #include "common/mesa_common.wgsl"
+#include "common/cg_rule.wgsl"
 #include "common/cg_vec4.wgsl"
 
 // The bindings of mesa.wgsl that mesa_cg reads, viewed as vec4s where rows are read.
@@ -21,9 +22,9 @@
 @group(0) @binding(4) var<storage, read> g: array<f32>;        // [B, T, H] log decay
 @group(0) @binding(5) var<storage, read> beta: array<f32>;     // [B, T, H]
 @group(0) @binding(6) var<storage, read> lamb: array<vec4<f32>>; // [H, D]
-@group(0) @binding(7) var<storage, read_write> starts_kk: array<vec4<f32>>; // [B·H, nseg, D, D]
-@group(0) @binding(8) var<storage, read_write> starts_kv: array<vec4<f32>>;
-@group(0) @binding(11) var<storage, read_write> o: array<vec4<ST>>; // [B, T, H, D]
+@group(0) @binding(7) var<storage, read_write> starts: array<vec4<f32>>; // [B·H, nseg, 2, D, D]
+@group(0) @binding(10) var<storage, read_write> o: array<vec4<ST>>; // [B, T, H, D]
+@group(0) @binding(11) var<storage, read_write> iters_out: array<f32>; // [B, T, H]
 
 override DIM4: u32 = DIM / 4u;
 
@@ -62,22 +63,20 @@ fn chunk_row(b: u32, first: u32, hh: u32, s: u32, from_v: bool) -> Row {
     return r;
 }
 
-// Row i of the chunk-start state (S_kv when not solving).
+// Row i of the chunk-start state (S_kv, which follows S_kk, when not solving).
 fn state_row(sbase4: u32, i: u32, solving: bool) -> Row {
-    let base = sbase4 + i * DIM4;
+    let base = sbase4 + select(DIM * DIM4, 0u, solving) + i * DIM4;
     var r: Row;
-    if (solving) {
-        r.a = starts_kk[base + lane_vec(sg_lane)];
-        if (DIM4 > 8u) {
-            r.b = starts_kk[base + lane_vec(8u + sg_lane)];
-        }
-    } else {
-        r.a = starts_kv[base + lane_vec(sg_lane)];
-        if (DIM4 > 8u) {
-            r.b = starts_kv[base + lane_vec(8u + sg_lane)];
-        }
+    r.a = starts[base + lane_vec(sg_lane)];
+    if (DIM4 > 8u) {
+        r.b = starts[base + lane_vec(8u + sg_lane)];
     }
     return r;
+}
+
+// Element (j, j) of S_kk, for the Jacobi start.
+fn state_diag(sbase4: u32, j: u32) -> f32 {
+    return starts[sbase4 + j * DIM4 + j / 4u][j % 4u];
 }
 
 // cg_p · row.
@@ -130,6 +129,12 @@ fn dot_row(r: Row) -> f32 {
         d += dot(cg_p[15], subgroupBroadcast(r.b, 7u));
     }
     return d;
+}
+
+// row ∘ row (each lane squares its own vec4s before they are broadcast).
+fn square_row(r: ptr<function, Row>) {
+    (*r).a *= (*r).a;
+    (*r).b *= (*r).b;
 }
 
 // acc += w · row.
@@ -271,24 +276,68 @@ fn mesa_cg_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let first = (p.n0 + n) * CH;
     let valid = first + lid < p.t;
     let tr = min(first + lid, p.t - 1u);
-    let sbase4 = (bh * p.nseg + n) * DIM * DIM4;
+    let sbase4 = start_kk(bh, n) / 4u;
 
     let et = exp(lane_decays(b, first, hh, lid));
 
-    var delta = 0.0;
+    // The start: x0 = 0 (reference) or the Jacobi guess (paper), r = q − A x0, p = r.
     for (var i = 0u; i < DIM4; i++) {
         var qv = vec4<f32>(q[row4(b, tr, hh) + i]);
         if (!valid) {
             qv = vec4<f32>(0.0);
         }
-        cg_x[i] = vec4<f32>(0.0);
         cg_r[i] = qv;
-        cg_p[i] = qv;
-        delta += dot(qv, qv);
+        cg_x[i] = vec4<f32>(0.0);
     }
-    for (var it = 0u; it < p.iters; it++) {
+    if (cg_paper()) {
+        // diag(H_t + Λ)_j = e_t S_kk[j][j] + Σ_s M[t][s] k_s[j]² + λ_j
+        for (var i = 0u; i < DIM4; i++) {
+            acc[i] = et * vec4<f32>(state_diag(sbase4, 4u * i), state_diag(sbase4, 4u * i + 1u),
+                                    state_diag(sbase4, 4u * i + 2u), state_diag(sbase4, 4u * i + 3u));
+        }
+        for (var s = 0u; s < CH; s++) {
+            var r = chunk_row(b, first, hh, s, false);
+            square_row(&r);
+            axpy_row(lm[s], r);
+        }
+        var lr: Row;
+        lr.a = lamb[hh * DIM4 + lane_vec(sg_lane)];
+        if (DIM4 > 8u) {
+            lr.b = lamb[hh * DIM4 + lane_vec(8u + sg_lane)];
+        }
+        axpy_row(1.0, lr);
+        for (var i = 0u; i < DIM4; i++) {
+            cg_x[i] = cg_r[i] / acc[i];
+            cg_p[i] = cg_x[i];
+        }
         lane_apply(b, first, hh, sbase4, et, true);
-        delta = cg_step(delta);
+    } else {
+        for (var i = 0u; i < DIM4; i++) {
+            cg_a[i] = vec4<f32>(0.0);
+        }
+    }
+    var delta = cg_start_residual();
+    let delta0 = delta;
+    var going = !cg_converged(delta, delta0);
+    var steps = 0u;
+    for (var it = 0u; it < p.iters; it++) {
+        // Every lane takes part in every broadcast: the subgroup stops once all its lanes have.
+        if (cg_paper() && !subgroupAny(going)) {
+            break;
+        }
+        lane_apply(b, first, hh, sbase4, et, true);
+        let alpha = cg_alpha(delta, cg_dot(&cg_p, &cg_a), going);
+        delta = cg_step(delta, alpha);
+        if (alpha == 0.0) {
+            going = false;
+        }
+        if (going) {
+            steps += 1u;
+            going = !cg_converged(delta, delta0);
+        }
+    }
+    if (valid) {
+        iters_out[gate_index(b, tr, hh)] = f32(steps);
     }
     // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
     for (var i = 0u; i < DIM4; i++) {

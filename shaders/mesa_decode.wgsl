@@ -1,13 +1,17 @@
 // One Mesa decode step (spec/mesa.md §7) for one token per sequence: one workgroup per
-// (batch, head), invocation j owns column j. The states are updated in place, then the reference
-// CG runs from the Jacobi guess x0 = q / (diag(H) + λ + 1e-5) for a fixed number of iterations,
-// then o = G_tᵀ x.
+// (batch, head), invocation j owns column j. The states are updated in place, then the CG runs
+// from the Jacobi guess x0 = q / (diag(H) + λ (+ 1e-5 under the reference rule)) with the rule of
+// common/cg_rule.wgsl, then o = G_tᵀ x.
 
 struct Params {
     b: u32,
     h: u32,
     iters: u32,
-    _p: u32,
+    paper: u32,
+    tol2: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,12 +24,16 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> state_kk: array<f32>; // [B, H, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kv: array<f32>;
 @group(0) @binding(9) var<storage, read_write> o: array<ST>; // [B, H, D]
+@group(0) @binding(10) var<storage, read_write> iters_out: array<f32>; // [B, H] CG steps run
+
+#include "common/cg_rule.wgsl"
 
 override DIM: u32 = 64u;
 const MAX_D: u32 = 128u;
 
 var<workgroup> pv: array<f32, MAX_D>;
 var<workgroup> red: array<f32, MAX_D>;
+var<workgroup> still: u32;
 
 fn dot_all(x: f32, j: u32) -> f32 {
     red[j] = x;
@@ -69,7 +77,7 @@ fn mesa_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
     let lam = lamb[hh * DIM + j];
     let qj = select(0.0, f32(q[bh * DIM + j]), live);
-    var x = qj / (state_kk[base + j * DIM + j] + lam + 1e-5);
+    var x = qj / (state_kk[base + j * DIM + j] + lam + cg_guard());
     if (live) {
         pv[j] = x;
     }
@@ -80,18 +88,40 @@ fn mesa_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         pv[j] = r;
     }
     var delta = dot_all(select(0.0, r * r, live), lid);
+    let delta0 = delta;
+    // Every invocation holds the same δ: the step's state is uniform across the workgroup.
+    var going = !cg_converged(delta, delta0);
+    var steps = 0u;
     for (var it = 0u; it < p.iters; it++) {
+        if (cg_paper()) {
+            if (lid == 0u) {
+                still = u32(going);
+            }
+            if (workgroupUniformLoad(&still) == 0u) {
+                break;
+            }
+        }
         let a = select(0.0, apply(j, base, lam), live);
         let pj = pv[j];
-        let alpha = delta / (dot_all(select(0.0, pj * a, live), lid) + 1e-5);
+        let alpha = cg_alpha(delta, dot_all(select(0.0, pj * a, live), lid), going);
         x += alpha * pj;
         r -= alpha * a;
         let delta_new = dot_all(select(0.0, r * r, live), lid);
-        if (live) {
-            pv[j] = r + (delta_new / (delta + 1e-5)) * pj;
+        if (alpha == 0.0) {
+            going = false;
         }
-        delta = delta_new;
+        if (going) {
+            if (live) {
+                pv[j] = r + (delta_new / (delta + cg_guard())) * pj;
+            }
+            delta = delta_new;
+            steps += 1u;
+            going = !cg_converged(delta, delta0);
+        }
         workgroupBarrier();
+    }
+    if (lid == 0u) {
+        iters_out[bh] = f32(steps);
     }
     if (live) {
         pv[j] = x;

@@ -13,7 +13,11 @@ struct Params {
     b: u32,
     h: u32,
     iters: u32,
-    _p: u32,
+    paper: u32,
+    tol2: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -26,11 +30,13 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> state_kk: array<vec4<f32>>; // [B, H, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kv: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> o: array<vec4<ST>>; // [B, H, D]
+@group(0) @binding(10) var<storage, read_write> iters_out: array<f32>; // [B, H] CG steps run
 
 override DIM: u32 = 64u;
 override DIM4: u32 = DIM / 4u;
 const LANES: u32 = 8u;
 
+#include "common/cg_rule.wgsl"
 #include "common/cg_vec4.wgsl"
 
 // λ, k and v of the (batch, head), as vec4s (the CG's vectors are in cg_vec4.wgsl).
@@ -202,27 +208,33 @@ fn mesa_decode_lanes(@builtin(workgroup_id) wid: vec3<u32>,
         update_row(row4 + 2u * DIM4, gamma, wk.z);
         update_row(row4 + 3u * DIM4, gamma, wk.w);
     }
-    // Jacobi start x0 = q / (diag(S_kk) + λ + 1e-5), then r = q − (S_kk + diag λ) x0.
+    // Jacobi start x0 = q / (diag(S_kk) + λ (+ 1e-5)), then r = q − (S_kk + diag λ) x0.
     for (var j = 0u; j < DIM4; j++) {
         let d0 = base4 + 4u * j * DIM4 + j;
         let diag = vec4<f32>(state_kk[d0].x, state_kk[d0 + DIM4].y, state_kk[d0 + 2u * DIM4].z,
                              state_kk[d0 + 3u * DIM4].w);
         let qj = vec4<f32>(q[bh * DIM4 + j]);
-        cg_x[j] = qj / (diag + lam[j] + 1e-5);
+        cg_x[j] = qj / (diag + lam[j] + cg_guard());
         cg_r[j] = qj;
         cg_p[j] = cg_x[j];
     }
     apply(base4, true);
-    var delta = 0.0;
-    for (var j = 0u; j < DIM4; j++) {
-        cg_r[j] -= cg_a[j];
-        cg_p[j] = cg_r[j];
-        delta += dot(cg_r[j], cg_r[j]);
-    }
+    var delta = cg_start_residual();
+    let delta0 = delta;
+    var steps = 0u;
     for (var it = 0u; it < p.iters; it++) {
+        if (cg_converged(delta, delta0)) {
+            break;
+        }
         apply(base4, true);
-        delta = cg_step(delta);
+        let alpha = cg_alpha(delta, cg_dot(&cg_p, &cg_a), true);
+        if (alpha == 0.0) {
+            break;
+        }
+        delta = cg_step(delta, alpha);
+        steps += 1u;
     }
+    iters_out[bh] = f32(steps);
     // o = S_kvᵀ x.
     for (var j = 0u; j < DIM4; j++) {
         cg_p[j] = cg_x[j];

@@ -1,10 +1,10 @@
-// mesa_states (shaders/mesa.wgsl) for CPU drivers. mesa_states gives each invocation one state
-// element, so every token costs it five scalar loads (k_i, k_j, v_j, β, g) for two multiply-adds;
-// on drivers that compile each load to a loop over the SIMD lanes those loads are the whole cost.
-// Here an invocation owns a 4×4 block (rows i..i+3, columns j..j+3) of both S_kk and S_kv, and a
-// token costs it three vec4 loads (k_j.., v_j.., k_i..) plus β and g for 32 multiply-adds. Same
-// bindings, launch shape per element block, walk order and results (to rounding) as mesa_states;
-// D must be a multiple of 4.
+// The chunk-start states for CPU drivers, in one pass: an invocation owns a 4×4 block (rows
+// i..i+3, columns j..j+3) of both S_kk and S_kv and walks the segment's chunks token by token,
+// storing each chunk's start state. A token costs it three vec4 loads (k_j.., v_j.., k_i..) plus
+// β and g for 32 multiply-adds; on drivers that compile each load to a loop over the SIMD lanes,
+// loads are the whole cost. GPUs take the chunk-parallel mesa_chunk_updates + mesa_scan
+// (shaders/mesa.wgsl), whose parallelism does not depend on T. Same bindings, state layout and
+// results (to rounding) as those; D must be a multiple of 4.
 
 #include "common/mesa_common.wgsl"
 
@@ -13,10 +13,9 @@
 @group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;   // [B, T, H, D]
 @group(0) @binding(4) var<storage, read> g: array<f32>;        // [B, T, H] log decay
 @group(0) @binding(5) var<storage, read> beta: array<f32>;     // [B, T, H]
-@group(0) @binding(7) var<storage, read_write> starts_kk: array<vec4<f32>>; // [B·H, nseg, D, D]
-@group(0) @binding(8) var<storage, read_write> starts_kv: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> state_kk: array<vec4<f32>>;  // running [B·H, D, D]
-@group(0) @binding(10) var<storage, read_write> state_kv: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> starts: array<vec4<f32>>;   // [B·H, nseg, 2, D, D]
+@group(0) @binding(8) var<storage, read_write> state_kk: array<vec4<f32>>; // running [B·H, D, D]
+@group(0) @binding(9) var<storage, read_write> state_kv: array<vec4<f32>>;
 
 override DIM4: u32 = DIM / 4u;
 // Invocations per workgroup; blocks per head are DIM4², so a head fills DIM4² / BLOCKS_WG groups.
@@ -48,10 +47,10 @@ fn mesa_states_rows(@builtin(workgroup_id) wid: vec3<u32>,
         skv[r] = state_kv[sbase + r * DIM4];
     }
     for (var n = 0u; n < p.nseg; n++) {
-        let so = (bh * p.nseg + n) * DIM * DIM4 + at;
+        let so = start_kk(bh, n) / 4u + at;
         for (var r = 0u; r < 4u; r++) {
-            starts_kk[so + r * DIM4] = skk[r];
-            starts_kv[so + r * DIM4] = skv[r];
+            starts[so + r * DIM4] = skk[r];
+            starts[so + DIM * DIM4 + r * DIM4] = skv[r];
         }
         let first = (p.n0 + n) * CH;
         let last = min(first + CH, p.t);

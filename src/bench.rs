@@ -313,8 +313,10 @@ pub struct LayerShape {
     pub groups: usize,
     pub chunk: usize,
     pub window: usize,
-    /// Mesa CG iterations.
+    /// Mesa CG iterations (the count, or the paper rule's cap).
     pub cg_iters: usize,
+    /// Mesa's CG rule.
+    pub solver: crate::ops::mesa::Solver,
     pub dtype: DType,
 }
 
@@ -347,6 +349,10 @@ pub struct LayerResult {
     pub min_workgroups: u64,
     /// The kernel schedule (`Context::schedule_summary`).
     pub schedule: String,
+    /// Mesa: the CG rule, and the largest and mean step count of the last timed run.
+    pub cg_solver: Option<&'static str>,
+    pub cg_iterations_max: Option<u32>,
+    pub cg_iterations_mean: Option<f64>,
 }
 
 /// FLOPs of one layer, projections included (multiply-add = 2). `t` tokens processed, each seeing
@@ -450,6 +456,7 @@ fn build_layer(
                 norm_eps: 1e-6,
                 cg_iters_prefill: s.cg_iters,
                 cg_iters_decode: s.cg_iters,
+                solver: s.solver,
             },
             &ck,
             "",
@@ -520,6 +527,9 @@ fn fingerprint(got: &[f32]) -> Option<(usize, u64)> {
 /// and [`LayerBench::sample`] adds timed samples. `bench layers` interleaves the samples of the
 /// layers it compares (one of each in turn), so that a slow phase of the machine falls on all of
 /// them alike instead of on one layer's samples.
+/// A timed run's recording counts and, for a Mesa layer, its CG steps per row.
+type Counted = (crate::record::RecordingStats, Option<crate::Tensor>);
+
 pub struct LayerBench {
     ctx: Context,
     kind: LayerKind,
@@ -536,6 +546,8 @@ pub struct LayerBench {
     times: Vec<f64>,
     /// The recording of the last timed run, counted.
     stats: crate::record::RecordingStats,
+    /// Mesa: the CG steps of the last timed run.
+    cg: Option<crate::ops::mesa::IterationStats>,
 }
 
 impl LayerBench {
@@ -574,6 +586,7 @@ impl LayerBench {
             first_call_ms,
             times: Vec::new(),
             stats: Default::default(),
+            cg: None,
         })
     }
 
@@ -606,6 +619,7 @@ impl LayerBench {
             first_call_ms: 0.0,
             times: Vec::new(),
             stats: Default::default(),
+            cg: None,
         };
         let warm = m.decode_step(None)?.0;
         let out = ctx.download(&warm)?;
@@ -622,24 +636,20 @@ impl LayerBench {
     /// A step from a fresh cache placed at the position, with the same input every time (so each
     /// output must equal the warm-up's); timed into `times` when given. Returns the step's output
     /// and its recording's counts.
-    fn decode_step(
-        &self,
-        times: Option<&mut Vec<f64>>,
-    ) -> Result<(crate::Tensor, crate::record::RecordingStats)> {
-        use crate::layers::SequenceLayer;
+    fn decode_step(&self, times: Option<&mut Vec<f64>>) -> Result<(crate::Tensor, Counted)> {
         let mut cache = self
             .layer
             .new_cache(&self.ctx, self.batch, self.shape.dtype)?;
         cache.bench_seek(self.n);
         self.ctx.sync()?;
         let mut rec = self.ctx.record();
-        let y = self.layer.step(&mut rec, &mut cache, &self.x)?;
+        let (y, iterations) = self.layer.step_solved(&mut rec, &mut cache, &self.x)?;
         let stats = rec.stats();
         match times {
             Some(times) => times.push(rec.submit_timed()?),
             None => rec.submit()?,
         }
-        Ok((y, stats))
+        Ok((y, (stats, iterations)))
     }
 
     pub fn kind(&self) -> LayerKind {
@@ -649,23 +659,30 @@ impl LayerBench {
     /// One timed run; its output is read back (outside the timing) and must equal the warm-up's
     /// bit for bit: a run that failed or never ran cannot count.
     pub fn sample(&mut self) -> Result<()> {
-        use crate::layers::SequenceLayer;
         let mut times = std::mem::take(&mut self.times);
         let y = if self.mode == "forward" {
             let mut rec = self.ctx.record();
-            self.layer.forward(&mut rec, &self.x).and_then(|y| {
-                let stats = rec.stats();
-                times.push(rec.submit_timed()?);
-                Ok((y, stats))
-            })
+            self.layer
+                .forward_solved(&mut rec, &self.x)
+                .and_then(|(y, iterations)| {
+                    let stats = rec.stats();
+                    times.push(rec.submit_timed()?);
+                    Ok((y, (stats, iterations)))
+                })
         } else {
             self.decode_step(Some(&mut times))
         };
         self.times = times;
-        let y = y.map(|(y, stats)| {
-            self.stats = stats;
-            y
-        });
+        let y = match y {
+            Ok((y, (stats, iterations))) => {
+                self.stats = stats;
+                self.cg = iterations
+                    .map(|t| crate::ops::mesa::IterationStats::read(&self.ctx, &t))
+                    .transpose()?;
+                Ok(y)
+            }
+            Err(e) => Err(e),
+        };
         let what = format!("{:?} {}", self.kind, self.mode);
         if fingerprint(&self.ctx.download(&y?)?) != Some(self.reference) {
             return Err(crate::Error::Readback(format!(
@@ -719,6 +736,9 @@ impl LayerBench {
             first_call_ms: self.first_call_ms,
             dispatches: self.stats.dispatches,
             min_workgroups: self.stats.min_workgroups,
+            cg_solver: (kind == LayerKind::Mesa).then(|| s.solver.name()),
+            cg_iterations_max: self.cg.map(|c| c.max),
+            cg_iterations_mean: self.cg.map(|c| c.mean),
             ..r
         }
     }
@@ -791,6 +811,9 @@ fn layer_result(
         dispatches: 0,
         min_workgroups: 0,
         schedule: ctx.schedule_summary(),
+        cg_solver: None,
+        cg_iterations_max: None,
+        cg_iterations_mean: None,
     }
 }
 

@@ -244,6 +244,7 @@ fn reflect(
     info: &naga::valid::ModuleInfo,
     entry: &str,
     file: &str,
+    constants: &[(&'static str, u64)],
 ) -> Result<EntryInfo> {
     let index = module
         .entry_points
@@ -251,17 +252,36 @@ fn reflect(
         .position(|e| e.name == entry && e.stage == naga::ShaderStage::Compute)
         .ok_or_else(|| Error::UnknownKernel(format!("{file}::{entry}")))?;
     let fi = info.get_entry_point(index);
+    let shader_err = |message: String| Error::Shader {
+        file: file.into(),
+        line: 0,
+        message,
+        diagnostic: String::new(),
+    };
+    // Workgroup arrays may be sized by override constants: measure them with the key's values,
+    // as the pipeline will have them.
+    let mut values = naga::back::PipelineConstants::default();
+    for (name, bits) in constants {
+        values.insert(name.to_string(), f64::from_bits(*bits));
+    }
+    let (resolved, _) = naga::back::pipeline_constants::process_overrides(
+        module,
+        info,
+        Some((naga::ShaderStage::Compute, entry)),
+        &values,
+    )
+    .map_err(|e| shader_err(format!("override constants of {entry}: {e}")))?;
     let mut layouter = naga::proc::Layouter::default();
     layouter
-        .update(module.to_ctx())
-        .map_err(|e| Error::Shader {
-            file: file.into(),
-            line: 0,
-            message: format!("layout: {e}"),
-            diagnostic: String::new(),
-        })?;
+        .update(resolved.to_ctx())
+        .map_err(|e| shader_err(format!("layout: {e}")))?;
+    let workgroup_bytes = resolved
+        .global_variables
+        .iter()
+        .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, var)| layouter[var.ty].size as u64)
+        .sum();
     let mut bindings = Vec::new();
-    let mut workgroup_bytes = 0u64;
     for (handle, var) in module.global_variables.iter() {
         if fi[handle].is_empty() {
             continue;
@@ -282,7 +302,6 @@ fn reflect(
                     bindings.push((rb.group, rb.binding, kind));
                 }
             }
-            naga::AddressSpace::WorkGroup => workgroup_bytes += layouter[var.ty].size as u64,
             _ => {}
         }
     }
@@ -403,7 +422,7 @@ impl Registry {
         }
         let module = self.module(device, key.file, key.dtype)?;
         let (shader, naga_module, naga_info, uses_subgroups) = &*module;
-        let info = reflect(naga_module, naga_info, key.entry, key.file)?;
+        let info = reflect(naga_module, naga_info, key.entry, key.file, &key.constants)?;
         let limit = limits.max_compute_workgroup_storage_size as u64;
         if info.workgroup_bytes > limit {
             return Err(Error::LimitExceeded {

@@ -36,6 +36,8 @@ enum Cmd {
         /// Compare with the expected tensors; exit non-zero if any fails.
         #[arg(long)]
         check: bool,
+        #[command(flatten)]
+        solver: SolverArgs,
     },
     /// Generate text with a model folder (model.safetensors + config.json): the continuation goes
     /// to stdout as it is produced (raw bytes for byte-level models), tokens/s to stderr.
@@ -59,6 +61,8 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value = "f32")]
         dtype: DType,
+        #[command(flatten)]
+        solver: SolverArgs,
     },
     /// Verify every kernel family on the selected adapter against the float64 reference (and
     /// golden cases with --golden): a table of family, schedule, variant, shape, dtype, error,
@@ -91,6 +95,42 @@ enum Cmd {
     },
 }
 
+/// Mesa's CG rule on the command line (`ops::mesa::Solver`).
+#[derive(clap::Args, Clone, Copy)]
+struct SolverArgs {
+    /// Mesa's CG rule: `reference` (fla's fixed iteration, as the goldens) or `paper` (Jacobi
+    /// start, stop at a relative residual of --mesa-tol, the step count a cap).
+    #[arg(long, value_enum)]
+    mesa_solver: Option<SolverName>,
+    /// The paper rule's tolerance ε (stop once sqrt(δ) ≤ ε·sqrt(δ0)); default 1e-6.
+    #[arg(long)]
+    mesa_tol: Option<f64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SolverName {
+    Reference,
+    Paper,
+}
+
+impl SolverArgs {
+    /// The rule asked for, if any (`--mesa-tol` alone means the paper rule).
+    fn solver(self) -> Result<Option<chunkwise::ops::mesa::Solver>, Box<dyn std::error::Error>> {
+        let name = match (self.mesa_solver, self.mesa_tol) {
+            (Some(SolverName::Reference), Some(_)) => {
+                return Err("--mesa-tol applies to --mesa-solver paper only".into())
+            }
+            (Some(SolverName::Reference), None) => "reference",
+            (Some(SolverName::Paper), _) | (None, Some(_)) => "paper",
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(chunkwise::ops::mesa::Solver::parse(
+            name,
+            self.mesa_tol,
+        )?))
+    }
+}
+
 #[derive(clap::Args)]
 struct LayersArgs {
     #[arg(long, default_value = "attention,rat,mesa")]
@@ -113,9 +153,11 @@ struct LayersArgs {
     /// Sliding window of the local attention layer.
     #[arg(long, default_value_t = 1024)]
     window: usize,
-    /// CG iterations of the Mesa layer.
+    /// CG iterations of the Mesa layer (the count, or the paper rule's cap).
     #[arg(long, default_value_t = 30)]
     cg_steps: usize,
+    #[command(flatten)]
+    solver: SolverArgs,
     #[arg(long, default_value = "f32")]
     dtype: DType,
     #[arg(long, value_enum, default_value = "both")]
@@ -191,6 +233,8 @@ struct ModelArgs {
     /// Also write JSON Lines, one object per measurement, to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    solver: SolverArgs,
 }
 
 #[derive(Subcommand)]
@@ -267,10 +311,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             top_p,
             seed,
             dtype,
+            solver,
         } => {
             use std::io::Write;
             let ctx = Context::new_blocking()?;
-            let m = chunkwise::model::Model::open(&ctx, &model, dtype)?;
+            let solver = solver.solver()?;
+            let m = chunkwise::model::Model::open_with(&ctx, &model, dtype, |cfg| {
+                if let Some(s) = solver {
+                    cfg.solver = s;
+                }
+            })?;
             let tok = chunkwise::model::Tokenizer::open(&model, m.config())?;
             let prompts: Vec<Vec<u32>> = prompt
                 .iter()
@@ -330,9 +380,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             timeout_s,
             list,
         } => check(json, quick, &family, golden, timeout_s, list),
-        Cmd::Run { case, out, check } => {
+        Cmd::Run {
+            case,
+            out,
+            check,
+            solver,
+        } => {
             let ctx = Context::new_blocking()?;
-            let run = chunkwise::golden::run_case(&ctx, &case)?;
+            let opts = chunkwise::golden::RunOptions {
+                solver: solver.solver()?,
+            };
+            let run = chunkwise::golden::run_case_with(&ctx, &case, opts)?;
+            if let Some((solver, steps)) = run.cg {
+                eprintln!(
+                    "CG ({}): {} steps at most, {:.2} on average per solve",
+                    solver.name(),
+                    steps.max,
+                    steps.mean
+                );
+            }
             if let Some(path) = out {
                 chunkwise::model::checkpoint::save_f32(&path, &run.outputs)?;
             }
@@ -581,9 +647,12 @@ fn check(
                 if o.metric == "max_abs" { "abs" } else { "rel" }
             )
         });
+        // One line per row: a multi-line message (a shader diagnostic) keeps its first line here
+        // and all of it in the JSON.
+        let first = |m: &str| m.lines().next().unwrap_or("").replace('|', "/");
         let result = match (&o.error, &o.skipped) {
-            (Some(e), _) => format!("FAIL: {e}"),
-            (_, Some(s)) => format!("skipped ({s})"),
+            (Some(e), _) => format!("FAIL: {}", first(e)),
+            (_, Some(s)) => format!("skipped ({})", first(s)),
             _ => o.status().to_string(),
         };
         println!(
@@ -700,6 +769,7 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Context::new_blocking()?;
     let info = ctx.adapter_info().clone();
     let batches = list(&a.batch)?;
+    let solver = a.solver.solver()?;
     // (name, model) pairs, built lazily so that one model's weights are on the GPU at a time.
     type Build = Box<dyn Fn() -> chunkwise::Result<Model>>;
     let mut specs: Vec<(String, Build)> = Vec::new();
@@ -708,7 +778,16 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         let name = dir
             .file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-        specs.push((name, Box::new(move || Model::open(&ctx, &dir, dtype))));
+        specs.push((
+            name,
+            Box::new(move || {
+                Model::open_with(&ctx, &dir, dtype, |cfg| {
+                    if let Some(s) = solver {
+                        cfg.solver = s;
+                    }
+                })
+            }),
+        ));
     }
     if a.model.is_empty() {
         for kind in a.kinds.split(',') {
@@ -719,7 +798,10 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                 "chunk_size": 16, "window_size": 256, "interleave_step": 2,
                 "max_seq_len": a.prompt + a.new_tokens,
             });
-            let cfg = ModelConfig::from_json("<bench model>", &json, None)?;
+            let mut cfg = ModelConfig::from_json("<bench model>", &json, None)?;
+            if let Some(s) = solver {
+                cfg.solver = s;
+            }
             let (ctx, dtype) = (ctx.clone(), a.dtype);
             let name = format!("random {kind} {}L D{}", a.layers, a.d_model);
             specs.push((
@@ -841,6 +923,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         chunk: a.chunk,
         window: a.window,
         cg_iters: a.cg_steps,
+        solver: a.solver.solver()?.unwrap_or_default(),
         dtype: a.dtype,
     };
     let ctx = Context::new_blocking()?;
@@ -856,13 +939,17 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
         gemm.gflops
     );
     println!("# {title}");
+    let solver = match shape.solver {
+        chunkwise::ops::mesa::Solver::Reference => "reference CG".to_string(),
+        chunkwise::ops::mesa::Solver::Paper { tol } => format!("paper CG, ε = {tol:e}, at most"),
+    };
     println!(
-        "D = {}, {} heads, RAT L = {} (groups {}), local window {}, Mesa {} CG steps, {:?}",
+        "D = {}, {} heads, RAT L = {} (groups {}), local window {}, Mesa {solver} {} CG steps, {:?}",
         a.d_model, a.heads, a.chunk, a.groups, a.window, a.cg_steps, a.dtype
     );
     println!();
-    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms | dispatches | min workgroups |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| layer | mode | batch | T / position | median ms | min ms | max ms | GFLOP/s | tokens/s | cache bytes/seq | × vs attention | first call ms | dispatches | min workgroups | CG steps max / mean |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = json_file(a.json.as_deref())?;
     let samples = a.samples.max(1);
     let bar = progress_bar(cases.len() * kinds.len() * (samples + 1))?;
@@ -880,7 +967,7 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             ) => {
                 bar.inc((kinds.len() * (samples + 1)) as u64);
                 bar.suspend(|| {
-                    println!("| all | {mode} | {b} | {n} | skipped: {e} | | | | | | | | | |")
+                    println!("| all | {mode} | {b} | {n} | skipped: {e} | | | | | | | | | | |")
                 });
                 continue;
             }
@@ -950,8 +1037,12 @@ fn bench_layers(mut a: LayersArgs) -> Result<(), Box<dyn std::error::Error>> {
             let ratio =
                 attention_ms.map_or("-".to_string(), |m| format!("{:.2}", m / r.time.median_ms));
             bar.suspend(|| {
+                let cg = match (r.cg_iterations_max, r.cg_iterations_mean) {
+                    (Some(m), Some(a)) => format!("{m} / {a:.1}"),
+                    _ => "-".into(),
+                };
                 println!(
-                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} | {:.0} | {} | {} |",
+                    "| {:?} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} | {} | {} | {:.0} | {} | {} | {cg} |",
                     r.layer,
                     r.mode,
                     r.batch,

@@ -442,6 +442,7 @@ fn mesa_config(iters: usize) -> MesaConfig {
         norm_eps: 1e-6,
         cg_iters_prefill: iters,
         cg_iters_decode: 30,
+        solver: Default::default(),
     }
 }
 
@@ -614,23 +615,10 @@ fn nan_and_inf_inputs_never_crash_a_kernel_and_stay_causal() {
 // ---- limits, memory, devices -------------------------------------------------------------------
 
 /// A context on a device that grants only `limits`.
-fn device_with(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Context {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits(adapter.limits()),
-        ..Default::default()
-    }))
-    .expect("device");
-    Context::from_wgpu(device, queue, adapter.get_info())
-}
-
 #[test]
 fn kernel_needs_are_checked_against_the_device_before_pipeline_creation() {
     // The flash attention kernel declares 16 KiB of workgroup memory for its key/value tiles.
-    let small = device_with(|l| wgpu::Limits {
+    let small = ctx_with_limits(|l| wgpu::Limits {
         max_compute_workgroup_storage_size: 4096,
         ..l
     });
@@ -643,7 +631,7 @@ fn kernel_needs_are_checked_against_the_device_before_pipeline_creation() {
     assert!(matches!(e, Error::LimitExceeded { .. }), "{e:?}");
     assert_msg(&e, &["max_compute_workgroup_storage_size", "attention"]);
     // WebGPU's downlevel devices bind 4 storage buffers per stage; Mesa's state pass needs 8.
-    let small = device_with(|_| wgpu::Limits::downlevel_defaults());
+    let small = ctx_with_limits(|_| wgpu::Limits::downlevel_defaults());
     let cfg = parse(&config("mesanet")).unwrap();
     let ck = Checkpoint::from_f32("<mesa>", random_weights(&cfg, 2)).unwrap();
     let mc = mesa_config(30);

@@ -554,6 +554,7 @@ fn random_layer(hidden: usize, heads: usize, gate: bool) -> chunkwise::layers::M
         norm_eps: 1e-5,
         cg_iters_prefill: 30,
         cg_iters_decode: 30,
+        solver: Default::default(),
     };
     MesaLayer::load(ctx(), cfg, &checkpoint(t), "", DType::F32).unwrap()
 }
@@ -617,4 +618,141 @@ fn layer_decode_with_a_batch_equals_each_sequence_alone() {
             );
         }
     }
+}
+
+#[test]
+fn every_gpu_chunk_plan_the_test_adapter_holds_matches_the_reference() {
+    // The GPU schedule picks the chunk length and whether S_kk stays in workgroup memory from the
+    // device's limit (ops::mesa::cg_plans). Contexts with less workgroup memory take the smaller
+    // plans; each must give the reference's answer, under both CG rules (the paper's against
+    // the exact solve).
+    use chunkwise::ops::mesa::{cg_plans, core_with, gpu_cg_plan, Solver};
+    let full = ctx().limits().max_compute_workgroup_storage_size;
+    let mut seen = std::collections::BTreeSet::new();
+    for kib in [16u32, 20, 28, 32, 48, 64] {
+        let bytes = (kib * 1024).min(full);
+        let c = ctx_with_limits(|l| wgpu::Limits {
+            max_compute_workgroup_storage_size: bytes,
+            ..l
+        });
+        c.set_schedule(chunkwise::Schedule::Gpu);
+        for d in [16usize, 60, 64, 128] {
+            let plan = gpu_cg_plan(&c, d, DType::F32).unwrap();
+            assert!(cg_plans(d).contains(&plan));
+            if !seen.insert((d, plan)) {
+                continue;
+            }
+            let s = MesaShape {
+                b: 1,
+                t: 3 * plan.0 + 5,
+                h: 2,
+                d,
+            };
+            let inp = inputs(s, 500 + d as u64, (0.85, 0.95));
+            let up = inp.upload(&c, DType::F32).unwrap();
+            for solver in [Solver::Reference, Solver::Paper { tol: 1e-6 }] {
+                let st = MesaState::zeros(&c, s.b, s.h, s.d).unwrap();
+                let solved = c
+                    .run(|rec| core_with(rec, &up.inputs(), &st, 30, solver))
+                    .unwrap();
+                let want = match solver {
+                    Solver::Reference => inp.reference(None, CG30, None).0,
+                    Solver::Paper { .. } => inp.reference(None, Solve::Exact, None).0,
+                };
+                assert_close(
+                    &c.download(&solved.o).unwrap(),
+                    &want,
+                    DType::F32,
+                    &format!("d {d}, plan {plan:?}, {solver:?}, {bytes} B"),
+                );
+            }
+        }
+    }
+    // The adapter under test takes at least the two chunk lengths WebGPU's minimum and its own
+    // limit allow, with and without S_kk kept.
+    assert!(seen.len() >= 6, "{seen:?}");
+}
+
+#[test]
+fn the_paper_rule_stops_early_and_reports_its_steps() {
+    use chunkwise::ops::mesa::{core_with, decode_step_with, IterationStats, Solver};
+    let s = MesaShape {
+        b: 2,
+        t: 40,
+        h: 2,
+        d: 32,
+    };
+    let inp = inputs(s, 12, (0.5, 0.9));
+    for c in contexts() {
+        let up = inp.upload(c, DType::F32).unwrap();
+        let run = |solver, iters| {
+            let st = MesaState::zeros(c, s.b, s.h, s.d).unwrap();
+            let solved = c
+                .run(|rec| core_with(rec, &up.inputs(), &st, iters, solver))
+                .unwrap();
+            IterationStats::read(c, &solved.iterations).unwrap()
+        };
+        let reference = run(Solver::Reference, 30);
+        assert_eq!((reference.max, reference.mean), (30, 30.0));
+        let paper = run(Solver::Paper { tol: 1e-4 }, 200);
+        assert!(paper.max < 30 && paper.mean > 1.0, "{paper:?}");
+        // A looser tolerance stops sooner; the cap holds.
+        let loose = run(Solver::Paper { tol: 1e-1 }, 200);
+        assert!(loose.mean < paper.mean, "{loose:?} vs {paper:?}");
+        assert_eq!(run(Solver::Paper { tol: 0.0 }, 7).max, 7);
+        // Decode reports a count per (batch, head).
+        let one = MesaHost::random(MesaShape { t: 1, ..s }, 3, (0.5, 0.9), DType::F32);
+        let u1 = one.upload(c, DType::F32).unwrap();
+        let st = MesaState::zeros(c, s.b, s.h, s.d).unwrap();
+        let d = c
+            .run(|rec| decode_step_with(rec, &u1.inputs(), &st, 50, Solver::Paper { tol: 1e-4 }))
+            .unwrap();
+        assert_eq!(d.iterations.shape(), [s.b, 1, s.h]);
+        let steps = IterationStats::read(c, &d.iterations).unwrap();
+        assert!(steps.max >= 1 && steps.max < 50, "{steps:?}");
+    }
+}
+
+#[test]
+fn the_paper_rule_matches_the_exact_golden_solves() {
+    // Every Mesa golden case with an exact-solve output, with ε = 1e-6: within 1e-4 of the
+    // output scale, and fewer steps than the cap on these well-conditioned cases.
+    use chunkwise::golden::{run_case_with, RunOptions};
+    use chunkwise::ops::mesa::Solver;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/mesa");
+    if !dir.is_dir() {
+        eprintln!("SKIP: {} is absent", dir.display());
+        return;
+    }
+    let mut ran = 0;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    for case in cases {
+        let ck = Checkpoint::open(&case.with_extension("safetensors")).unwrap();
+        if !ck.names().any(|n| n.ends_with("_exact_f64")) {
+            continue;
+        }
+        let opts = RunOptions {
+            solver: Some(Solver::Paper { tol: 1e-6 }),
+        };
+        let run = run_case_with(ctx(), &case, opts).unwrap();
+        let exact = run
+            .checks
+            .iter()
+            .find(|c| c.name.ends_with("_exact_f64"))
+            .unwrap_or_else(|| panic!("{}: no exact output checked", case.display()));
+        for c in &run.checks {
+            assert!(c.ok, "{}: {c}", case.display());
+        }
+        let (_, steps) = run.cg.expect("steps reported");
+        assert!(steps.max < 30, "{}: {steps:?}", case.display());
+        eprintln!("{}: {exact}, steps {steps:?}", case.display());
+        ran += 1;
+    }
+    assert!(ran >= 5, "only {ran} cases with an exact solve");
 }

@@ -1,6 +1,7 @@
-// What the Mesa core kernels share (mesa.wgsl, mesa_cg_sg.wgsl): parameters, the pipeline
-// constants, and each lane's view of its chunk's decays. The including file declares the bindings
-// (`p`, `g`, `beta`, ...), whose element types differ between the two.
+// What the Mesa core kernels share (mesa.wgsl, mesa_cg_sg.wgsl, mesa_states_rows.wgsl):
+// parameters, the pipeline constants, the layout of the chunk-start states, and each lane's view
+// of its chunk's decays. The including file declares the bindings (`p`, `g`, `beta`, ...), whose
+// element types differ between them.
 
 struct Params {
     b: u32,
@@ -9,8 +10,8 @@ struct Params {
     iters: u32,
     n0: u32,     // first chunk of the segment
     nseg: u32,   // chunks in the segment
-    _p0: u32,
-    _p1: u32,
+    paper: u32,  // the CG rule (common/cg_rule.wgsl)
+    tol2: f32,
 }
 
 // Head dim and chunk length are pipeline constants: every inner loop has a constant trip count.
@@ -19,6 +20,12 @@ override CH: u32 = 16u;
 
 fn gate_index(b: u32, t: u32, hh: u32) -> u32 {
     return (b * p.t + t) * p.h + hh;
+}
+
+// The chunk-start states of a segment, one buffer [B·H, nseg, 2, D, D]: S_kk of chunk n of
+// batch·head bh, then its S_kv. Offset (in f32s) of S_kk; S_kv follows DIM² later.
+fn start_kk(bh: u32, n: u32) -> u32 {
+    return (bh * p.nseg + n) * 2u * DIM * DIM;
 }
 
 var<private> lm: array<f32, 16>; // M[t][s], s < CH, for the lane's position t

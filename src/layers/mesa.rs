@@ -23,8 +23,11 @@ pub struct MesaConfig {
     pub head_dim: usize,
     /// Output RMSNorm epsilon (1e-5 standalone upstream, 1e-6 inside a model).
     pub norm_eps: f32,
+    /// CG steps (the reference rule) or their cap (the paper's) on the parallel path and in decode.
     pub cg_iters_prefill: usize,
     pub cg_iters_decode: usize,
+    /// The CG rule (`reference` by default: what the goldens and fla compute).
+    pub solver: mops::Solver,
 }
 
 pub struct MesaLayer {
@@ -190,20 +193,20 @@ impl MesaLayer {
     }
 
     /// The parallel pass from the given initial state (advanced to the final one); also returns
-    /// the pre-activation q and k projections for a conv cache.
+    /// the pre-activation q and k projections for a conv cache, and the CG steps per row.
     fn parallel(
         &self,
         rec: &mut Recording,
         x: &Tensor,
         state: &MesaState,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let [qp, kp, v, g, beta] = self.project(rec, x)?;
         let qa = mops::short_conv(rec, &qp, &self.q_conv)?;
         let ka = mops::short_conv(rec, &kp, &self.k_conv)?;
         let q = self.normalized(rec, &qa)?;
         let k = self.normalized(rec, &ka)?;
         let v = self.heads(&v)?;
-        let o = mops::core(
+        let solved = mops::core_with(
             rec,
             &mops::MesaInputs {
                 q: &q,
@@ -215,15 +218,24 @@ impl MesaLayer {
             },
             state,
             self.cfg.cg_iters_prefill,
+            self.cfg.solver,
         )?;
-        Ok((self.output(rec, x, &o)?, qp, kp))
+        let y = self.output(rec, x, &solved.o)?;
+        Ok((y, qp, kp, solved.iterations))
     }
 
     /// Parallel forward over `x [B, T, hidden]` from zero states.
     pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_solved(rec, x)?.0)
+    }
+
+    /// [`MesaLayer::forward`], and the CG steps each (batch, position, head) took, `[B, T, H]`
+    /// (read them with `ops::mesa::IterationStats::read` once the recording has run).
+    pub fn forward_solved(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, _) = self.check_input(x)?;
         let state = MesaState::zeros_in(rec, b, self.cfg.heads, self.cfg.head_dim)?;
-        Ok(self.parallel(rec, x, &state)?.0)
+        let (y, _, _, iterations) = self.parallel(rec, x, &state)?;
+        Ok((y, iterations))
     }
 
     /// An empty cache (zero states and conv history).
@@ -250,7 +262,7 @@ impl MesaLayer {
     pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, MesaCache)> {
         let (b, t) = self.check_input(x)?;
         let mut cache = self.cache_in(rec, b)?;
-        let (y, qp, kp) = self.parallel(rec, x, &cache.state)?;
+        let (y, qp, kp, _) = self.parallel(rec, x, &cache.state)?;
         mops::conv_cache_fill(rec, &qp, &cache.conv_q)?;
         mops::conv_cache_fill(rec, &kp, &cache.conv_k)?;
         cache.next_pos = t;
@@ -259,6 +271,16 @@ impl MesaLayer {
 
     /// One token per sequence, `x [B, 1, hidden]`; any batch size.
     pub fn step(&self, rec: &mut Recording, cache: &mut MesaCache, x: &Tensor) -> Result<Tensor> {
+        Ok(self.step_solved(rec, cache, x)?.0)
+    }
+
+    /// [`MesaLayer::step`], and the CG steps each (batch, head) took, `[B, 1, H]`.
+    pub fn step_solved(
+        &self,
+        rec: &mut Recording,
+        cache: &mut MesaCache,
+        x: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t) = self.check_input(x)?;
         if t != 1 || cache.conv_q.shape()[0] != b {
             return Err(Error::shape(
@@ -276,7 +298,7 @@ impl MesaLayer {
         let q = self.normalized(rec, &qa)?;
         let k = self.normalized(rec, &ka)?;
         let v = self.heads(&v)?;
-        let o = mops::decode_step(
+        let solved = mops::decode_step_with(
             rec,
             &mops::MesaInputs {
                 q: &q,
@@ -288,9 +310,10 @@ impl MesaLayer {
             },
             &cache.state,
             self.cfg.cg_iters_decode,
+            self.cfg.solver,
         )?;
         cache.next_pos += 1;
-        self.output(rec, x, &o)
+        Ok((self.output(rec, x, &solved.o)?, solved.iterations))
     }
 }
 

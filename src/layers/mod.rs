@@ -114,6 +114,33 @@ impl AnyCache {
 }
 
 impl AnyLayer {
+    /// The forward, and for a Mesa layer the CG steps per row (`MesaLayer::forward_solved`).
+    pub fn forward_solved(
+        &self,
+        rec: &mut Recording,
+        x: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        match self {
+            AnyLayer::Mesa(l) => l.forward_solved(rec, x).map(|(y, i)| (y, Some(i))),
+            l => Ok((l.forward(rec, x)?, None)),
+        }
+    }
+
+    /// A step, and for a Mesa layer the CG steps per (batch, head) (`MesaLayer::step_solved`).
+    pub fn step_solved(
+        &self,
+        rec: &mut Recording,
+        cache: &mut AnyCache,
+        x: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        match (self, cache) {
+            (AnyLayer::Mesa(l), AnyCache::Mesa(c)) => {
+                l.step_solved(rec, c, x).map(|(y, i)| (y, Some(i)))
+            }
+            (l, c) => Ok((l.step(rec, c, x)?, None)),
+        }
+    }
+
     /// An empty (zeroed) cache for `batch` sequences.
     pub fn new_cache(
         &self,

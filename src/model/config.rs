@@ -39,9 +39,12 @@ pub struct ModelConfig {
     pub tie_embedding: bool,
     /// Head dimension (`d_head`, else d_model / num_head).
     pub d_head: usize,
-    /// Mesa CG iterations on the parallel and decode paths (`max_cg_step_training`, `max_cg_step_decoding`).
+    /// Mesa CG iterations on the parallel and decode paths (`max_cg_step_training`,
+    /// `max_cg_step_decoding`; `cg_iterations` sets both): the count, or the paper rule's cap.
     pub cg_steps_prefill: usize,
     pub cg_steps_decode: usize,
+    /// Mesa's CG rule (`solver`: `reference` or `paper`, with `cg_tolerance`).
+    pub solver: crate::ops::mesa::Solver,
     /// `"bytes"` for byte-level models; otherwise the folder's `tokenizer.json` is used.
     pub tokenizer: Option<String>,
 }
@@ -74,6 +77,9 @@ pub const KNOWN: &[&str] = &[
     "rope_dim",
     "max_cg_step_training",
     "max_cg_step_decoding",
+    "cg_iterations",
+    "solver",
+    "cg_tolerance",
 ];
 
 /// More CG iterations than this is a config mistake, not a request: the reference uses 30, and
@@ -151,8 +157,23 @@ impl ModelConfig {
             (ModelKind::Attention | ModelKind::MesaNet, c) => c.unwrap_or(1),
             (_, c) => c.ok_or_else(|| err("required key 'chunk_size' is missing".into()))?,
         };
-        let cg =
-            |k: &str| -> Result<usize> { Ok(keys.usize_in(k, 1..=MAX_CG_STEPS)?.unwrap_or(30)) };
+        let cg_default = keys
+            .usize_in("cg_iterations", 1..=MAX_CG_STEPS)?
+            .unwrap_or(30);
+        let cg = |k: &str| -> Result<usize> {
+            Ok(keys.usize_in(k, 1..=MAX_CG_STEPS)?.unwrap_or(cg_default))
+        };
+        let tol = keys.f64("cg_tolerance")?;
+        let solver =
+            crate::ops::mesa::Solver::parse(keys.str("solver")?.unwrap_or("reference"), tol)
+                .map_err(|e| err(format!("keys 'solver' / 'cg_tolerance': {e}")))?;
+        if tol.is_some() && solver == crate::ops::mesa::Solver::Reference {
+            return Err(err(
+                "key 'cg_tolerance' applies to \"solver\": \"paper\" only (the reference CG \
+                 runs a fixed count)"
+                    .into(),
+            ));
+        }
         let max_seq_len = match opt("max_seq_len")? {
             Some(n) => Some(n),
             None => opt("seq_len")?,
@@ -194,6 +215,7 @@ impl ModelConfig {
             d_head,
             cg_steps_prefill: cg("max_cg_step_training")?,
             cg_steps_decode: cg("max_cg_step_decoding")?,
+            solver,
             tokenizer: keys.str("tokenizer")?.map(str::to_string),
         };
         if kind == ModelKind::Hybrid && cfg.window_size.is_none() {

@@ -70,6 +70,17 @@ impl ModelCache {
 impl Model {
     /// Loads `model.safetensors` + `config.json` from a model folder.
     pub fn open(ctx: &Context, dir: &Path, dtype: DType) -> Result<Model> {
+        Self::open_with(ctx, dir, dtype, |_| {})
+    }
+
+    /// [`Model::open`], with `edit` applied to the folder's config first (e.g. a CG rule given on
+    /// the command line).
+    pub fn open_with(
+        ctx: &Context,
+        dir: &Path,
+        dtype: DType,
+        edit: impl FnOnce(&mut ModelConfig),
+    ) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
             path: cfg_path.display().to_string(),
@@ -79,7 +90,8 @@ impl Model {
             file: cfg_path.display().to_string(),
             msg: format!("not valid JSON: {e}"),
         })?;
-        let cfg = ModelConfig::from_json(&cfg_path.display().to_string(), &json, None)?;
+        let mut cfg = ModelConfig::from_json(&cfg_path.display().to_string(), &json, None)?;
+        edit(&mut cfg);
         let ckpt = Checkpoint::open(&dir.join("model.safetensors"))?;
         let model = Self::load(ctx, cfg, &ckpt, dtype)?;
         // Tensors the config did not ask for mean the config describes another model (more
@@ -207,6 +219,7 @@ impl Model {
                 norm_eps: cfg.norm_eps,
                 cg_iters_prefill: cfg.cg_steps_prefill,
                 cg_iters_decode: cfg.cg_steps_decode,
+                solver: cfg.solver,
             };
             blocks.push(Block {
                 pre_norm: Some(vec(&format!("{p}attn_norm.weight"))?),

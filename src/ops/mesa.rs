@@ -1,11 +1,17 @@
-//! The Mesa core op (spec/mesa.md): chunkwise-parallel forward with the reference conjugate
-//! gradient, and the recurrent decode step.
+//! The Mesa core op (spec/mesa.md): chunkwise-parallel forward and the recurrent decode step,
+//! with either CG rule ([`Solver`]).
 //!
-//! Chunk length: the result does not depend on it (spec §5), so it is chosen to fit workgroup
-//! memory. A CG workgroup keeps the direction p and the chunk's keys, C × D each, plus two C × C
-//! matrices, in workgroup memory; C · D ≤ 1024 (C = 16 for D ≤ 64, else 8) keeps that under
-//! 10 KiB, inside the 16 KiB every WebGPU adapter guarantees. The D × D chunk-start states stay in
-//! global memory, where every CG iteration re-reads them (they are cache-resident on GPUs).
+//! GPU schedule (shaders/mesa.wgsl): the chunk-start states come from every chunk's update at
+//! once (a batched product) and a scan over chunks that is sequential only over T/C steps, so the
+//! work spreads over B·H·D² elements whatever T is; then one workgroup per (chunk, batch·head)
+//! solves all C positions of the chunk. The chunk length does not change the result (spec §5), so
+//! it is chosen from the device's workgroup memory: the CG workgroup keeps the direction and the
+//! chunk's keys (C × (D + 1) each) and two C × C matrices there, and, where the device grants
+//! enough, the chunk's S_kk too, which every iteration reads ([`cg_plans`]: C = 32 and S_kk kept
+//! with 48 KiB at D = 64; C = 16 within WebGPU's 16 KiB).
+//! CPU schedule (CPU adapters): the states walk the chunks token by token in 4×4 blocks
+//! (mesa_states_rows.wgsl) and one lane solves one position (mesa_cg_lanes / mesa_cg_sg), C = 16
+//! (8 past D = 64).
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -69,7 +75,84 @@ pub struct MesaInputs<'a> {
     pub lamb: &'a Tensor,
 }
 
-/// Chunk length used for head dim `d` (see the module comment).
+/// How the CG solves (H_t + Λ) x_t = q_t (spec/mesa.md §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Solver {
+    /// fla's iteration, which the goldens follow: x0 = 0 on the parallel path and the Jacobi
+    /// guess q / (diag(H) + λ + 1e-5) in decode, 1e-5 added to both denominators, exactly the
+    /// given number of steps. About 1e-3 from the exact solve (it stalls; spec §5).
+    #[default]
+    Reference,
+    /// MesaNet's own solver (Appendix C, Algorithm 1): the Jacobi start q / diag(H + Λ), no
+    /// guards, and a row stops once sqrt(δ) ≤ tol·sqrt(δ0) (δ the squared residual, δ0 that of
+    /// the start); the step count is a cap. Converges to the exact solve.
+    Paper { tol: f32 },
+}
+
+impl Solver {
+    /// The paper solver's default tolerance ε.
+    pub const DEFAULT_TOL: f32 = 1e-6;
+
+    /// From a name (`reference` or `paper`) and, for `paper`, a tolerance (the default when None).
+    pub fn parse(name: &str, tol: Option<f64>) -> Result<Solver> {
+        match name {
+            "reference" => Ok(Solver::Reference),
+            "paper" => {
+                let tol = tol.unwrap_or(Self::DEFAULT_TOL as f64);
+                if !(tol.is_finite() && (0.0..1.0).contains(&tol)) {
+                    return Err(Error::invalid(
+                        "mesa",
+                        format!("CG tolerance {tol} must be at least 0 and below 1"),
+                    ));
+                }
+                Ok(Solver::Paper { tol: tol as f32 })
+            }
+            other => Err(Error::invalid(
+                "mesa",
+                format!("unknown CG solver '{other}' (use reference or paper)"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Solver::Reference => "reference",
+            Solver::Paper { .. } => "paper",
+        }
+    }
+    /// (`paper`, ε²) as the kernels' parameters take them.
+    fn params(self) -> (u32, f32) {
+        match self {
+            Solver::Reference => (0, 0.0),
+            Solver::Paper { tol } => (1, tol * tol),
+        }
+    }
+}
+
+/// The output of a solve and the CG steps each row took, `[B, T, H]` (f32 counts; for the
+/// reference rule every row takes the given count).
+pub struct Solved {
+    pub o: Tensor,
+    pub iterations: Tensor,
+}
+
+/// The largest and the mean step count of a solve, read back.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct IterationStats {
+    pub max: u32,
+    pub mean: f64,
+}
+
+impl IterationStats {
+    pub fn read(ctx: &Context, iterations: &Tensor) -> Result<IterationStats> {
+        let v = ctx.download(iterations)?;
+        Ok(IterationStats {
+            max: v.iter().fold(0.0f32, |m, &x| m.max(x)) as u32,
+            mean: v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64,
+        })
+    }
+}
+
+/// Chunk length of the CPU schedule (and the nominal one of the FLOP model) for head dim `d`.
 pub fn chunk_len(d: usize) -> usize {
     if d <= 64 {
         16
@@ -83,28 +166,45 @@ pub fn chunk_len(d: usize) -> usize {
 use super::CPU_LOOP_BUDGET;
 
 /// Counted loop iterations per CG iteration of each CG kernel, if none of its loops unrolled.
-/// `mesa_cg` measured on lavapipe: right up to 190 iterations at D = 64 and 80 at D = 128, wrong
-/// from 200 and 100 (the estimate admits 123 and 62).
-fn loops_per_cg_iteration(entry: &str, d: usize) -> usize {
+/// `mesa_cg` measured on lavapipe at C = 16: right up to 190 iterations at D = 64 and 80 at
+/// D = 128, wrong from 200 and 100 (the estimate admits 123 and 62); its loops over the chunk
+/// grow with C.
+fn loops_per_cg_iteration(entry: &str, d: usize, c: usize) -> usize {
     match entry {
         "mesa_cg_sg" => 2 * chunk_len(d) + 6 * d / 4 + 8,
         "mesa_cg_lanes" => d * d / 8 + 4 * d + 16,
         "mesa_decode" => 4 * d + 8,
         // The loop over rows in each product and four vector loops (the row loops are written out).
         "mesa_decode_lanes" => 6 * d / 4 + 8,
-        _ => 6 * d + 16,
+        _ => (6 * d + 16) * c.max(16) / 16,
     }
 }
 
-fn within_cpu_budget(entry: &str, d: usize, iters: usize) -> bool {
-    iters * loops_per_cg_iteration(entry, d) + 8 * d <= CPU_LOOP_BUDGET
+/// Products beyond the CG steps: the paper's start applies the operator once more.
+fn start_products(solver: Solver) -> usize {
+    usize::from(solver != Solver::Reference)
+}
+
+/// Whether `iters` CG steps of `entry` fit the loop budget.
+fn within_cpu_budget(entry: &str, d: usize, c: usize, iters: usize, solver: Solver) -> bool {
+    (iters + start_products(solver)) * loops_per_cg_iteration(entry, d, c) + 8 * d
+        <= CPU_LOOP_BUDGET
 }
 
 /// The refusal when no CG kernel can run `iters` iterations on a CPU adapter.
-fn too_many_cpu_iterations(entries: &[&str], d: usize, iters: usize) -> Error {
+fn too_many_cpu_iterations(
+    entries: &[&str],
+    d: usize,
+    c: usize,
+    iters: usize,
+    solver: Solver,
+) -> Error {
     let limit = entries
         .iter()
-        .map(|e| CPU_LOOP_BUDGET.saturating_sub(8 * d) / loops_per_cg_iteration(e, d))
+        .map(|e| {
+            (CPU_LOOP_BUDGET.saturating_sub(8 * d) / loops_per_cg_iteration(e, d, c))
+                .saturating_sub(start_products(solver))
+        })
         .max()
         .unwrap_or(0);
     Error::LimitExceeded {
@@ -118,37 +218,127 @@ fn too_many_cpu_iterations(entries: &[&str], d: usize, iters: usize) -> Error {
     }
 }
 
-/// The CG kernel for this adapter, head dim and iteration count: (file, entry point). CPU drivers
-/// with 8-lane subgroups take `mesa_cg_sg` (shaders/mesa_cg_sg.wgsl: rows shared by subgroup
-/// broadcast) for D a multiple of 4 up to 64; other CPU adapters `mesa_cg_lanes` (one lane per
-/// position, 3.5× faster than `mesa_cg` on lavapipe at D = 64) for D ≤ 64; each while it fits the
-/// loop budget, then `mesa_cg`, then an error. GPUs take `mesa_cg`.
-pub(crate) fn cg_kernel(
+/// A CG kernel picked for an adapter, and the chunk length it runs at.
+struct CgPick {
+    kernel: std::sync::Arc<crate::kernels::Kernel>,
+    chunk: usize,
+    /// One lane per chunk position (CPU kernels) rather than one 256-invocation workgroup.
+    lanes: bool,
+}
+
+/// The GPU CG kernel's configurations, best first: (chunk length, S_kk kept in workgroup memory).
+/// Longer chunks mean fewer chunk states and more positions sharing each state read; keeping
+/// S_kk saves reading D² values per CG step. C·D ≤ 2048 keeps a row's columns within 8 per
+/// invocation. Each costs 4·(2·C·(D + 1) + 2·C² + 2·C + 257) bytes of workgroup memory, plus
+/// 4·D² with S_kk (D = 64: C = 32 with S_kk 42 KiB, without 26 KiB; C = 16 with 28 KiB, without
+/// 11 KiB).
+pub fn cg_plans(d: usize) -> Vec<(usize, bool)> {
+    [32, 16, 8]
+        .into_iter()
+        .filter(|c| c * d <= 2048)
+        .flat_map(|c| [(c, true), (c, false)])
+        .collect()
+}
+
+/// The plan the GPU schedule runs at on this device: the first of [`cg_plans`] whose workgroup
+/// memory the device grants.
+pub fn gpu_cg_plan(ctx: &crate::Context, d: usize, dtype: DType) -> Result<(usize, bool)> {
+    let mut last = None;
+    for plan in cg_plans(d) {
+        match ctx.kernel(&gpu_cg_key(dtype, d, plan)) {
+            Ok(_) => return Ok(plan),
+            Err(e @ Error::LimitExceeded { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::invalid("mesa", format!("no CG plan for head dim {d}"))))
+}
+
+/// The GPU CG kernel at plan (C, S_kk kept).
+fn gpu_cg_key(dtype: DType, d: usize, (c, keep): (usize, bool)) -> KernelKey {
+    KernelKey::new("mesa.wgsl", "mesa_cg", dtype)
+        .with("DIM", d as f64)
+        .with("CH", c as f64)
+        .with("SKK", if keep { (d * d) as f64 } else { 1.0 })
+}
+
+/// The CG kernel for this adapter, head dim, step count and rule. CPU schedules: `mesa_cg_sg`
+/// (8-lane subgroups: rows shared by broadcast) for D a multiple of 4 up to 64, else
+/// `mesa_cg_lanes` (one lane per position, 3.5× faster than `mesa_cg` on lavapipe at D = 64) for
+/// D ≤ 64, each while it fits llvmpipe's loop budget, then `mesa_cg` at C = 16, then an error.
+/// GPU schedule: `mesa_cg` at the first of [`cg_plans`] the device's workgroup memory holds.
+fn cg_kernel(
     ctx: &crate::Context,
+    dtype: DType,
     d: usize,
     iters: usize,
-) -> Result<(&'static str, &'static str)> {
-    let sched = ctx.cpu_schedules();
-    let sg = sched && ctx.subgroup_size() == Some(8) && d.is_multiple_of(4) && d <= 64;
-    let lanes = sched && d <= 64;
-    // Only CPU drivers cut long loops short.
-    let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, iters);
-    if sg && fits("mesa_cg_sg") {
-        Ok(("mesa_cg_sg.wgsl", "mesa_cg_sg"))
-    } else if lanes && fits("mesa_cg_lanes") {
-        Ok(("mesa.wgsl", "mesa_cg_lanes"))
-    } else if fits("mesa_cg") {
-        Ok(("mesa.wgsl", "mesa_cg"))
-    } else {
+    solver: Solver,
+) -> Result<CgPick> {
+    let c = chunk_len(d);
+    let key = |file, entry| {
+        KernelKey::new(file, entry, dtype)
+            .with("DIM", d as f64)
+            .with("CH", c as f64)
+    };
+    let lanes = |kernel| -> Result<CgPick> {
+        Ok(CgPick {
+            kernel: ctx.kernel(&kernel)?,
+            chunk: c,
+            lanes: true,
+        })
+    };
+    if ctx.cpu_schedules() {
+        let sg = ctx.subgroup_size() == Some(8) && d.is_multiple_of(4) && d <= 64;
+        // Only CPU drivers cut long loops short.
+        let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, c, iters, solver);
+        if sg && fits("mesa_cg_sg") {
+            return lanes(key("mesa_cg_sg.wgsl", "mesa_cg_sg"));
+        }
+        if d <= 64 && fits("mesa_cg_lanes") {
+            return lanes(key("mesa.wgsl", "mesa_cg_lanes"));
+        }
+        if fits("mesa_cg") {
+            return Ok(CgPick {
+                kernel: ctx.kernel(&gpu_cg_key(dtype, d, (c, false)))?,
+                chunk: c,
+                lanes: false,
+            });
+        }
         let mut tried = vec!["mesa_cg"];
         if sg {
             tried.push("mesa_cg_sg");
         }
-        if lanes {
+        if d <= 64 {
             tried.push("mesa_cg_lanes");
         }
-        Err(too_many_cpu_iterations(&tried, d, iters))
+        return Err(too_many_cpu_iterations(&tried, d, c, iters, solver));
     }
+    let mut last = None;
+    for plan in cg_plans(d) {
+        if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_cg", d, plan.0, iters, solver) {
+            last = Some(too_many_cpu_iterations(
+                &["mesa_cg"],
+                d,
+                plan.0,
+                iters,
+                solver,
+            ));
+            continue;
+        }
+        match ctx.kernel(&gpu_cg_key(dtype, d, plan)) {
+            Ok(kernel) => {
+                return Ok(CgPick {
+                    kernel,
+                    chunk: plan.0,
+                    lanes: false,
+                })
+            }
+            // Too much workgroup memory for this device: the next plan asks for less.
+            Err(e @ Error::LimitExceeded { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::invalid("mesa", format!("no CG plan for head dim {d}"))))
 }
 
 /// Largest CG iteration count accepted (a guard against absurd values).
@@ -163,7 +353,8 @@ struct Params {
     iters: u32,
     n0: u32,
     nseg: u32,
-    _p: [u32; 2],
+    paper: u32,
+    tol2: f32,
 }
 
 struct Dims {
@@ -244,14 +435,27 @@ fn check(inp: &MesaInputs, st: &MesaState, iters: usize) -> Result<Dims> {
     Ok(Dims { b, t, h, d })
 }
 
-/// The chunkwise-parallel core op: `o [B, T, H, D]`. `state` holds the initial states and is
-/// advanced to the final ones.
+/// The chunkwise-parallel core op with the reference CG (`iters` steps): `o [B, T, H, D]`.
+/// `state` holds the initial states and is advanced to the final ones.
 pub fn core(
     rec: &mut Recording,
     inp: &MesaInputs,
     state: &MesaState,
     iters: usize,
 ) -> Result<Tensor> {
+    Ok(core_with(rec, inp, state, iters, Solver::Reference)?.o)
+}
+
+/// The chunkwise-parallel core op with either CG rule (`iters` steps, or at most that many):
+/// `o [B, T, H, D]` and the steps each row took. `state` holds the initial states and is advanced
+/// to the final ones.
+pub fn core_with(
+    rec: &mut Recording,
+    inp: &MesaInputs,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+) -> Result<Solved> {
     let Dims { b, t, h, d } = check(inp, state, iters)?;
     let MesaInputs {
         q,
@@ -263,19 +467,21 @@ pub fn core(
     } = *inp;
     let ctx = rec.context().clone();
     let o = ctx.alloc(q.shape(), q.dtype())?;
+    let iterations = ctx.alloc(&[b, t, h], DType::F32)?;
     if t == 0 || b == 0 {
-        return Ok(o);
+        return Ok(Solved { o, iterations });
     }
-    let c = chunk_len(d);
+    let cg = cg_kernel(&ctx, q.dtype(), d, iters, solver)?;
+    let c = cg.chunk;
     let chunks = t.div_ceil(c);
     // Chunk-start states for a segment of chunks at a time: bounded by the binding limit.
-    let per_chunk = (b * h * d * d * 4) as u64;
+    let per_chunk = (b * h * 2 * d * d * 4) as u64;
     let limit = ctx.limits().max_storage_buffer_binding_size;
     let max_groups = ctx.limits().max_compute_workgroups_per_dimension as usize;
     let mut nseg_max = ((limit / per_chunk) as usize).min(max_groups).min(chunks);
     if ctx.is_cpu_adapter() {
-        // The states kernels walk a segment's chunks in one invocation (a chunk is the C-token
-        // loop plus a few short ones): a segment stays within llvmpipe's loop limit.
+        // The states kernels walk a segment's chunks in one invocation (a chunk is at most the
+        // C-token loop plus a few short ones): a segment stays within llvmpipe's loop limit.
         nseg_max = nseg_max.min(CPU_LOOP_BUDGET / (c + 10));
     }
     if nseg_max == 0 {
@@ -287,29 +493,31 @@ pub fn core(
         });
     }
     let bh = check_u32("mesa", b * h)?;
-    let starts_kk = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
-    let starts_kv = ctx.alloc(&[b * h, nseg_max, d, d], DType::F32)?;
+    let starts = ctx.alloc(&[b * h, nseg_max, 2, d, d], DType::F32)?;
     let key = |file, entry| {
         KernelKey::new(file, entry, q.dtype())
             .with("DIM", d as f64)
             .with("CH", c as f64)
     };
-    // CPU adapters walk the states in 4×4 blocks per invocation (shaders/mesa_states_rows.wgsl:
-    // 16× fewer load instructions per token; Mesa's forward at T = 4096 on lavapipe 605 → 445 ms).
-    let (k_states, states_groups) = if ctx.cpu_schedules() && d % 4 == 0 {
-        let blocks = (d / 4) * (d / 4);
-        (
-            ctx.kernel(&key("mesa_states_rows.wgsl", "mesa_states_rows"))?,
-            blocks.div_ceil(64),
-        )
+    // The states: on CPU adapters in 4×4 blocks per invocation walking the chunks (16× fewer
+    // load instructions per token; Mesa's forward at T = 4096 on lavapipe 605 → 445 ms), else
+    // every chunk's update at once and a scan over the chunks.
+    let rows = ctx.cpu_schedules() && d % 4 == 0;
+    let (updates, scan, decays) = if rows {
+        (None, None, None)
     } else {
         (
-            ctx.kernel(&key("mesa.wgsl", "mesa_states"))?,
-            (d * d).div_ceil(256),
+            Some(ctx.kernel(&key("mesa.wgsl", "mesa_chunk_updates"))?),
+            Some(ctx.kernel(&key("mesa.wgsl", "mesa_scan"))?),
+            Some(ctx.alloc(&[b * h, nseg_max], DType::F32)?),
         )
     };
-    let (cg_file, cg_entry) = cg_kernel(&ctx, d, iters)?;
-    let k_cg = ctx.kernel(&key(cg_file, cg_entry))?;
+    let k_rows = if rows {
+        Some(ctx.kernel(&key("mesa_states_rows.wgsl", "mesa_states_rows"))?)
+    } else {
+        None
+    };
+    let (paper, tol2) = solver.params();
     let mut n0 = 0;
     while n0 < chunks {
         let nseg = nseg_max.min(chunks - n0);
@@ -320,23 +528,41 @@ pub fn core(
             iters: iters as u32,
             n0: n0 as u32,
             nseg: nseg as u32,
-            _p: [0; 2],
+            paper,
+            tol2,
         };
+        let pb = bytemuck::bytes_of(&params);
+        match (&k_rows, &updates, &scan, &decays) {
+            (Some(kr), _, _, _) => rec.dispatch(
+                kr,
+                pb,
+                &[k, v, g, beta, &starts, &state.kk, &state.kv],
+                [(d / 4 * (d / 4)).div_ceil(64) as u32, bh, 1],
+            )?,
+            (None, Some(ku), Some(ks), Some(dec)) => {
+                let tiles = d.div_ceil(64) * (2 * d).div_ceil(64);
+                rec.dispatch(
+                    ku,
+                    pb,
+                    &[k, v, g, beta, &starts, dec],
+                    [tiles as u32, nseg as u32, bh],
+                )?;
+                let elems = (b * h * 2 * d * d) as u64;
+                let groups = super::grid_1d(&ctx, "mesa scan", elems.div_ceil(64))?;
+                rec.dispatch(ks, pb, &[&starts, &state.kk, &state.kv, dec], groups)?;
+            }
+            _ => unreachable!("one states schedule is prepared"),
+        }
         rec.dispatch(
-            &k_states,
-            bytemuck::bytes_of(&params),
-            &[k, v, g, beta, &starts_kk, &starts_kv, &state.kk, &state.kv],
-            [states_groups as u32, bh, 1],
-        )?;
-        rec.dispatch(
-            &k_cg,
-            bytemuck::bytes_of(&params),
-            &[q, k, v, g, beta, lamb, &starts_kk, &starts_kv, &o],
+            &cg.kernel,
+            pb,
+            &[q, k, v, g, beta, lamb, &starts, &o, &iterations],
             [nseg as u32, bh, 1],
         )?;
         n0 += nseg;
     }
-    Ok(o)
+    debug_assert!(cg.lanes || !ctx.cpu_schedules() || c == chunk_len(d));
+    Ok(Solved { o, iterations })
 }
 
 #[repr(C)]
@@ -345,17 +571,30 @@ struct DecodeParams {
     b: u32,
     h: u32,
     iters: u32,
-    _p: u32,
+    paper: u32,
+    tol2: f32,
+    _p: [u32; 3],
 }
 
-/// One decode token per sequence (inputs with T = 1): updates `state` in place and returns
-/// `o [B, 1, H, D]` (Jacobi-started CG, spec §7). Any batch size.
+/// One decode token per sequence (inputs with T = 1) with the reference CG: updates `state` in
+/// place and returns `o [B, 1, H, D]` (Jacobi-started CG, spec §7). Any batch size.
 pub fn decode_step(
     rec: &mut Recording,
     inp: &MesaInputs,
     state: &MesaState,
     iters: usize,
 ) -> Result<Tensor> {
+    Ok(decode_step_with(rec, inp, state, iters, Solver::Reference)?.o)
+}
+
+/// [`decode_step`] with either CG rule; also returns the steps each (batch, head) took, `[B, 1, H]`.
+pub fn decode_step_with(
+    rec: &mut Recording,
+    inp: &MesaInputs,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+) -> Result<Solved> {
     let Dims { b, t, h, d } = check(inp, state, iters)?;
     let MesaInputs {
         q,
@@ -375,7 +614,7 @@ pub fn decode_step(
     // CPU adapters: one invocation per (batch, head) (shaders/mesa_decode_lanes.wgsl) for D a
     // multiple of 4 up to 64 while it fits the loop budget, then mesa_decode, then an error.
     let lanes = ctx.cpu_schedules() && d % 4 == 0 && d <= 64;
-    let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, iters);
+    let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, 16, iters, solver);
     let (file, entry, groups) = if lanes && fits("mesa_decode_lanes") {
         (
             "mesa_decode_lanes.wgsl",
@@ -389,23 +628,38 @@ pub fn decode_step(
         if lanes {
             tried.push("mesa_decode_lanes");
         }
-        return Err(too_many_cpu_iterations(&tried, d, iters));
+        return Err(too_many_cpu_iterations(&tried, d, 16, iters, solver));
     };
     let o = ctx.alloc(q.shape(), q.dtype())?;
+    let iterations = ctx.alloc(&[b, 1, h], DType::F32)?;
+    let (paper, tol2) = solver.params();
     let params = DecodeParams {
         b: b as u32,
         h: h as u32,
         iters: iters as u32,
-        _p: 0,
+        paper,
+        tol2,
+        _p: [0; 3],
     };
     let kernel = ctx.kernel(&KernelKey::new(file, entry, q.dtype()).with("DIM", d as f64))?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[q, k, v, g, beta, lamb, &state.kk, &state.kv, &o],
+        &[
+            q,
+            k,
+            v,
+            g,
+            beta,
+            lamb,
+            &state.kk,
+            &state.kv,
+            &o,
+            &iterations,
+        ],
         [check_u32("mesa", groups)?, 1, 1],
     )?;
-    Ok(o)
+    Ok(Solved { o, iterations })
 }
 
 #[repr(C)]

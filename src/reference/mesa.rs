@@ -20,10 +20,18 @@ pub enum Solve {
     /// The reference CG: `iters` iterations, `+1e-5` in both denominators; x0 = 0 (parallel
     /// path) or the Jacobi guess q / (diag(H) + lamb + 1e-5) (decode path).
     Cg { iters: usize, jacobi: bool },
+    /// The paper's CG (MesaNet, Appendix C, Algorithm 1): x0 = q / diag(H + Λ), no guards, stop
+    /// once sqrt(δ) ≤ tol·sqrt(δ0), at most `max_iters` steps.
+    Paper { max_iters: usize, tol: f64 },
 }
 
 /// Solves (Hm + diag(lamb)) x = q.
 pub fn solve(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> Vec<f64> {
+    solve_counted(hm, lamb, q, how).0
+}
+
+/// [`solve`], and the CG steps taken (0 for the exact solve).
+pub fn solve_counted(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> (Vec<f64>, usize) {
     let d = q.len();
     let apply = |p: &[f64]| -> Vec<f64> {
         (0..d)
@@ -51,7 +59,36 @@ pub fn solve(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> Vec<f64> {
             for i in (0..d).rev() {
                 x[i] = (y[i] - (i + 1..d).map(|k| l[k * d + i] * x[k]).sum::<f64>()) / l[i * d + i];
             }
-            x
+            (x, 0)
+        }
+        Solve::Paper { max_iters, tol } => {
+            let mut x: Vec<f64> = (0..d).map(|i| q[i] / (hm[i * d + i] + lamb[i])).collect();
+            let ax = apply(&x);
+            let mut r: Vec<f64> = (0..d).map(|i| q[i] - ax[i]).collect();
+            let mut p = r.clone();
+            let mut delta: f64 = r.iter().map(|v| v * v).sum();
+            let delta0 = delta;
+            let mut steps = 0;
+            while steps < max_iters && delta > tol * tol * delta0 {
+                let a = apply(&p);
+                let pa: f64 = p.iter().zip(&a).map(|(u, v)| u * v).sum();
+                if pa <= 0.0 {
+                    break;
+                }
+                let alpha = delta / pa;
+                for i in 0..d {
+                    x[i] += alpha * p[i];
+                    r[i] -= alpha * a[i];
+                }
+                let dn: f64 = r.iter().map(|v| v * v).sum();
+                let beta = dn / delta;
+                for i in 0..d {
+                    p[i] = r[i] + beta * p[i];
+                }
+                delta = dn;
+                steps += 1;
+            }
+            (x, steps)
         }
         Solve::Cg { iters, jacobi } => {
             let mut x: Vec<f64> = if jacobi {
@@ -79,7 +116,7 @@ pub fn solve(hm: &[f64], lamb: &[f64], q: &[f64], how: Solve) -> Vec<f64> {
                 }
                 delta = dn;
             }
-            x
+            (x, iters)
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{rand, stored, Case, Check};
 use crate::error::Result;
-use crate::ops::mesa::{self as mops, MesaInputs, MesaState};
+use crate::ops::mesa::{self as mops, MesaInputs, MesaState, Solver};
 use crate::reference::mesa::{core, MesaShape, Solve};
 use crate::{Context, DType, Tensor};
 
@@ -169,12 +169,37 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 host: MesaHost::random(s, 10 * i as u64 + 1, gate, dtype),
                 init: init.then(|| random_states(s.b, s.h, s.d, 5)),
                 states,
+                solver: Solver::Reference,
                 dtype,
             };
             let family = if states { "mesa_states" } else { "mesa_cg" };
             let c = Case::new(family, name.clone(), dtype, c);
             all.push(if long { c.long() } else { c });
         }
+    }
+    // The paper's rule against the exact solve: it must reach it (to f32 rounding), stopping
+    // early where it can.
+    for (i, (s, gate)) in [
+        (shape(1, 37, 2, 16), (0.5, 0.9)),
+        (shape(2, 45, 2, 60), (0.85, 0.95)),
+        (shape(1, 70, 2, 64), (0.9, 0.99)),
+        (shape(1, 21, 1, 128), (0.5, 0.9)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!(
+            "b{} t{} h{} d{} decay {}–{} paper",
+            s.b, s.t, s.h, s.d, gate.0, gate.1
+        );
+        let c = Core {
+            host: MesaHost::random(s, 70 + i as u64, gate, dtype),
+            init: None,
+            states: false,
+            solver: Solver::Paper { tol: 1e-6 },
+            dtype,
+        };
+        all.push(Case::new("mesa_cg", name, dtype, c));
     }
     // One decode token per sequence from earlier states; several (batch, head) pairs.
     for (i, (b, h, d, long)) in [
@@ -188,24 +213,40 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
     .into_iter()
     .enumerate()
     {
-        let c = Decode {
-            host: MesaHost::random(shape(b, 1, h, d), 50 + i as u64, (0.85, 0.95), dtype),
-            init: random_states(b, h, d, 60 + i as u64),
-            dtype,
-        };
-        let c = Case::new("mesa_decode", format!("b{b} h{h} d{d}"), dtype, c);
-        all.push(if long { c.long() } else { c });
+        for solver in [Solver::Reference, Solver::Paper { tol: 1e-6 }] {
+            let c = Decode {
+                host: MesaHost::random(shape(b, 1, h, d), 50 + i as u64, (0.85, 0.95), dtype),
+                init: random_states(b, h, d, 60 + i as u64),
+                solver,
+                dtype,
+            };
+            let name = format!("b{b} h{h} d{d} {}", solver.name());
+            let c = Case::new("mesa_decode", name, dtype, c);
+            all.push(if long { c.long() } else { c });
+        }
     }
     all
 }
 
 /// The core op; `states`: check the final states (the chunk-start states' walk), else the output
-/// (the chunkwise CG).
+/// (the chunkwise CG): the reference rule against the f64 reference iteration, the paper's
+/// against the exact solve.
 struct Core {
     host: MesaHost,
     init: Option<(Vec<f32>, Vec<f32>)>,
     states: bool,
+    solver: Solver,
     dtype: DType,
+}
+
+/// What the f64 reference solves with for a rule: the same iteration, or (paper) the exact solve
+/// that rule converges to.
+fn reference_solve(solver: Solver, decode: bool) -> crate::reference::mesa::Solve {
+    match (solver, decode) {
+        (Solver::Paper { .. }, _) => crate::reference::mesa::Solve::Exact,
+        (Solver::Reference, false) => CG30,
+        (Solver::Reference, true) => CG30_DECODE,
+    }
 }
 
 fn initial(ctx: &Context, s: MesaShape, init: Option<&(Vec<f32>, Vec<f32>)>) -> Result<MesaState> {
@@ -223,7 +264,9 @@ impl Check for Core {
     fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
         let st = initial(ctx, self.host.s, self.init.as_ref())?;
         let up = self.host.upload(ctx, self.dtype)?;
-        let o = ctx.run(|rec| mops::core(rec, &up.inputs(), &st, 30))?;
+        let o = ctx
+            .run(|rec| mops::core_with(rec, &up.inputs(), &st, 30, self.solver))?
+            .o;
         if self.states {
             let mut out = ctx.download(&st.kk)?;
             out.extend(ctx.download(&st.kv)?);
@@ -233,7 +276,8 @@ impl Check for Core {
         }
     }
     fn reference(&self) -> Vec<f64> {
-        let (o, mut kk, kv) = self.host.reference(init_ref(&self.init), CG30, None);
+        let solve = reference_solve(self.solver, false);
+        let (o, mut kk, kv) = self.host.reference(init_ref(&self.init), solve, None);
         if self.states {
             kk.extend(kv);
             kk
@@ -247,6 +291,7 @@ impl Check for Core {
 struct Decode {
     host: MesaHost,
     init: (Vec<f32>, Vec<f32>),
+    solver: Solver,
     dtype: DType,
 }
 
@@ -254,7 +299,9 @@ impl Check for Decode {
     fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
         let st = initial(ctx, self.host.s, Some(&self.init))?;
         let up = self.host.upload(ctx, self.dtype)?;
-        let o = ctx.run(|rec| mops::decode_step(rec, &up.inputs(), &st, 30))?;
+        let o = ctx
+            .run(|rec| mops::decode_step_with(rec, &up.inputs(), &st, 30, self.solver))?
+            .o;
         let mut out = ctx.download(&o)?;
         out.extend(ctx.download(&st.kk)?);
         out.extend(ctx.download(&st.kv)?);
@@ -262,7 +309,8 @@ impl Check for Decode {
     }
     fn reference(&self) -> Vec<f64> {
         let init = Some((self.init.0.as_slice(), self.init.1.as_slice()));
-        let (mut o, kk, kv) = self.host.reference(init, CG30, Some((0, CG30_DECODE)));
+        let solve = reference_solve(self.solver, true);
+        let (mut o, kk, kv) = self.host.reference(init, CG30, Some((0, solve)));
         o.extend(kk);
         o.extend(kv);
         o

@@ -53,6 +53,20 @@ pub fn ctx_gpu_schedules() -> &'static Context {
     })
 }
 
+/// A context on the test adapter's device requested with changed limits (no optional features).
+pub fn ctx_with_limits(limits: impl Fn(wgpu::Limits) -> wgpu::Limits) -> Context {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits(adapter.limits()),
+        ..Default::default()
+    }))
+    .expect("device");
+    Context::from_wgpu(device, queue, adapter.get_info())
+}
+
 /// The three schedules the test adapter runs: its own (on lavapipe the CPU kernels with 8-lane
 /// subgroups), the same without subgroup kernels, and the GPU kernels.
 pub fn contexts() -> [&'static Context; 3] {
