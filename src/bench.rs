@@ -694,7 +694,12 @@ impl LayerBench {
 
     /// The measurement from the samples taken so far.
     pub fn result(&self) -> LayerResult {
-        let (kind, s, batch) = (self.kind, &self.shape, self.batch);
+        // GFLOP/s count the CG steps actually taken (fewer than the cap under the paper's rule).
+        let counted = LayerShape {
+            cg_iters: self.cg.map_or(self.shape.cg_iters, |c| c.mean.round() as usize),
+            ..self.shape.clone()
+        };
+        let (kind, s, batch) = (self.kind, &counted, self.batch);
         let r = if self.mode == "forward" {
             let t = self.n;
             let keys: f64 = (0..t).map(|p| keys_at(kind, s, p)).sum();

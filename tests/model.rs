@@ -236,3 +236,58 @@ fn mesanet_prefill_equals_forward_and_decode_agrees_to_cg_accuracy() {
     }
     assert_eq!(cache.position(), t);
 }
+
+#[test]
+fn solver_keys_are_checked() {
+    use chunkwise::model::ModelConfig;
+    use chunkwise::ops::mesa::Solver;
+    let base = serde_json::json!({
+        "model_kind": "mesanet", "vocab_size": 256, "d_model": 32, "num_layers": 1,
+        "num_head": 2, "d_head": 16, "max_seq_len": 64, "tokenizer": "bytes",
+    });
+    let with = |extra: serde_json::Value| {
+        let mut c = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        ModelConfig::from_json("config.json", &c, None)
+    };
+    let cfg =
+        with(serde_json::json!({"solver": "paper", "cg_tolerance": 1e-5, "cg_iterations": 50}))
+            .unwrap();
+    assert_eq!(cfg.solver, Solver::Paper { tol: 1e-5 });
+    assert_eq!((cfg.cg_steps_prefill, cfg.cg_steps_decode), (50, 50));
+    assert_eq!(
+        with(serde_json::json!({})).unwrap().solver,
+        Solver::Reference
+    );
+    for (bad, key) in [
+        (serde_json::json!({"solver": "fast"}), "solver"),
+        (serde_json::json!({"solver": 3}), "solver"),
+        (
+            serde_json::json!({"solver": "paper", "cg_tolerance": 2.0}),
+            "cg_tolerance",
+        ),
+        (
+            serde_json::json!({"solver": "paper", "cg_tolerance": "1e-6"}),
+            "cg_tolerance",
+        ),
+        (serde_json::json!({"cg_tolerance": 1e-6}), "cg_tolerance"),
+        (serde_json::json!({"cg_iterations": 0}), "cg_iterations"),
+    ] {
+        let e = with(bad.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(e.to_string().contains(key), "{bad}: {e}");
+    }
+    // The command line: a tolerance with the reference rule is refused by name.
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden/mesa/mesa_a_core_b1_t37_h2_d16.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise"))
+        .args(["run", case.to_str().unwrap(), "--mesa-solver", "reference"])
+        .args(["--mesa-tol", "1e-3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mesa-tol"));
+}

@@ -5,9 +5,7 @@ use crate::kernels::KernelKey;
 use crate::record::Recording;
 use crate::tensor::Tensor;
 
-use super::{check_u32, grid_1d, same_dtype};
-
-const WG: u64 = 256;
+use super::{check_u32, grid_1d, map_workgroup, same_dtype};
 
 /// The activations of `shaders/elementwise.wgsl` (the numbers are the shader's op codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,14 +47,15 @@ pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     } else {
         ("elementwise.wgsl", "unary", n)
     };
-    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()))?;
+    let wg = map_workgroup(lanes);
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()).with("WG", wg as f64))?;
     let params = Params {
         n: check_u32("unary", lanes)?,
         nb: 1,
         op: op as u32,
         _pad: 0,
     };
-    let groups = grid_1d(&ctx, "unary", (lanes as u64).div_ceil(WG))?;
+    let groups = grid_1d(&ctx, "unary", (lanes as u64).div_ceil(wg as u64))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
     Ok(y)
 }
@@ -83,14 +82,15 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
     } else {
         ("elementwise.wgsl", "binary", n, nb)
     };
-    let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype))?;
+    let wg = map_workgroup(lanes);
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype).with("WG", wg as f64))?;
     let params = Params {
         n: check_u32("binary", lanes)?,
         nb: check_u32("binary", lanes_b)?,
         op: op as u32,
         _pad: 0,
     };
-    let groups = grid_1d(&ctx, "binary", (lanes as u64).div_ceil(WG))?;
+    let groups = grid_1d(&ctx, "binary", (lanes as u64).div_ceil(wg as u64))?;
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a, b, &y], groups)?;
     Ok(y)
 }

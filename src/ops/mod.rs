@@ -69,6 +69,17 @@ pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
     })
 }
 
+/// Invocations per workgroup for an elementwise map over `lanes` invocations: 256, or 64 where
+/// 256 would leave fewer than 256 workgroups, so that a small map (a gate over [B, T, H]) still
+/// spreads over the compute units of a large GPU.
+pub(crate) fn map_workgroup(lanes: usize) -> u32 {
+    if lanes < 256 * 256 {
+        64
+    } else {
+        256
+    }
+}
+
 /// Workgroup size for one-row-per-workgroup reductions: a power of two in 32..=256 giving each
 /// invocation about 4 elements (fewer reduction rounds, each a barrier, for the same memory traffic).
 pub(crate) fn row_workgroup(d: usize) -> u32 {
