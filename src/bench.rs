@@ -696,7 +696,9 @@ impl LayerBench {
     pub fn result(&self) -> LayerResult {
         // GFLOP/s count the CG steps actually taken (fewer than the cap under the paper's rule).
         let counted = LayerShape {
-            cg_iters: self.cg.map_or(self.shape.cg_iters, |c| c.mean.round() as usize),
+            cg_iters: self
+                .cg
+                .map_or(self.shape.cg_iters, |c| c.mean.round() as usize),
             ..self.shape.clone()
         };
         let (kind, s, batch) = (self.kind, &counted, self.batch);

@@ -134,13 +134,13 @@ fn load(json_path: &Path) -> Result<Case> {
         file: json_path.display().to_string(),
         msg: format!("not valid JSON: {e}"),
     })?;
-    let st = match json["file"].as_str() {
+    let file = json_path.display().to_string();
+    let top = Keys::new(&file, "", &json)?;
+    let st = match top.str("file")? {
         Some(f) => json_path.with_file_name(f),
         None => json_path.with_extension("safetensors"),
     };
     let ckpt = Checkpoint::open(&st)?;
-    let file = json_path.display().to_string();
-    let top = Keys::new(&file, "", &json)?;
     let solver = Solver::parse(
         top.str("solver")?.unwrap_or("reference"),
         top.f64("cg_tolerance")?,
@@ -171,10 +171,11 @@ pub fn run_case_with(ctx: &Context, json_path: &Path, opts: RunOptions) -> Resul
         case.solver = solver;
     }
     let mut tally = StepTally::default();
-    let kind = case.json["layer"]
-        .as_str()
-        .or_else(|| case.json["kind"].as_str())
-        .map(str::to_string);
+    let top = case.keys("")?;
+    let kind = match top.str("layer")? {
+        Some(k) => Some(k.to_string()),
+        None => top.str("kind")?.map(str::to_string),
+    };
     let outputs = match kind.as_deref() {
         Some("local_attention") => run_attention_layer(ctx, &case)?,
         Some("rat") => run_rat_layer(ctx, &case)?,
