@@ -24,7 +24,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
               @builtin(local_invocation_index) lid: u32) {
     let b = wid.z;
     let xb = b * p.x_bstride;
-    let wb = b * p.w_bstride;
+    let wb = b * p.w_bstride + p.w_off;
     let tm = wid.y * TILE;
     let tn = wid.x * TILE;
     var acc: array<vec4<f32>, 4>;

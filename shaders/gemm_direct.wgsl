@@ -9,8 +9,9 @@
 // (4 rows: 0.8×, 16 rows: 0.55×, the accumulators spill). Where subgroups are the 8 lanes,
 // gemm_direct_sg.wgsl loads each x row once and broadcasts it, and runs 2–3× faster.
 //
-// `w` holds Wᵀ as [batch or 1, K, N4] with rows padded to N4 = 4·ceil(N/4) (the launch wrapper
-// transposes W first). Needs K % 4 == 0 (the wrapper uses the tiled schedule otherwise).
+// `w` holds Wᵀ as [batch or 1, K, LD] with rows padded to a multiple of 4 (the launch wrapper
+// transposes W first); the product reads its N columns from column w_off on (a slice of a fused
+// weight). Needs K % 4 == 0 (the wrapper uses the tiled schedule otherwise).
 #include "common/gemm_io.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<ST>>; // [batch, M, K/4]
@@ -32,8 +33,8 @@ fn gemm_direct(@builtin(local_invocation_index) lid: u32,
     }
     let k4 = p.k / 4u;
     let xb = b * p.x_bstride / 4u;
-    let n4 = (p.n + 3u) / 4u;
-    let wb = b * p.w_bstride / 4u + c4;
+    let n4 = p.w_ld / 4u;
+    let wb = (b * p.w_bstride + p.w_off) / 4u + c4;
     var r: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
         r[i] = xb + min(m0 + i, p.m - 1u) * k4;
@@ -56,8 +57,13 @@ fn gemm_direct(@builtin(local_invocation_index) lid: u32,
 }
 
 
+@group(0) @binding(5) var<storage, read> z: array<vec4<ST>>; // gate source (flags & 2)
+@group(0) @binding(6) var<storage, read> nw: array<vec4<ST>>; // norm weight (flags & 4)
+
 // One row per workgroup, for M < 8 (decode steps): the 8-row kernel would compute 8 rows to keep
-// one. Same layout and lanes.
+// one. Same layout and lanes; with flags & 2 the row is gated by sigmoid(z) first (z_off and z_ld
+// multiples of 4), with flags & 4 it is RMS-normalised (every lane sums the row's squares: the
+// loads are the same addresses as the product's).
 @compute @workgroup_size(DIRECT_WG)
 fn gemm_direct_row(@builtin(local_invocation_index) lid: u32,
                    @builtin(workgroup_id) wid: vec3<u32>) {
@@ -69,15 +75,33 @@ fn gemm_direct_row(@builtin(local_invocation_index) lid: u32,
         return;
     }
     let k4 = p.k / 4u;
-    let n4 = (p.n + 3u) / 4u;
-    let wb = b * p.w_bstride / 4u + c4;
+    let n4 = p.w_ld / 4u;
+    let wb = (b * p.w_bstride + p.w_off) / 4u + c4;
     let r0 = b * p.x_bstride / 4u + m0 * k4;
+    let gate = (p.flags & 2u) != 0u;
+    let norm = (p.flags & 4u) != 0u;
+    let zr = (p.z_off + (b * p.m + m0) * p.z_ld) / 4u;
+    var scale = 1.0;
+    if (norm) {
+        var ss = 0.0;
+        for (var kq = 0u; kq < k4; kq++) {
+            let a = vec4<f32>(x[r0 + kq]);
+            ss += dot(a, a);
+        }
+        scale = inverseSqrt(ss / f32(p.k) + p.eps);
+    }
     var acc = vec4<f32>(0.0);
     for (var kq = 0u; kq < k4; kq++) {
         let wk = wb + kq * 4u * n4;
-        let a = vec4<f32>(x[r0 + kq]);
+        var a = vec4<f32>(x[r0 + kq]);
+        if (gate) {
+            a *= 1.0 / (1.0 + exp(-vec4<f32>(z[zr + kq])));
+        }
+        if (norm) {
+            a *= vec4<f32>(nw[kq]);
+        }
         acc = fold_row(acc, a, vec4<f32>(w[wk]), vec4<f32>(w[wk + n4]), vec4<f32>(w[wk + 2u * n4]),
                        vec4<f32>(w[wk + 3u * n4]));
     }
-    store_row(acc, m0, n0, b * p.y_bstride);
+    store_row(acc * scale, m0, n0, b * p.y_bstride);
 }

@@ -32,10 +32,11 @@ fn gemm_direct_sg(@builtin(local_invocation_index) lid: u32,
     let c4 = wid.y * BLOCKS * DIRECT_WG + lid; // this lane's first vec4 of columns
     let n0 = c4 * 4u;
     let k4 = p.k / 4u;
-    let n4 = (p.n + 3u) / 4u;
-    // Blocks past N read column block n4 − 1 and store nothing.
-    let wb = b * p.w_bstride / 4u + min(c4, n4 - 1u);
-    let wb2 = b * p.w_bstride / 4u + min(c4 + DIRECT_WG, n4 - 1u);
+    let n4 = p.w_ld / 4u;
+    // Blocks past N read the last column block of the slice and store nothing.
+    let last = (p.n + 3u) / 4u - 1u;
+    let wb = (b * p.w_bstride + p.w_off) / 4u + min(c4, last);
+    let wb2 = (b * p.w_bstride + p.w_off) / 4u + min(c4 + DIRECT_WG, last);
     let xr = b * p.x_bstride / 4u + min(m0 + lane, p.m - 1u) * k4;
     let xr2 = b * p.x_bstride / 4u + min(m0 + 8u + lane, p.m - 1u) * k4;
     var acc: array<vec4<f32>, 16>;

@@ -96,13 +96,23 @@ pub fn gemm(
     let xt = ctx.upload(&x, &[1, m, k], dtype)?;
     let wt = ctx.upload(&w, &[n, k], dtype)?;
     // The weight is prepared once, untimed, as a `Linear` does: the direct schedules read Wᵀ.
-    let prepared = if schedule.resolve(ctx).is_direct() && k.is_multiple_of(4) {
+    let effective = schedule.effective(ctx, m, true);
+    let prepared = if effective.is_direct() && k.is_multiple_of(4) {
         Some(ctx.run(|rec| crate::ops::transpose::transpose_padded(rec, &wt, 4))?)
     } else {
         None
     };
-    let product =
-        |rec: &mut crate::Recording| gemm::gemm_impl(rec, &xt, &wt, prepared.as_ref(), schedule);
+    let product = |rec: &mut crate::Recording| {
+        gemm::gemm_impl(
+            rec,
+            &xt,
+            &wt,
+            prepared.as_ref(),
+            0..n,
+            schedule,
+            gemm::Fused::default(),
+        )
+    };
     let y = ctx.run(product)?;
     let out = ctx.download(&y)?;
     if out.iter().any(|v| !v.is_finite()) {
@@ -117,7 +127,7 @@ pub fn gemm(
         times.push(rec.submit_timed()?);
     }
     let time = summarize(&times);
-    let schedule = format!("{:?}", schedule.resolve(ctx)).to_lowercase();
+    let schedule = format!("{effective:?}").to_lowercase();
     Ok(GemmResult {
         m,
         n,
@@ -917,6 +927,10 @@ pub struct ModelResult {
     pub step_cpu_pick_ms: f64,
     pub step_gpu_pick_ms: f64,
     pub first_call_ms: f64,
+    /// Dispatches of one decode step with the token picked on the GPU, counted from its recording.
+    pub decode_dispatches: usize,
+    /// The kernel schedule (`Context::schedule_summary`).
+    pub schedule: String,
     pub adapter: String,
     pub backend: String,
 }
@@ -976,6 +990,7 @@ pub fn model_generation(
     let mut tok: Vec<u32> = vec![base; batch];
     let steps = new_tokens.min(cfg.max_seq_len - p) / 2;
     let (mut cpu, mut gpu) = (Vec::new(), Vec::new());
+    let mut dispatches = 0;
     for i in 0..steps {
         let t = std::time::Instant::now();
         let step_ids = model.tokens(ctx, &tok, batch)?;
@@ -990,7 +1005,9 @@ pub fn model_generation(
         } else {
             let a = ctx.run(|rec| {
                 let l = model.step(rec, &mut cache, &step_ids)?;
-                crate::ops::sample::argmax(rec, &l)
+                let a = crate::ops::sample::argmax(rec, &l)?;
+                dispatches = rec.stats().dispatches;
+                Ok(a)
             })?;
             tok = ctx.download(&a)?.iter().map(|&x| x as u32).collect();
             gpu.push(t.elapsed().as_secs_f64());
@@ -1019,6 +1036,8 @@ pub fn model_generation(
         step_cpu_pick_ms: summarize(&cpu).median_ms,
         step_gpu_pick_ms: summarize(&gpu).median_ms,
         first_call_ms,
+        decode_dispatches: dispatches,
+        schedule: ctx.schedule_summary(),
         adapter: info.name.clone(),
         backend: format!("{:?}", info.backend).to_lowercase(),
     })

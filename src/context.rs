@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     subgroup_kernels: AtomicBool,
     /// The [`Schedule`] setting (`set_schedule`), as `Schedule::to_u8`.
     schedule: AtomicU8,
+    /// A small zeroed buffer bound where a kernel's optional read-only input is not used.
+    placeholder: std::sync::OnceLock<Tensor>,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -317,6 +319,7 @@ impl Context {
                 memory_budget: AtomicU64::new(0),
                 subgroup_kernels: AtomicBool::new(true),
                 schedule: AtomicU8::new(Schedule::Auto.to_u8()),
+                placeholder: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -353,6 +356,12 @@ impl Context {
             && self.inner.subgroup_kernels.load(Ordering::Relaxed)
             && info.subgroup_min_size == info.subgroup_max_size)
             .then_some(info.subgroup_min_size)
+    }
+    /// Whether kernels may use subgroup operations of any size (the device has `SUBGROUP` and
+    /// [`Context::set_subgroup_kernels`] has not switched them off).
+    pub fn subgroups_enabled(&self) -> bool {
+        self.inner.features.contains(wgpu::Features::SUBGROUP)
+            && self.inner.subgroup_kernels.load(Ordering::Relaxed)
     }
     /// Switches the kernels that use subgroup operations off (or back on) for pipelines built
     /// from now on: for a driver whose subgroups misbehave, and for testing the kernels that
@@ -488,6 +497,16 @@ impl Context {
             });
         }
         Ok(())
+    }
+
+    /// A small zeroed tensor to bind where a kernel's optional read-only input (a residual, a
+    /// gate) is not used: one per context, never written.
+    pub fn placeholder(&self) -> Result<Tensor> {
+        if let Some(t) = self.inner.placeholder.get() {
+            return Ok(t.clone());
+        }
+        let t = self.upload(&[0.0; 4], &[4], DType::F32)?;
+        Ok(self.inner.placeholder.get_or_init(|| t).clone())
     }
 
     /// An uninitialised tensor from the pool.

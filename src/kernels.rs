@@ -237,6 +237,8 @@ pub enum BindingKind {
 pub struct EntryInfo {
     pub bindings: Vec<(u32, BindingKind)>,
     pub workgroup_bytes: u64,
+    /// The entry point takes a subgroup builtin (it runs subgroup operations).
+    pub uses_subgroups: bool,
 }
 
 fn reflect(
@@ -312,9 +314,25 @@ fn reflect(
         });
     }
     bindings.sort_by_key(|b| b.1);
+    let uses_subgroups = module.entry_points[index]
+        .function
+        .arguments
+        .iter()
+        .any(|a| {
+            matches!(
+                a.binding,
+                Some(naga::Binding::BuiltIn(
+                    naga::BuiltIn::SubgroupInvocationId
+                        | naga::BuiltIn::SubgroupSize
+                        | naga::BuiltIn::SubgroupId
+                        | naga::BuiltIn::NumSubgroups
+                ))
+            )
+        });
     Ok(EntryInfo {
         bindings: bindings.into_iter().map(|b| (b.1, b.2)).collect(),
         workgroup_bytes,
+        uses_subgroups,
     })
 }
 
@@ -352,8 +370,6 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub info: EntryInfo,
-    /// The shader calls subgroup operations (it needs `Features::SUBGROUP`).
-    pub uses_subgroups: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -377,14 +393,8 @@ impl Kernel {
     }
 }
 
-/// A shader compiled by the device, with naga's module and analysis for reflection, and whether
-/// its code (comments aside) names subgroup operations.
-type CompiledModule = (
-    wgpu::ShaderModule,
-    naga::Module,
-    naga::valid::ModuleInfo,
-    bool,
-);
+/// A shader compiled by the device, with naga's module and analysis for reflection.
+type CompiledModule = (wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo);
 
 /// Compiles shaders once and caches pipelines by [`KernelKey`].
 pub struct Registry {
@@ -421,7 +431,7 @@ impl Registry {
             return Ok(k.clone());
         }
         let module = self.module(device, key.file, key.dtype)?;
-        let (shader, naga_module, naga_info, uses_subgroups) = &*module;
+        let (shader, naga_module, naga_info) = &*module;
         let info = reflect(naga_module, naga_info, key.entry, key.file, &key.constants)?;
         let limit = limits.max_compute_workgroup_storage_size as u64;
         if info.workgroup_bytes > limit {
@@ -504,7 +514,6 @@ impl Registry {
             pipeline,
             layout,
             info,
-            uses_subgroups: *uses_subgroups,
         });
         self.kernels
             .lock()
@@ -541,11 +550,7 @@ impl Registry {
                 e,
             ));
         }
-        let uses_subgroups = assembled
-            .source
-            .lines()
-            .any(|l| l.split("//").next().unwrap_or("").contains("subgroup"));
-        let m = Arc::new((shader, naga_module, naga_info, uses_subgroups));
+        let m = Arc::new((shader, naga_module, naga_info));
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())

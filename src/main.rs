@@ -201,6 +201,7 @@ enum Mode {
 enum Schedule {
     Auto,
     Tiled,
+    Gemv,
     Direct,
     DirectSubgroup,
 }
@@ -271,7 +272,7 @@ enum BenchCmd {
         /// Sizes as MxNxK, comma separated.
         #[arg(
             long,
-            default_value = "256x256x256,1024x1024x1024,4096x256x256,4096x768x256"
+            default_value = "256x256x256,1024x1024x1024,4096x256x256,4096x768x256,1x4096x4096,16x4096x4096"
         )]
         sizes: String,
         #[arg(long, default_value = "f32")]
@@ -510,6 +511,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let schedule = match schedule {
                 Schedule::Auto => GemmSchedule::Auto,
                 Schedule::Tiled => GemmSchedule::Tiled,
+                Schedule::Gemv => GemmSchedule::Gemv,
                 Schedule::Direct => GemmSchedule::Direct,
                 Schedule::DirectSubgroup => GemmSchedule::DirectSubgroup,
             };
@@ -829,8 +831,8 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.prompt, a.new_tokens, a.dtype
     );
     println!();
-    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | first call ms |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | first call ms | dispatches/step |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut json = json_file(a.json.as_deref())?;
     let bar = progress_bar(specs.len() * batches.len())?;
     for (name, build) in &specs {
@@ -845,14 +847,14 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                     e @ (chunkwise::Error::LimitExceeded { .. }
                     | chunkwise::Error::OutOfMemory { .. }),
                 ) => {
-                    bar.suspend(|| println!("| {name} | {b} | skipped: {e} | | | | | | |"));
+                    bar.suspend(|| println!("| {name} | {b} | skipped: {e} | | | | | | | |"));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             bar.suspend(|| {
                 println!(
-                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} |",
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} | {} |",
                     r.model,
                     r.batch,
                     r.prefill_ms,
@@ -861,7 +863,8 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                     r.decode_tokens_per_s,
                     r.step_cpu_pick_ms,
                     r.step_gpu_pick_ms,
-                    r.first_call_ms
+                    r.first_call_ms,
+                    r.decode_dispatches
                 )
             });
             if let Some(f) = json.as_mut() {

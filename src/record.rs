@@ -212,7 +212,7 @@ impl Recording {
         TRACE.with(|t| {
             if let Some(trace) = t.borrow_mut().as_mut() {
                 trace.kernels.insert(kernel.short_name());
-                trace.subgroups |= kernel.uses_subgroups;
+                trace.subgroups |= kernel.info.uses_subgroups;
             }
         });
         self.cmds.push(Cmd::Dispatch(Dispatch {

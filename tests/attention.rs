@@ -121,8 +121,11 @@ fn causal_attention_over_8192_keys_at_head_dim_64() {
 
 #[test]
 fn decode_splits_stay_short_for_many_sequences() {
-    assert_eq!(attn::decode_split(64, 4, 100_000), 4096);
-    assert_eq!(attn::decode_split(1, 1, 4096), 64);
+    assert_eq!(attn::decode_split(256, 64, 4, 100_000), 4096);
+    assert_eq!(attn::decode_split(256, 1, 1, 4096), 64);
+    // A short cache is one split, whatever the adapter wants.
+    assert_eq!(attn::decode_split(512, 1, 4, 200), 200);
+    assert_eq!(attn::decode_split(512, 1, 4, 513), 64);
     // The partial buffers are sized once per cache by decode_max_splits: it must bound every length.
     for (b, h, cap) in [
         (1, 1, 20_000),
@@ -130,12 +133,14 @@ fn decode_splits_stay_short_for_many_sequences() {
         (16, 4, 9000),
         (64, 4, 100_000),
     ] {
-        let max = attn::decode_max_splits(b, h, cap);
-        for len in 1..=cap {
-            assert!(
-                len.div_ceil(attn::decode_split(b, h, len)) <= max,
-                "{b} {h} {len}"
-            );
+        for target in [16, 128, 512] {
+            let max = attn::decode_max_splits(target, b, h, cap);
+            for len in 1..=cap {
+                assert!(
+                    len.div_ceil(attn::decode_split(target, b, h, len)) <= max,
+                    "{target} {b} {h} {len}"
+                );
+            }
         }
     }
     // b·h ≥ 256 and a long cache: one split per sequence would exceed 4096 keys.

@@ -39,6 +39,31 @@ fn prefill_then_decode_equals_forward(window: Option<usize>, b: usize, t: usize,
 }
 
 #[test]
+fn fused_decode_steps_match_forward_on_every_schedule() {
+    // The step's six dispatches (fused projection, rotation + cache writes, residual folded into
+    // the output projection) on the GPU and CPU schedules, at batch 1 (GEMV / one-row kernel)
+    // and 16 (GEMV / 16-row subgroup kernel), full and sliding window.
+    let (d, heads, t, p) = (64, 2, 24, 9);
+    for c in contexts() {
+        for (b, window) in [(1, None), (16, Some(5))] {
+            let cfg = AttentionConfig {
+                d_model: d,
+                heads,
+                window,
+                rope_base: 10000.0,
+                eps: 1e-6,
+                max_positions: t,
+                scale: None,
+            };
+            let layer =
+                AttentionLayer::load(c, cfg, &attention_checkpoint(d, 5), "", DType::F32).unwrap();
+            let x = rand(b * t * d, 9, 1.0);
+            assert_decode_matches_forward_on(c, &layer, &x, (b, t, d), p);
+        }
+    }
+}
+
+#[test]
 fn full_attention_prefill_and_decode_match_forward() {
     prefill_then_decode_equals_forward(None, 2, 45, 30);
 }

@@ -251,6 +251,24 @@ fn prefill_then_decode_equals_forward_including_the_first_chunk() {
 }
 
 #[test]
+fn fused_decode_steps_match_forward_on_every_schedule() {
+    // The step's six dispatches (fused projection, the recurrent step with rotations and cache
+    // writes, the output gate and residual folded into the output projection) on the GPU and
+    // CPU schedules, at batch 1 and 16, within the first chunk and after it.
+    let (t, d, p) = (40usize, 64usize, 5usize);
+    let case = Case::new(d, 4, 2, 8, 31);
+    for c in contexts() {
+        for b in [1usize, 16] {
+            let layer =
+                RatLayer::load(c, case.config(t), &case.checkpoint(), "", DType::F32).unwrap();
+            let x = rand(b * t * d, 32, 1.0);
+            let cache = assert_decode_matches_forward_on(c, &layer, &x, (b, t, d), p);
+            assert_eq!(cache.position(), t);
+        }
+    }
+}
+
+#[test]
 fn the_cache_is_chunk_size_times_smaller_than_a_kv_cache() {
     let ctx = ctx();
     let case = Case::new(64, 2, 2, 16, 1);

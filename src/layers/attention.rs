@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::ops::gemm::Linear;
+use crate::ops::gemm::{Fused, Linear};
 use crate::ops::{attention as attn, elementwise as ew, norm, rope::RopeTable};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
@@ -36,6 +36,8 @@ impl AttentionConfig {
 pub struct AttentionLayer {
     cfg: AttentionConfig,
     norm_w: Tensor,
+    /// The fused input projection [v | q | k] (3D × D, the upstream order), and its blocks.
+    w_in: Linear,
     w_v: Linear,
     w_q: Linear,
     w_k: Linear,
@@ -93,16 +95,12 @@ impl AttentionLayer {
         let (w_in, _) = ckpt.f32(&format!("{prefix}in_proj.weight"), Some(&[3 * d, d]))?;
         let (norm_w, _) = ckpt.f32(&format!("{prefix}input_norm.weight"), Some(&[d]))?;
         let (w_out, _) = ckpt.f32(&format!("{prefix}out_proj.weight"), Some(&[d, d]))?;
-        let part = |i: usize| {
-            Linear::new(
-                ctx,
-                ctx.upload(&w_in[i * d * d..(i + 1) * d * d], &[d, d], dtype)?,
-            )
-        };
+        let w_in = Linear::new(ctx, ctx.upload(&w_in, &[3 * d, d], dtype)?)?;
         Ok(AttentionLayer {
-            w_v: part(0)?,
-            w_q: part(1)?,
-            w_k: part(2)?,
+            w_v: w_in.rows(0..d)?,
+            w_q: w_in.rows(d..2 * d)?,
+            w_k: w_in.rows(2 * d..3 * d)?,
+            w_in,
             norm_w: ctx.upload(&norm_w, &[d], dtype)?,
             w_out: Linear::new(ctx, ctx.upload(&w_out, &[d, d], dtype)?)?,
             rope: RopeTable::new(ctx, cfg.head_dim(), cfg.max_positions, cfg.rope_base)?,
@@ -225,13 +223,27 @@ impl AttentionLayer {
                 ),
             ));
         }
+        // At most five dispatches: one projection for q, k and v with the input norm folded in,
+        // their rotation and the cache writes, flash-decoding (one pass for a short cache, two
+        // for a long one), and the output projection with the residual.
         let pos = cache.next_pos;
-        let (q, k, v) = self.qkv(rec, x, pos)?;
-        attn::kv_write(rec, &k, 0, &cache.k, pos)?;
-        attn::kv_write(rec, &v, 0, &cache.v, pos)?;
+        let normed = Fused {
+            norm: Some((&self.norm_w, self.cfg.eps)),
+            ..Fused::default()
+        };
+        let proj = self.w_in.forward_fused(rec, x, normed)?;
+        let slot = pos % cache.capacity();
+        let q = attn::step_prep(rec, &proj, &self.rope, pos, &cache.k, &cache.v, slot)?;
         let len = (pos + 1).min(cache.capacity());
         let o = attn::decode(rec, &q, &cache.k, &cache.v, len, self.cfg.scale)?;
         cache.next_pos += 1;
-        self.output(rec, x, &o)
+        self.w_out.forward_fused(
+            rec,
+            &o,
+            Fused {
+                residual: Some(x),
+                ..Fused::default()
+            },
+        )
     }
 }

@@ -112,20 +112,36 @@ impl MesaLayer {
             .iter()
             .map(|&x| if x > 20.0 { x } else { x.exp().ln_1p() } + 0.25)
             .collect();
-        let g = if ckpt.contains(&name("g_proj.weight")) {
-            Some(lin("g_proj.weight", [hd, dm])?)
-        } else {
-            None
-        };
+        // The input projections as one weight [q | k | v | g (if any) | a | b], prepared once; the
+        // layer reads blocks of it (no copies of the weights or of their outputs).
+        let gated = ckpt.contains(&name("g_proj.weight"));
+        let mut parts = vec![
+            ("q_proj.weight", hd),
+            ("k_proj.weight", hd),
+            ("v_proj.weight", hd),
+        ];
+        if gated {
+            parts.push(("g_proj.weight", hd));
+        }
+        parts.extend([("a_proj.weight", h), ("b_proj.weight", h)]);
+        let mut all = Vec::new();
+        let mut at = Vec::new();
+        for (n, rows) in &parts {
+            at.push(all.len() / dm);
+            all.extend(ckpt.f32(&name(n), Some(&[*rows, dm]))?.0);
+        }
+        let w_in = Linear::new(ctx, ctx.upload(&all, &[all.len() / dm, dm], dtype)?)?;
+        let block = |i: usize| w_in.rows(at[i]..at[i] + parts[i].1);
+        let ab = if gated { 4 } else { 3 };
         Ok(MesaLayer {
-            q: lin("q_proj.weight", [hd, dm])?,
-            k: lin("k_proj.weight", [hd, dm])?,
-            v: lin("v_proj.weight", [hd, dm])?,
-            a: lin("a_proj.weight", [h, dm])?,
+            q: block(0)?,
+            k: block(1)?,
+            v: block(2)?,
+            g: if gated { Some(block(3)?) } else { None },
+            a: block(ab)?,
             a_bias: vec("a_proj.bias", &[h])?,
-            b: lin("b_proj.weight", [h, dm])?,
+            b: block(ab + 1)?,
             b_bias: vec("b_proj.bias", &[h])?,
-            g,
             q_conv: vec("q_conv1d.weight", &[hd, 1, 4])?,
             k_conv: vec("k_conv1d.weight", &[hd, 1, 4])?,
             lamb: ctx.upload(&lamb, &[h, d], DType::F32)?,

@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::ops::gemm::Linear;
+use crate::ops::gemm::{Fused, Linear, Slice};
 use crate::ops::rat::{self as rops, Heads};
 use crate::ops::{attention as attn, elementwise as ew, norm, rope};
 use crate::record::Recording;
@@ -33,6 +33,8 @@ pub struct RatLayer {
     cfg: RatConfig,
     heads: Heads,
     norm_w: Tensor,
+    /// The fused input projection [z | x | g | q | k] (the upstream `in_proj`), and its blocks.
+    w_in: Linear,
     w_z: Linear,
     w_v: Linear,
     w_g: Linear,
@@ -103,19 +105,15 @@ impl RatLayer {
         let (bias, _) = ckpt.f32(&format!("{prefix}gate_bias"), Some(&[d]))?;
         let (norm_w, _) = ckpt.f32(&format!("{prefix}input_norm.weight"), Some(&[d]))?;
         let (w_out, _) = ckpt.f32(&format!("{prefix}out_proj.weight"), Some(&[d, d]))?;
-        let rows = |from: usize, n: usize| {
-            Linear::new(
-                ctx,
-                ctx.upload(&w_in[from * d..(from + n) * d], &[n, d], dtype)?,
-            )
-        };
+        let w_in = Linear::new(ctx, ctx.upload(&w_in, &[3 * d + 2 * dg, d], dtype)?)?;
         let max_chunks = cfg.max_positions.div_ceil(cfg.chunk).max(1);
         Ok(RatLayer {
-            w_z: rows(0, d)?,
-            w_v: rows(d, d)?,
-            w_g: rows(2 * d, d)?,
-            w_q: rows(3 * d, dg)?,
-            w_k: rows(3 * d + dg, dg)?,
+            w_z: w_in.rows(0..d)?,
+            w_v: w_in.rows(d..2 * d)?,
+            w_g: w_in.rows(2 * d..3 * d)?,
+            w_q: w_in.rows(3 * d..3 * d + dg)?,
+            w_k: w_in.rows(3 * d + dg..3 * d + 2 * dg)?,
+            w_in,
             gate_bias: ctx.upload(&bias, &[d], dtype)?,
             norm_w: ctx.upload(&norm_w, &[d], dtype)?,
             w_out: Linear::new(ctx, ctx.upload(&w_out, &[d, d], dtype)?)?,
@@ -271,29 +269,47 @@ impl RatLayer {
                 ),
             ));
         }
-        let ctx = rec.context().clone();
+        // At most five dispatches where the kernels fold everything in (GPU schedules, and CPU
+        // ones below 8 sequences; else the norm and the gate run as maps): one projection for z,
+        // x, g, q and k with the input norm folded in, the recurrent step with the rotations and
+        // the cache writes, flash-decoding over the chunk cache (one pass for a short cache, two
+        // for a long one), and the output projection with the gate sigmoid(z) (read in place from
+        // the projection) and the residual.
         let pos = cache.next_pos;
         let c = pos / self.cfg.chunk;
-        let [z, v, g, q, k] = self.project(rec, x)?;
-        rops::step(
+        let normed = Fused {
+            norm: Some((&self.norm_w, self.cfg.eps)),
+            ..Fused::default()
+        };
+        let proj = self.w_in.forward_fused(rec, x, normed)?;
+        let q = rops::step_prep(
             rec,
-            &v,
-            &g,
+            &proj,
             &self.gate_bias,
-            &k,
+            &self.rope,
+            c,
+            pos.is_multiple_of(self.cfg.chunk),
             &cache.last_v,
             &cache.last_k,
+            &cache.k,
+            &cache.v,
             self.heads,
-            pos.is_multiple_of(self.cfg.chunk),
         )?;
-        let cpos = self.chunk_positions(&ctx, pos, 1)?;
-        let kr = rope::rope(rec, &cache.last_k, &self.rope, &cpos)?;
-        attn::kv_write(rec, &kr, 0, &cache.k, c)?;
-        attn::kv_write(rec, &cache.last_v, 0, &cache.v, c)?;
-        let qr = rope::rope(rec, &q, &self.rope, &cpos)?;
-        let qh = rops::tile_groups(rec, &qr, self.heads)?;
-        let o = attn::decode(rec, &qh, &cache.k, &cache.v, c + 1, self.cfg.scale)?;
+        let o = attn::decode(rec, &q, &cache.k, &cache.v, c + 1, self.cfg.scale)?;
         cache.next_pos += 1;
-        self.output(rec, x, &z, &o)
+        let width = proj.last_dim();
+        self.w_out.forward_fused(
+            rec,
+            &o,
+            Fused {
+                norm: None,
+                residual: Some(x),
+                gate: Some(Slice {
+                    tensor: &proj,
+                    offset: 0,
+                    ld: width,
+                }),
+            },
+        )
     }
 }

@@ -272,22 +272,42 @@ struct DecodeParams {
     scale: f32,
 }
 
-/// Keys per decode split: enough splits that `B·H·splits` covers a large GPU (≥ 256 workgroups)
-/// for long caches, and at least 64 keys (one workgroup width) per split.
-/// At most 4096 keys per split: a workgroup's loops then stay far below the iteration limit that
-/// llvmpipe imposes on every loop of an invocation (about 65k iterations, past which it silently
-/// stops looping).
-pub fn decode_split(b: usize, heads: usize, len: usize) -> usize {
-    let want_splits = 256usize.div_ceil((b * heads).max(1));
+/// Workgroups a decode step wants in flight: on a GPU enough to fill its compute units several
+/// times over (wgpu does not say how many it has; a discrete GPU has up to ~150, an integrated
+/// one ~10–100), on a CPU adapter a few per core (each workgroup runs on one thread there).
+pub fn decode_target_groups(ctx: &crate::Context) -> usize {
+    match ctx.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => 256,
+        wgpu::DeviceType::IntegratedGpu => 128,
+        _ => 512,
+    }
+}
+
+/// Caches up to this many keys are read in one pass: one workgroup per (sequence, head) reads
+/// them in a few tiles, and the second pass and its dispatch are saved (RAT's chunk cache is this
+/// short up to position 8192 at L = 16).
+pub const DECODE_ONE_PASS_KEYS: usize = 512;
+
+/// Keys per decode split: the whole cache when it is short ([`DECODE_ONE_PASS_KEYS`]); else
+/// enough splits that `B·H·splits` reaches `target` workgroups, with at least 64 keys (one tile)
+/// per split. At most 4096 keys per split: a workgroup's loops then stay far below the iteration
+/// limit that llvmpipe imposes on every loop of an invocation (about 65k iterations, past which
+/// it silently stops looping).
+pub fn decode_split(target: usize, b: usize, heads: usize, len: usize) -> usize {
+    if len <= DECODE_ONE_PASS_KEYS {
+        return len.max(1);
+    }
+    let want_splits = target.div_ceil((b * heads).max(1)).max(1);
     (len.div_ceil(want_splits).div_ceil(64).max(1) * 64).min(4096)
 }
 
 /// The most splits [`decode_split`] yields for any length up to `cap`: below the 4096-key cap a
 /// split holds at least ⌈len / want⌉ keys, so there are at most `want` splits; at the cap there are
 /// ⌈cap / 4096⌉.
-pub fn decode_max_splits(b: usize, heads: usize, cap: usize) -> usize {
-    256usize
+pub fn decode_max_splits(target: usize, b: usize, heads: usize, cap: usize) -> usize {
+    target
         .div_ceil((b * heads).max(1))
+        .max(1)
         .max(cap.div_ceil(4096))
 }
 
@@ -331,11 +351,12 @@ pub fn decode(
         ));
     }
     let ctx = rec.context().clone();
-    let split = decode_split(b, h, len);
+    let target = decode_target_groups(&ctx);
+    let split = decode_split(target, b, h, len);
     let nsplit = len.div_ceil(split);
     // Partials sized for the fullest cache, not for `len`: then every step of a decode loop asks
     // the pool for the same sizes and GPU memory stays flat as the cache fills.
-    let max_splits = decode_max_splits(b, h, cap);
+    let max_splits = decode_max_splits(target, b, h, cap);
     let part_ml = ctx.alloc(&[b, h, max_splits, 2], DType::F32)?;
     let part_acc = ctx.alloc(&[b, h, max_splits, dh], DType::F32)?;
     let o = ctx.alloc(&[b, 1, h * dh], dtype)?;
@@ -350,27 +371,114 @@ pub fn decode(
         scale: scale.unwrap_or(1.0 / (dh as f32).sqrt()),
     };
     let bh = check_u32("attention decode", b * h)?;
-    let k1 = ctx.kernel(
-        &KernelKey::new("attention_decode.wgsl", "attention_decode", dtype)
-            .with("DH4", (dh / 4) as f64),
-    )?;
+    // CPU adapters: fewer barriers per tile (shaders/attention_decode_cpu.wgsl).
+    let (file, entry) = if ctx.cpu_schedules() {
+        ("attention_decode_cpu.wgsl", "attention_decode_cpu")
+    } else {
+        ("attention_decode.wgsl", "attention_decode")
+    };
+    let k1 = ctx.kernel(&KernelKey::new(file, entry, dtype).with("DH4", (dh / 4) as f64))?;
     rec.dispatch(
         &k1,
         bytemuck::bytes_of(&params),
-        &[q, k_cache, v_cache, &part_ml, &part_acc],
+        &[q, k_cache, v_cache, &part_ml, &part_acc, &o],
         [nsplit as u32, bh, 1],
     )?;
-    let k2 = ctx.kernel(
-        &KernelKey::new("attention_decode.wgsl", "attention_decode_reduce", dtype)
-            .with("DH4", (dh / 4) as f64),
+    // One split has written the output itself.
+    if nsplit > 1 {
+        let k2 = ctx.kernel(
+            &KernelKey::new("attention_decode.wgsl", "attention_decode_reduce", dtype)
+                .with("DH4", (dh / 4) as f64),
+        )?;
+        rec.dispatch(
+            &k2,
+            bytemuck::bytes_of(&params),
+            &[&part_ml, &part_acc, &o],
+            [bh, 1, 1],
+        )?;
+    }
+    Ok(o)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PrepParams {
+    pub b: u32,
+    pub h: u32,
+    pub dh: u32,
+    pub groups: u32,
+    pub ld: u32,
+    pub pos: u32,
+    pub slot: u32,
+    pub cap: u32,
+    pub reset: u32,
+    pub _p: [u32; 3],
+}
+
+/// A decode step's work between its fused projection and its attention, in one dispatch
+/// (shaders/decode_prep.wgsl): from `proj [B, 1, 3D]` (v | q | k, the upstream order), rotates q
+/// and k at position `pos`, writes k and v into slot `slot` of the caches `[B, H, cap, dh]`, and
+/// returns the rotated q `[B, 1, D]`.
+pub fn step_prep(
+    rec: &mut Recording,
+    proj: &Tensor,
+    rope: &super::rope::RopeTable,
+    pos: usize,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    slot: usize,
+) -> Result<Tensor> {
+    same_dtype("attention step", &[proj, k_cache, v_cache])?;
+    let cs = k_cache.shape();
+    let ps = proj.shape();
+    if cs.len() != 4 || v_cache.shape() != cs || ps.len() != 3 || ps[1] != 1 {
+        return Err(Error::shape(
+            "attention step",
+            format!("need proj [B, 1, 3D] and caches [B, H, cap, dh]; got {ps:?}, {cs:?}"),
+        ));
+    }
+    let (b, h, cap, dh) = (cs[0], cs[1], cs[2], cs[3]);
+    if ps != [b, 1, 3 * h * dh] || rope.dh() != dh || slot >= cap || pos >= rope.max_positions() {
+        return Err(Error::shape(
+            "attention step",
+            format!(
+                "proj {ps:?}, caches {cs:?}, slot {slot}, position {pos} and a RoPE table of                  {} × {} do not fit together",
+                rope.max_positions(),
+                rope.dh()
+            ),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let q = ctx.alloc(&[b, 1, h * dh], proj.dtype())?;
+    let params = PrepParams {
+        b: b as u32,
+        h: h as u32,
+        dh: dh as u32,
+        groups: h as u32,
+        ld: check_u32("attention step", 3 * h * dh)?,
+        pos: pos as u32,
+        slot: slot as u32,
+        cap: check_u32("attention step", cap)?,
+        reset: 0,
+        _p: [0; 3],
+    };
+    let kernel = ctx.kernel(&KernelKey::new(
+        "decode_prep.wgsl",
+        "attention_step_prep",
+        proj.dtype(),
+    ))?;
+    let groups = grid_1d(
+        &ctx,
+        "attention step",
+        ((b * h * dh / 2) as u64).div_ceil(64),
     )?;
     rec.dispatch(
-        &k2,
+        &kernel,
         bytemuck::bytes_of(&params),
-        &[&part_ml, &part_acc, &o],
-        [bh, 1, 1],
+        &[proj, rope.tensor(), k_cache, v_cache, &q],
+        groups,
     )?;
-    Ok(o)
+    Ok(q)
 }
 
 /// FLOPs of causal attention as counted in the benchmarks: 2·T²·D (QKᵀ and PV over the causal half).

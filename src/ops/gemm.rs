@@ -1,5 +1,7 @@
 //! GEMM `y = x · Wᵀ` in the Linear layout of the reference implementations (weight `[out, in]`).
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::kernels::KernelKey;
 use crate::record::Recording;
@@ -7,14 +9,18 @@ use crate::tensor::Tensor;
 
 use super::{check_u32, same_dtype};
 
-/// Which schedule of `shaders/gemm.wgsl` to run.
+/// Which schedule runs the product.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmSchedule {
-    /// `DirectSubgroup` on CPU adapters (lavapipe, llvmpipe, WARP), `Tiled` on GPUs.
+    /// CPU schedules: `DirectSubgroup`; GPU schedules: `Gemv` up to 16 rows of x, else `Tiled`.
     #[default]
     Auto,
     /// Workgroup-memory tiling with 4×4 register blocks (the GPU schedule).
     Tiled,
+    /// Few rows of x (decode steps, M ≤ 16; more fall back to `Tiled`): each row of W read once
+    /// by lanes along K, reduced with subgroup sums where the device has subgroups
+    /// (shaders/gemv.wgsl).
+    Gemv,
     /// Register blocks straight from storage, no barriers, over a transposed copy of W (the
     /// CPU-adapter schedule: contiguous loads across SIMD lanes). Needs K % 4 == 0; other K run tiled.
     Direct,
@@ -24,14 +30,35 @@ pub enum GemmSchedule {
     DirectSubgroup,
 }
 
+/// Rows of x (all batches together) up to which the GPU schedule takes `Gemv`.
+pub const GEMV_MAX_ROWS: usize = 16;
+
 impl GemmSchedule {
-    /// The concrete schedule `Auto` stands for on this adapter.
+    /// The concrete schedule `Auto` stands for on this adapter (`Tiled` on GPUs, where rows of x
+    /// up to [`GEMV_MAX_ROWS`] then take `Gemv`).
     pub fn resolve(self, ctx: &crate::Context) -> GemmSchedule {
         match self {
             GemmSchedule::Auto if ctx.cpu_schedules() => GemmSchedule::DirectSubgroup.resolve(ctx),
             GemmSchedule::Auto => GemmSchedule::Tiled,
             GemmSchedule::DirectSubgroup if ctx.subgroup_size() != Some(8) => GemmSchedule::Direct,
             s => s,
+        }
+    }
+    /// The schedule a product with `rows_x` rows of x (all batches) and a shared W runs:
+    /// [`GemmSchedule::resolve`], with `Gemv` for few rows on GPU schedules (or when asked).
+    pub fn effective(self, ctx: &crate::Context, rows_x: usize, shared_w: bool) -> GemmSchedule {
+        let gemv = match self {
+            GemmSchedule::Gemv => true,
+            GemmSchedule::Auto => !ctx.cpu_schedules(),
+            _ => false,
+        } && shared_w
+            && rows_x <= GEMV_MAX_ROWS;
+        if gemv {
+            GemmSchedule::Gemv
+        } else if self == GemmSchedule::Gemv {
+            GemmSchedule::Tiled
+        } else {
+            self.resolve(ctx)
         }
     }
     /// Whether the schedule reads a transposed W (`Direct`, `DirectSubgroup`).
@@ -49,15 +76,48 @@ struct Params {
     x_bstride: u32,
     w_bstride: u32,
     y_bstride: u32,
-    _p: [u32; 2],
+    w_off: u32,
+    w_ld: u32,
+    flags: u32,
+    z_off: u32,
+    z_ld: u32,
+    eps: f32,
+}
+
+/// Work folded into a product (decode steps: fewer dispatches).
+#[derive(Clone, Copy, Default)]
+pub struct Fused<'a> {
+    /// `RMSNorm(x)·w` (weight `[K]`, epsilon) in place of x: a layer's input norm.
+    pub norm: Option<(&'a Tensor, f32)>,
+    /// `y = residual + x·Wᵀ`; the residual has y's shape.
+    pub residual: Option<&'a Tensor>,
+    /// `x ⊙ sigmoid(z)` in place of x, z read from a slice: element `offset + row·ld + k` of the
+    /// tensor (a part of a fused projection's output, read in place).
+    pub gate: Option<Slice<'a>>,
+}
+
+/// A column range of a row-major tensor, read in place: element `offset + row·ld + i`.
+#[derive(Clone, Copy)]
+pub struct Slice<'a> {
+    pub tensor: &'a Tensor,
+    pub offset: usize,
+    pub ld: usize,
 }
 
 /// `y = x · Wᵀ` for `x [..., K]` and `w [N, K]`: the Linear layer. Returns `[..., N]`.
 pub fn linear(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    linear_impl(rec, x, w, None)
+    let n = w.shape().first().copied().unwrap_or(0);
+    linear_impl(rec, x, w, None, 0..n, Fused::default())
 }
 
-fn linear_impl(rec: &mut Recording, x: &Tensor, w: &Tensor, wt: Option<&Tensor>) -> Result<Tensor> {
+fn linear_impl(
+    rec: &mut Recording,
+    x: &Tensor,
+    w: &Tensor,
+    wt: Option<&Tensor>,
+    rows: Range<usize>,
+    fused: Fused,
+) -> Result<Tensor> {
     if x.shape().is_empty() || w.shape().len() != 2 {
         return Err(Error::shape(
             "linear",
@@ -70,9 +130,18 @@ fn linear_impl(rec: &mut Recording, x: &Tensor, w: &Tensor, wt: Option<&Tensor>)
     }
     let k = x.last_dim();
     let m = x.numel() / k.max(1);
-    let y = gemm_impl(rec, &x.reshape(&[1, m, k])?, w, wt, GemmSchedule::Auto)?;
+    let x3 = x.reshape(&[1, m, k])?;
     let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap() = w.shape()[0];
+    *shape.last_mut().unwrap() = rows.len();
+    let residual = fused
+        .residual
+        .map(|r| r.reshape(&[1, m, rows.len()]))
+        .transpose()?;
+    let fused = Fused {
+        residual: residual.as_ref(),
+        ..fused
+    };
+    let y = gemm_impl(rec, &x3, w, wt, rows, GemmSchedule::Auto, fused)?;
     y.reshape(&shape)
 }
 
@@ -88,15 +157,20 @@ pub fn gemm_with(
     w: &Tensor,
     schedule: GemmSchedule,
 ) -> Result<Tensor> {
-    gemm_impl(rec, x, w, None, schedule)
+    let n = w.shape().iter().rev().nth(1).copied().unwrap_or(0);
+    gemm_impl(rec, x, w, None, 0..n, schedule, Fused::default())
 }
 
 /// A Linear layer's weight `[out, in]`, prepared once for this adapter's GEMM schedule: where
 /// the direct schedule runs (CPU adapters), Wᵀ is made at construction instead of on every call,
-/// which matters for decode steps (few rows of x, the same W every step).
+/// which matters for decode steps (few rows of x, the same W every step). A layer keeps its
+/// projections as one concatenated weight; [`Linear::rows`] gives a block of its outputs without
+/// a copy.
+#[derive(Clone)]
 pub struct Linear {
     w: Tensor,
     wt: Option<Tensor>,
+    rows: Range<usize>,
 }
 
 impl Linear {
@@ -113,25 +187,56 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { w, wt })
+        let rows = 0..w.shape()[0];
+        Ok(Linear { w, wt, rows })
     }
+    /// Outputs `range` of this weight (rows of W) as a Linear of its own, sharing the prepared
+    /// weight (the direct schedules read a block from a multiple of 4 in place; others run tiled).
+    pub fn rows(&self, range: Range<usize>) -> Result<Linear> {
+        let rows = self.rows.start + range.start..self.rows.start + range.end;
+        if range.start > range.end || rows.end > self.rows.end {
+            return Err(Error::invalid(
+                "linear",
+                format!(
+                    "rows {range:?} are not a block of this weight's {} outputs",
+                    self.rows.len()
+                ),
+            ));
+        }
+        Ok(Linear {
+            rows,
+            ..self.clone()
+        })
+    }
+    /// The whole weight tensor `[N_total, in]` (of which this Linear may be a block).
     pub fn weight(&self) -> &Tensor {
         &self.w
     }
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.rows.len()
+    }
     /// `y = x · Wᵀ` for `x [..., in]`, returning `[..., out]`.
     pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
-        linear_impl(rec, x, &self.w, self.wt.as_ref())
+        self.forward_fused(rec, x, Fused::default())
+    }
+    /// [`Linear::forward`] with a residual and/or an input gate folded into the product where
+    /// its kernel takes them (few rows of x), else applied by separate maps.
+    pub fn forward_fused(&self, rec: &mut Recording, x: &Tensor, fused: Fused) -> Result<Tensor> {
+        linear_impl(rec, x, &self.w, self.wt.as_ref(), self.rows.clone(), fused)
     }
 }
 
-/// `y = x · Wᵀ` with an optional prepared Wᵀ (`transpose_padded(w, 4)`, what [`Linear`] keeps) for
-/// the direct schedules; without one they transpose W first.
+/// `y = x · W[rows]ᵀ` with an optional prepared Wᵀ (`transpose_padded(w, 4)`, what [`Linear`]
+/// keeps) for the direct schedules; without one they transpose W first.
 pub(crate) fn gemm_impl(
     rec: &mut Recording,
     x: &Tensor,
     w: &Tensor,
     wt: Option<&Tensor>,
+    rows: Range<usize>,
     schedule: GemmSchedule,
+    fused: Fused,
 ) -> Result<Tensor> {
     let dtype = same_dtype("gemm", &[x, w])?;
     let (xs, ws) = (x.shape(), w.shape());
@@ -142,7 +247,7 @@ pub(crate) fn gemm_impl(
         ));
     }
     let (b, m, k) = (xs[0], xs[1], xs[2]);
-    let (wb, n, wk) = match ws.len() {
+    let (wb, n_total, wk) = match ws.len() {
         2 => (1, ws[0], ws[1]),
         3 => (ws[0], ws[1], ws[2]),
         _ => {
@@ -164,7 +269,43 @@ pub(crate) fn gemm_impl(
             format!("w batch {wb} must be 1 or equal x batch {b}"),
         ));
     }
+    if rows.end > n_total || rows.start > rows.end {
+        return Err(Error::shape(
+            "gemm",
+            format!("rows {rows:?} of a weight with {n_total} rows"),
+        ));
+    }
+    let n = rows.len();
     let ctx = rec.context().clone();
+    if let Some(r) = fused.residual {
+        if r.shape() != [b, m, n] || r.dtype() != dtype {
+            return Err(Error::shape(
+                "gemm",
+                format!(
+                    "the residual must be {dtype:?} [{b}, {m}, {n}], got {:?} {:?}",
+                    r.dtype(),
+                    r.shape()
+                ),
+            ));
+        }
+    }
+    if let Some(g) = &fused.gate {
+        let last = g.offset + (b * m).saturating_sub(1) * g.ld + k;
+        if g.tensor.dtype() != dtype || last > g.tensor.numel() || (b * m > 1 && g.ld < k) {
+            return Err(Error::shape(
+                "gemm",
+                format!(
+                    "the gate slice (offset {}, row stride {}) does not fit its {:?} tensor {:?} for \
+                     {} rows of {k}",
+                    g.offset,
+                    g.ld,
+                    g.tensor.dtype(),
+                    g.tensor.shape(),
+                    b * m
+                ),
+            ));
+        }
+    }
     let y = ctx.alloc(&[b, m, n], dtype)?;
     if b * m * n == 0 {
         return Ok(y);
@@ -175,19 +316,6 @@ pub(crate) fn gemm_impl(
             "K = 0: the product is empty; fill zeros instead",
         ));
     }
-    let params = Params {
-        m: check_u32("gemm", m)?,
-        n: check_u32("gemm", n)?,
-        k: check_u32("gemm", k)?,
-        x_bstride: check_u32("gemm", m * k)?,
-        w_bstride: if wb == 1 {
-            0
-        } else {
-            check_u32("gemm", n * k)?
-        },
-        y_bstride: check_u32("gemm", m * n)?,
-        _p: [0; 2],
-    };
     let batch = u32::try_from(b)
         .ok()
         .filter(|&b| b <= ctx.limits().max_compute_workgroups_per_dimension);
@@ -197,12 +325,115 @@ pub(crate) fn gemm_impl(
         limit_name: "max_compute_workgroups_per_dimension",
         limit: ctx.limits().max_compute_workgroups_per_dimension as u64,
     })?;
-    // The direct schedule reads x as vec4 along K.
-    let schedule = schedule.resolve(&ctx);
-    if schedule == GemmSchedule::Tiled || k % 4 != 0 {
+    let rows_x = b * m;
+    let schedule = schedule.effective(&ctx, rows_x, wb == 1);
+    let gemv = schedule == GemmSchedule::Gemv;
+    // The direct schedules read Wᵀ's columns as vec4s from the block's first column.
+    let direct = schedule.is_direct() && k % 4 == 0 && rows.start.is_multiple_of(4);
+    // What the chosen kernel folds in; the rest runs as maps after it.
+    let row_kernel = direct && m < 8;
+    let aligned = |g: &Slice| g.offset.is_multiple_of(4) && g.ld.is_multiple_of(4);
+    let gate_folded = gemv || (row_kernel && fused.gate.as_ref().is_some_and(aligned));
+    // The norm folds in where the gate does (the kernels that take one row of x at a time).
+    let norm_folded = gemv || row_kernel;
+    let normed;
+    let x = match (fused.norm, norm_folded) {
+        (Some((nw, eps)), false) => {
+            normed = super::norm::rmsnorm(rec, x, nw, eps)?;
+            &normed
+        }
+        _ => x,
+    };
+    if let (Some((nw, eps)), true) = (fused.norm, norm_folded) {
+        if nw.shape() != [k] || nw.dtype() != dtype || !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::shape(
+                "gemm",
+                format!("the norm weight must be {dtype:?} [{k}] with a finite eps ≥ 0"),
+            ));
+        }
+    }
+    let x_in;
+    let x = match (&fused.gate, gate_folded) {
+        (Some(g), false) => {
+            // Unfolded: gather the gate's rows and apply sigmoid(z) ⊙ x first.
+            let z = ctx.alloc(x.shape(), dtype)?;
+            for r in 0..b * m {
+                rec.copy_region(
+                    g.tensor,
+                    (g.offset + r * g.ld) as u64,
+                    &z,
+                    (r * k) as u64,
+                    k as u64,
+                )?;
+            }
+            x_in = super::elementwise::sigmoid_mul(rec, &z, x)?;
+            &x_in
+        }
+        _ => x,
+    };
+    let placeholder = ctx.placeholder()?;
+    let residual = fused.residual.unwrap_or(&placeholder);
+    let gate = match (&fused.gate, gate_folded) {
+        (Some(g), true) => Some(*g),
+        _ => None,
+    };
+    let z = gate.map_or(&placeholder, |g| g.tensor);
+    let u32_ = |v: usize| check_u32("gemm", v);
+    let mut params = Params {
+        m: u32_(m)?,
+        n: u32_(n)?,
+        k: u32_(k)?,
+        x_bstride: u32_(m * k)?,
+        w_bstride: if wb == 1 { 0 } else { u32_(n_total * k)? },
+        y_bstride: u32_(m * n)?,
+        w_off: u32_(rows.start * k)?,
+        w_ld: u32_(k)?,
+        flags: u32::from(fused.residual.is_some())
+            | (u32::from(gate.is_some()) << 1)
+            | (u32::from(norm_folded && fused.norm.is_some()) << 2),
+        z_off: u32_(gate.map_or(0, |g| g.offset))?,
+        z_ld: u32_(gate.map_or(0, |g| g.ld))?,
+        eps: fused.norm.map_or(0.0, |n| n.1),
+    };
+    let nw = match (fused.norm, norm_folded) {
+        (Some((w, _)), true) => w,
+        _ => &placeholder,
+    };
+    if gemv {
+        // All rows of x together (W is shared): one pass over W.
+        params.m = u32_(rows_x)?;
+        let file = if k % 4 == 0 {
+            "gemv4.wgsl"
+        } else {
+            "gemv.wgsl"
+        };
+        let entry = if ctx.subgroups_enabled() {
+            "gemv_sg"
+        } else {
+            "gemv_wg"
+        };
+        let rows_per_group = 8;
+        let kernel = ctx.kernel(
+            &KernelKey::new(file, entry, dtype)
+                .with("MR", rows_x as f64)
+                .with("ROWS", rows_per_group as f64),
+        )?;
+        let groups = super::grid_1d(&ctx, "gemv", n.div_ceil(rows_per_group) as u64)?;
+        rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[x, w, &y, residual, z, nw],
+            groups,
+        )?;
+    } else if !direct {
         let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", "gemm_tiled", dtype))?;
         let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch];
-        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
+        rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[x, w, &y, residual],
+            groups,
+        )?;
     } else {
         // The transpose costs N·K reads and writes against M·N·K multiply-adds; a `Linear` has it made once.
         let made;
@@ -213,17 +444,13 @@ pub(crate) fn gemm_impl(
                 &made
             }
         };
-        let params = Params {
-            w_bstride: if wb == 1 {
-                0
-            } else {
-                check_u32("gemm", k * n.div_ceil(4) * 4)?
-            },
-            ..params
-        };
+        let ld = n_total.div_ceil(4) * 4;
+        params.w_ld = u32_(ld)?;
+        params.w_off = u32_(rows.start)?;
+        params.w_bstride = if wb == 1 { 0 } else { u32_(k * ld)? };
         // Rows and columns per lane's block: 8×4 (16×8 with subgroups), or 1×4 for M < 8
         // (decode), where a block of rows would compute rows to drop.
-        let (file, entry, rows, cols) = if m < 8 {
+        let (file, entry, rows_per, cols) = if row_kernel {
             ("gemm_direct.wgsl", "gemm_direct_row", 1, 4)
         } else if schedule == GemmSchedule::DirectSubgroup {
             // Two column blocks per lane while a workgroup's share of Wᵀ (K × 512 columns at most)
@@ -233,9 +460,9 @@ pub(crate) fn gemm_impl(
         } else {
             ("gemm_direct.wgsl", "gemm_direct", 8, 4)
         };
-        // DIRECT_WG lanes × `cols` columns by `rows` rows per workgroup: up to 64 lanes, as few
-        // (a multiple of 8, the subgroup) as cover N in that many column groups, so that no lane
-        // computes columns past N (at N = 128, q and k of a RAT layer, half of a 64-lane
+        // DIRECT_WG lanes × `cols` columns by `rows_per` rows per workgroup: up to 64 lanes, as
+        // few (a multiple of 8, the subgroup) as cover N in that many column groups, so that no
+        // lane computes columns past N (at N = 128, q and k of a RAT layer, half of a 64-lane
         // workgroup did; at N = 768, 512 + 256 columns left a quarter of the lanes idle).
         let col_groups = n.div_ceil(cols * 64);
         let lanes = n.div_ceil(cols * col_groups).next_multiple_of(8);
@@ -244,11 +471,11 @@ pub(crate) fn gemm_impl(
             key = key.with("BLOCKS", (cols / 4) as f64);
         }
         let kernel = ctx.kernel(&key)?;
-        let row_groups = m.div_ceil(rows) as u64;
+        let row_groups = m.div_ceil(rows_per) as u64;
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if row_groups > limit {
             return Err(Error::LimitExceeded {
-                what: format!("gemm with {m} rows ({rows} per workgroup)"),
+                what: format!("gemm with {m} rows ({rows_per} per workgroup)"),
                 requested: row_groups,
                 limit_name: "max_compute_workgroups_per_dimension",
                 limit,
@@ -257,7 +484,12 @@ pub(crate) fn gemm_impl(
         // Row blocks along x, the fastest-varying grid dimension (see gemm_direct.wgsl).
         let groups = [row_groups as u32, n.div_ceil(cols * lanes) as u32, batch];
         debug_assert!(lanes <= 64 && n.div_ceil(cols * lanes) == col_groups);
-        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
+        let mut bind: Vec<&Tensor> = vec![x, wt, &y, residual];
+        if row_kernel {
+            bind.push(z);
+            bind.push(nw);
+        }
+        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &bind, groups)?;
     }
     Ok(y)
 }

@@ -173,7 +173,7 @@ fn loops_per_cg_iteration(entry: &str, d: usize, c: usize) -> usize {
     match entry {
         "mesa_cg_sg" => 2 * chunk_len(d) + 6 * d / 4 + 8,
         "mesa_cg_lanes" => d * d / 8 + 4 * d + 16,
-        "mesa_decode" => 4 * d + 8,
+        "mesa_decode" | "mesa_decode_sg" => 4 * d + 8,
         // The loop over rows in each product and four vector loops (the row loops are written out).
         "mesa_decode_lanes" => 6 * d / 4 + 8,
         _ => (6 * d + 16) * c.max(16) / 16,
@@ -622,7 +622,11 @@ pub fn decode_step_with(
             (b * h).div_ceil(8),
         )
     } else if fits("mesa_decode") {
-        ("mesa_decode.wgsl", "mesa_decode", b * h)
+        if ctx.subgroups_enabled() {
+            ("mesa_decode_sg.wgsl", "mesa_decode_sg", b * h)
+        } else {
+            ("mesa_decode.wgsl", "mesa_decode", b * h)
+        }
     } else {
         let mut tried = vec!["mesa_decode"];
         if lanes {

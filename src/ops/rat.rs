@@ -191,6 +191,90 @@ pub fn step(
     )
 }
 
+/// A decode step's work between its fused projection and its attention, in one dispatch
+/// (shaders/decode_prep.wgsl): from `proj [B, 1, 3D + 2·G·dh]` (z | x | g | q | k), the gated
+/// recurrent step of values and keys (`reset`: the token starts a chunk) into the running states
+/// `last_v, last_k [B, 1, D]`, the running key (rotated at chunk index `chunk_index`) and value
+/// into slot `chunk_index` of the caches `[B, H, slots, dh]`, and returns every head's rotated
+/// query `[B, 1, D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn step_prep(
+    rec: &mut Recording,
+    proj: &Tensor,
+    g_bias: &Tensor,
+    rope: &super::rope::RopeTable,
+    chunk_index: usize,
+    reset: bool,
+    last_v: &Tensor,
+    last_k: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    heads: Heads,
+) -> Result<Tensor> {
+    let dtype = same_dtype(
+        "rat step",
+        &[proj, g_bias, last_v, last_k, k_cache, v_cache],
+    )?;
+    let (d, ps, cs) = (heads.d(), proj.shape(), k_cache.shape());
+    let b = ps.first().copied().unwrap_or(0);
+    let width = 3 * d + 2 * heads.dg();
+    let bad = ps != [b, 1, width]
+        || g_bias.shape() != [d]
+        || last_v.numel() != b * d
+        || last_k.numel() != b * d
+        || cs.len() != 4
+        || v_cache.shape() != cs
+        || cs[..2] != [b, heads.heads]
+        || cs[3] != heads.dh
+        || chunk_index >= cs[2]
+        || rope.dh() != heads.dh
+        || chunk_index >= rope.max_positions();
+    if bad {
+        return Err(Error::shape(
+            "rat step",
+            format!(
+                "need proj [B, 1, {width}], gate bias [{d}], states [B, 1, {d}] and caches [B, {},                  slots, {}] with slot {chunk_index}; got {ps:?}, {:?}, {:?}, {cs:?}",
+                heads.heads,
+                heads.dh,
+                g_bias.shape(),
+                last_v.shape()
+            ),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let q = ctx.alloc(&[b, 1, d], dtype)?;
+    let params = super::attention::PrepParams {
+        b: b as u32,
+        h: heads.heads as u32,
+        dh: heads.dh as u32,
+        groups: heads.groups as u32,
+        ld: check_u32("rat step", width)?,
+        pos: chunk_index as u32,
+        slot: chunk_index as u32,
+        cap: check_u32("rat step", cs[2])?,
+        reset: u32::from(reset),
+        _p: [0; 3],
+    };
+    let kernel = ctx.kernel(&KernelKey::new("decode_prep.wgsl", "rat_step_prep", dtype))?;
+    let groups = grid_1d(&ctx, "rat step", ((b * d / 2) as u64).div_ceil(64))?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[
+            proj,
+            rope.tensor(),
+            g_bias,
+            last_v,
+            last_k,
+            k_cache,
+            v_cache,
+            &q,
+        ],
+        groups,
+    )?;
+    Ok(q)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct AttnParams {

@@ -78,6 +78,11 @@ impl RopeTable {
         })
     }
 
+    /// The table itself, `[max_positions, dh]` f32 (cos, then sin), for kernels that rotate as
+    /// part of other work (shaders/decode_prep.wgsl).
+    pub(crate) fn tensor(&self) -> &Tensor {
+        &self.table
+    }
     pub fn dh(&self) -> usize {
         self.dh
     }

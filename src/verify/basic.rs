@@ -26,6 +26,12 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
         (1, 20, 300, 1028, false),
         (3, 7, 9, 8, true),
         (3, 29, 33, 40, false),
+        // Decode-sized products (GEMV on GPU schedules): M = 1 … 17, K not a multiple of 4, N = 1.
+        (1, 2, 1, 4099, false),
+        (1, 3, 65, 7, false),
+        (1, 8, 129, 1024, false),
+        (2, 8, 31, 64, false),
+        (1, 16, 70, 250, false),
     ] {
         let shape = format!("b{b} m{m} n{n} k{k}{}", if wb { " w batched" } else { "" });
         all.push(Case::new(
@@ -38,6 +44,36 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 n,
                 k,
                 wb,
+                dtype,
+            },
+        ));
+    }
+    // A projection with its residual and its input gate folded in, reading the gate as a slice of
+    // a wider tensor (RAT's output projection in a decode step).
+    for &(m, n, k, norm) in &[
+        (1, 64, 64, false),
+        (4, 33, 32, false),
+        (16, 96, 128, false),
+        (3, 40, 30, false),
+        (1, 64, 64, true),
+        (2, 40, 30, true),
+        (16, 96, 128, true),
+    ] {
+        let what = if norm {
+            "norm+residual"
+        } else {
+            "gate+residual"
+        };
+        let shape = format!("m{m} n{n} k{k} {what}");
+        all.push(Case::new(
+            "gemm",
+            shape,
+            dtype,
+            Fused {
+                m,
+                n,
+                k,
+                norm,
                 dtype,
             },
         ));
@@ -250,6 +286,90 @@ impl Check for Gemm {
     fn reference(&self) -> Vec<f64> {
         let (x, w) = self.inputs();
         r::gemm(&x, &w, self.b, self.m, self.n, self.k)
+    }
+}
+
+/// `y = r + (x ⊙ sigmoid(z)) · W[rows]ᵀ` through a `Linear` block of a wider weight, z a slice
+/// (offset 8, row stride k + 12) of a wider tensor; or (`norm`) `y = r + RMSNorm(x)·nw · W[rows]ᵀ`.
+struct Fused {
+    m: usize,
+    n: usize,
+    k: usize,
+    norm: bool,
+    dtype: DType,
+}
+
+impl Fused {
+    const ROW0: usize = 4;
+    fn inputs(&self) -> [Vec<f32>; 4] {
+        let (m, n, k) = (self.m, self.n, self.k);
+        [
+            stored(&rand(m * k, 41, 1.0), self.dtype),
+            stored(&rand((n + 2 * Self::ROW0) * k, 42, 1.0), self.dtype),
+            stored(&rand(m * (k + 12) + 8, 43, 3.0), self.dtype),
+            stored(&rand(m * n, 44, 1.0), self.dtype),
+        ]
+    }
+    fn norm_weight(&self) -> Vec<f32> {
+        stored(
+            &rand(self.k, 45, 0.5)
+                .iter()
+                .map(|v| 1.0 + v)
+                .collect::<Vec<_>>(),
+            self.dtype,
+        )
+    }
+}
+
+impl Check for Fused {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let [x, w, z, r] = self.inputs();
+        let xt = ctx.upload(&x, &[1, m, k], self.dtype)?;
+        let wt = ctx.upload(&w, &[n + 2 * Self::ROW0, k], self.dtype)?;
+        let zt = ctx.upload(&z, &[z.len()], self.dtype)?;
+        let rt = ctx.upload(&r, &[1, m, n], self.dtype)?;
+        let lin = gemm::Linear::new(ctx, wt)?.rows(Self::ROW0..Self::ROW0 + n)?;
+        let nw = ctx.upload(&self.norm_weight(), &[k], self.dtype)?;
+        let fused = if self.norm {
+            gemm::Fused {
+                norm: Some((&nw, 1e-6)),
+                residual: Some(&rt),
+                gate: None,
+            }
+        } else {
+            gemm::Fused {
+                norm: None,
+                residual: Some(&rt),
+                gate: Some(gemm::Slice {
+                    tensor: &zt,
+                    offset: 8,
+                    ld: k + 12,
+                }),
+            }
+        };
+        ctx.download(&ctx.run(|rec| lin.forward_fused(rec, &xt, fused))?)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let [x, w, z, r] = self.inputs();
+        let gated: Vec<f32> = if self.norm {
+            let normed = r::rmsnorm(&x, &self.norm_weight(), 1e-6);
+            normed.iter().map(|&v| v as f32).collect()
+        } else {
+            (0..m * k)
+                .map(|e| {
+                    (x[e] as f64 * r::sigmoid(z[8 + (e / k) * (k + 12) + e % k] as f64)) as f32
+                })
+                .collect()
+        };
+        let rows = &w[Self::ROW0 * k..(Self::ROW0 + n) * k];
+        // The gated input is rounded to f32 here; the kernels keep it in f32 registers too.
+        r::gemm(&gated, rows, 1, m, n, k)
+            .iter()
+            .zip(&r)
+            .map(|(y, &rr)| y + rr as f64)
+            .collect()
     }
 }
 

@@ -153,7 +153,17 @@ pub fn assert_decode_matches_forward<L: chunkwise::layers::SequenceLayer>(
     (b, t, d): (usize, usize, usize),
     p: usize,
 ) -> L::Cache {
-    let ctx = ctx();
+    assert_decode_matches_forward_on(ctx(), layer, x, (b, t, d), p)
+}
+
+/// [`assert_decode_matches_forward`] for a layer loaded on `ctx`.
+pub fn assert_decode_matches_forward_on<L: chunkwise::layers::SequenceLayer>(
+    ctx: &Context,
+    layer: &L,
+    x: &[f32],
+    (b, t, d): (usize, usize, usize),
+    p: usize,
+) -> L::Cache {
     let xt = ctx.upload(x, &[b, t, d], DType::F32).unwrap();
     let full = ctx
         .download(&ctx.run(|rec| layer.forward(rec, &xt)).unwrap())
