@@ -10,6 +10,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn bench(c: &mut Criterion) {
     let ctx = Context::new_blocking().expect("benchmarks need a wgpu adapter");
+    // The GPU kernels (attention_fa2) on any adapter, next to the adapter's own schedule.
+    let gpu = Context::new_blocking().expect("benchmarks need a wgpu adapter");
+    gpu.set_schedule(chunkwise::Schedule::Gpu);
     let (d, heads) = (256usize, 4usize);
     let mut g = c.benchmark_group("attention");
     g.sample_size(10)
@@ -29,6 +32,19 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        if !ctx.cpu_schedules() {
+            continue;
+        }
+        let xg = gpu
+            .upload(&vec![0.01; t * d], &[1, t, d], DType::F32)
+            .unwrap();
+        g.bench_function(BenchmarkId::new("forward_gpu_kernels", t), |b| {
+            b.iter_custom(|n| {
+                gpu_time(&gpu, n, &|rec| {
+                    attn::attention(rec, &xg, &xg, &xg, heads, None, None)
+                })
+            })
+        });
     }
     for batch in [1usize, 16] {
         let len = 4097;

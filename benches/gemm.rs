@@ -1,4 +1,5 @@
-//! GEMM y = x·Wᵀ: GPU time per call (timestamps where available) for both schedules.
+//! GEMM y = x·Wᵀ: GPU time per call (timestamps where available) for every GPU tile and the
+//! CPU-adapter schedules.
 //! `cargo bench --bench gemm`
 
 use std::time::Duration;
@@ -23,13 +24,19 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         let w = ctx.upload(&vec![0.25; n * k], &[n, k], DType::F32).unwrap();
         g.throughput(Throughput::Elements(gemm::flops(1, m, n, k) as u64));
-        for s in [
-            GemmSchedule::Tiled,
-            GemmSchedule::Direct,
-            GemmSchedule::DirectSubgroup,
-        ] {
+        // Every GPU tile the adapter can run here (tensor-core ones only with cooperative
+        // matrices and sizes that are multiples of their edge), then the CPU-adapter schedules.
+        let tiles = gemm::Tile::ALL
+            .into_iter()
+            .filter(|t| t.usable(&ctx, DType::F32, m, n, k).is_ok())
+            .map(GemmSchedule::TiledAs);
+        for s in tiles.chain([GemmSchedule::Direct, GemmSchedule::DirectSubgroup]) {
+            let name = match s {
+                GemmSchedule::TiledAs(t) => format!("tiled_{}", t.name()),
+                s => format!("{s:?}"),
+            };
             g.bench_with_input(
-                BenchmarkId::new(format!("{s:?}"), format!("{m}x{n}x{k}")),
+                BenchmarkId::new(name, format!("{m}x{n}x{k}")),
                 &s,
                 |b, &s| {
                     b.iter_custom(|iters| {

@@ -5,11 +5,12 @@
 #   scripts/gpu-run.sh BINARY OUT_DIR [GOLDEN_DIR]
 #
 # Writes into OUT_DIR: info.txt, info.json, check.txt + check.jsonl (every kernel family against
-# the float64 reference, and the golden cases when GOLDEN_DIR is given), gemm.jsonl, layers.txt +
+# the float64 reference, and the golden cases when GOLDEN_DIR is given), tune.txt + tune.json (the
+# tuned GEMM tiles, used by the steps after it), gemm.jsonl, gemm-TILE.txt, layers.txt +
 # layers.jsonl (`bench layers --preset paper`), model.txt + model.jsonl, and each step's stderr.
 # A step that fails or runs past its time limit is recorded in steps.txt and the rest still run,
 # so one broken kernel does not cost the whole (short) GPU session; JSON Lines are written row by
-# row, so a step cut short keeps the rows it finished. The limits add up to about 10 minutes.
+# row, so a step cut short keeps the rows it finished. The limits add up to about 10.5 minutes.
 set -uo pipefail
 bin=${1:?usage: gpu-run.sh BINARY OUT_DIR [GOLDEN_DIR]}
 out=${2:?usage: gpu-run.sh BINARY OUT_DIR [GOLDEN_DIR]}
@@ -35,14 +36,22 @@ step() { # name, seconds, command...
 step info 30 "$bin" info
 "$bin" info --json > "$out/info.json" 2>> "$out/info.stderr"
 if [ -n "$golden" ]; then
-    step check 150 "$bin" check --json "$out/check.jsonl" --golden "$golden"
+    step check 120 "$bin" check --json "$out/check.jsonl" --golden "$golden"
 else
-    step check 150 "$bin" check --json "$out/check.jsonl"
+    step check 120 "$bin" check --json "$out/check.jsonl"
 fi
-# `bench gemm --json` prints its rows on stdout.
+# Tune the GPU GEMM tiles (each checked against float64 first; tensor-core tiles where the device
+# has cooperative matrices) into a cache the later steps read.
+export CHUNKWISE_TUNE_CACHE="$out/tune.json"
+step tune 45 "$bin" tune
+# `bench gemm --json` prints its rows on stdout: the tuned choice, then every tile at 4096³.
 step gemm 45 "$bin" bench gemm --json --samples 5 \
     --sizes 1024x1024x1024,4096x4096x4096,16384x2048x2048,1x4096x4096,16x4096x4096
 mv "$out/gemm.txt" "$out/gemm.jsonl"
-step layers 300 "$bin" bench layers --preset paper --json "$out/layers.jsonl"
-step model 90 "$bin" bench model --json "$out/model.jsonl"
+for tile in 64x64 128x64 128x128 coop16 coop8; do
+    step "gemm-$tile" 10 "$bin" bench gemm --json --samples 5 --schedule tiled --tile "$tile" \
+        --sizes 4096x4096x4096,16384x2048x2048
+done
+step layers 270 "$bin" bench layers --preset paper --json "$out/layers.jsonl"
+step model 75 "$bin" bench model --json "$out/model.jsonl"
 cat "$out/steps.txt"

@@ -127,7 +127,18 @@ pub fn gemm(
         times.push(rec.submit_timed()?);
     }
     let time = summarize(&times);
-    let schedule = format!("{effective:?}").to_lowercase();
+    let schedule = match (effective, effective.is_direct() && k.is_multiple_of(4)) {
+        (GemmSchedule::TiledAs(t), _) => format!("tiled {}", t.name()),
+        (GemmSchedule::Gemv, _) => "gemv".to_string(),
+        // What a direct schedule cannot take (K not a multiple of 4) runs tiled too.
+        (GemmSchedule::Tiled, _) | (_, false) => {
+            format!(
+                "tiled {}",
+                crate::tune::gemm_tile(ctx, dtype, 1, m, n, k).name()
+            )
+        }
+        _ => format!("{effective:?}").to_lowercase(),
+    };
     Ok(GemmResult {
         m,
         n,

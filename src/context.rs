@@ -97,6 +97,9 @@ pub struct ContextOptions {
     pub power_preference: Option<wgpu::PowerPreference>,
     /// Kernel schedule (`CHUNKWISE_SCHEDULE`).
     pub schedule: Schedule,
+    /// The tune cache to read this adapter's tuned choices from (`CHUNKWISE_TUNE_CACHE`, else
+    /// [`crate::tune::default_cache_path`]); `None`: defaults only.
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 impl ContextOptions {
@@ -104,12 +107,13 @@ impl ContextOptions {
     /// `CHUNKWISE_SCHEDULE` that is not auto, gpu or cpu is an error.
     pub fn from_env() -> Result<Self> {
         Ok(ContextOptions {
-            backends: wgpu::Backends::from_env(),
+            backends: backends_from_env(),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME")
                 .ok()
                 .filter(|s| !s.is_empty()),
             power_preference: wgpu::PowerPreference::from_env(),
             schedule: Schedule::from_env()?,
+            tune_cache: crate::tune::cache_path_from_env(),
         })
     }
 }
@@ -158,6 +162,10 @@ pub(crate) struct Inner {
     schedule: AtomicU8,
     /// A small zeroed buffer bound where a kernel's optional read-only input is not used.
     placeholder: std::sync::OnceLock<Tensor>,
+    /// Tuned variant choices for this adapter (`set_tuning`).
+    tuning: std::sync::RwLock<Option<Arc<crate::tune::Tuning>>>,
+    /// Cooperative-matrix sizes the device offers (empty without the feature).
+    coop_sizes: std::sync::RwLock<Vec<wgpu::CooperativeMatrixProperties>>,
 }
 
 /// The handle to one GPU device and everything chunkwise keeps for it.
@@ -184,9 +192,17 @@ fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// `WGPU_BACKEND`, where set to something (wgpu reads an empty value as no backend at all).
+fn backends_from_env() -> Option<wgpu::Backends> {
+    std::env::var("WGPU_BACKEND")
+        .is_ok_and(|v| !v.trim().is_empty())
+        .then(wgpu::Backends::from_env)
+        .flatten()
+}
+
 /// Every adapter wgpu finds for the backends in `WGPU_BACKEND` (all when unset).
 pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let backends = backends_from_env().unwrap_or(wgpu::Backends::all());
     pollster::block_on(instance(Some(backends)).enumerate_adapters(backends))
 }
 
@@ -234,6 +250,13 @@ impl Context {
         };
         let ctx = Self::from_adapter(&adapter).await?;
         ctx.set_schedule(opts.schedule);
+        if let Some(path) = &opts.tune_cache {
+            // A broken cache costs speed, not correctness: warn and use the defaults.
+            match crate::tune::Tuning::load(path, ctx.adapter_info()) {
+                Ok(t) => ctx.set_tuning(t),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
         Ok(ctx)
     }
 
@@ -241,6 +264,23 @@ impl Context {
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         let features = adapter.features() & WANTED_FEATURES;
+        // Tensor cores: requested where offered. The coop kernels are picked only after
+        // `chunkwise tune` has checked them on this adapter (crate::tune), so a driver bug in an
+        // experimental feature costs a rejected variant, not a wrong result.
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let features = features | (adapter.features() & coop);
+        let experimental = if features.contains(coop) {
+            // SAFETY: wgpu marks experimental features unsafe because they may be unsound or
+            // change; chunkwise uses this one only in kernels verified on the device first.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let coop_sizes = if features.contains(coop) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            vec![]
+        };
         // The adapter's own limits, not wgpu's conservative defaults (128/256 MiB bindings and buffers).
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -248,7 +288,7 @@ impl Context {
                 label: Some("chunkwise"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: experimental,
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -262,6 +302,10 @@ impl Context {
             log::error!("uncaptured wgpu error: {e}")
         }));
         let ctx = Self::build(device, queue, info);
+        *ctx.inner
+            .coop_sizes
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = coop_sizes;
         let lost = ctx.inner.lost.clone();
         ctx.inner
             .device
@@ -320,6 +364,8 @@ impl Context {
                 subgroup_kernels: AtomicBool::new(true),
                 schedule: AtomicU8::new(Schedule::Auto.to_u8()),
                 placeholder: std::sync::OnceLock::new(),
+                tuning: std::sync::RwLock::new(None),
+                coop_sizes: std::sync::RwLock::new(vec![]),
             }),
         }
     }
@@ -390,7 +436,8 @@ impl Context {
             .store(schedule.to_u8(), Ordering::Relaxed);
     }
     /// What `chunkwise info` and table headers print: the setting, the kernels it resolves to
-    /// here, and whether subgroup kernels may be picked, e.g. `auto → cpu kernels, subgroups of 8`.
+    /// here, whether subgroup kernels may be picked, and where tuned choices came from, e.g.
+    /// `auto → cpu kernels, subgroups of 8; untuned (defaults)`.
     pub fn schedule_summary(&self) -> String {
         let kernels = if self.cpu_schedules() { "cpu" } else { "gpu" };
         let sg = match self.subgroup_size() {
@@ -402,7 +449,51 @@ impl Context {
             }
             None => "no subgroup kernels".to_string(),
         };
-        format!("{} → {kernels} kernels, {sg}", self.schedule())
+        let tuned = match self.tuning() {
+            Some(t) => format!(
+                "tuned: {} ({} shape classes)",
+                t.source
+                    .as_deref()
+                    .map_or("set in code".into(), |p| p.display().to_string()),
+                t.len()
+            ),
+            None => "untuned (defaults)".into(),
+        };
+        format!("{} → {kernels} kernels, {sg}; {tuned}", self.schedule())
+    }
+    /// Whether the device offers cooperative matrices of `size` × `size` × `size` with inputs of
+    /// `dtype` and an f32 accumulator (what the tensor-core GEMMs use).
+    pub fn has_coop_matrix(&self, size: u32, dtype: DType) -> bool {
+        let ab = match dtype {
+            DType::F32 => wgpu::CooperativeScalarType::F32,
+            DType::F16 => wgpu::CooperativeScalarType::F16,
+        };
+        self.inner
+            .features
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && self
+                .inner
+                .coop_sizes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|p| {
+                    (p.m_size, p.n_size, p.k_size) == (size, size, size)
+                        && p.ab_type == ab
+                        && p.cr_type == wgpu::CooperativeScalarType::F32
+                })
+    }
+    /// The tuned variant choices in use (`None`: the defaults per device class).
+    pub fn tuning(&self) -> Option<Arc<crate::tune::Tuning>> {
+        self.inner
+            .tuning
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    /// Replaces the tuned choices for work recorded from now on (`None`: defaults).
+    pub fn set_tuning(&self, tuning: Option<crate::tune::Tuning>) {
+        *self.inner.tuning.write().unwrap_or_else(|p| p.into_inner()) = tuning.map(Arc::new);
     }
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
@@ -457,9 +548,25 @@ impl Context {
 
     /// The compiled pipeline for a kernel key (cached).
     pub fn kernel(&self, key: &KernelKey) -> Result<Arc<Kernel>> {
-        self.inner
-            .registry
-            .get(&self.inner.device, &self.inner.limits, key)
+        self.inner.registry.get(
+            &self.inner.device,
+            self.inner.info.backend,
+            &self.inner.limits,
+            key,
+        )
+    }
+
+    /// The keys of every pipeline this context has compiled (the kernel tests check each against
+    /// the variant table, `kernels::variants`).
+    pub fn compiled_kernels(&self) -> Vec<KernelKey> {
+        self.inner.registry.keys()
+    }
+
+    /// Whether the selection may pick `file::entry` on this adapter's backend (the variant
+    /// table's `not_on`).
+    pub fn variant_allowed(&self, file: &str, entry: &str) -> bool {
+        crate::kernels::variants::find(file, entry)
+            .is_none_or(|v| v.excluded_on(self.inner.info.backend).is_none())
     }
 
     /// A new, empty recording of dispatches; nothing runs until [`Recording::submit`].

@@ -98,6 +98,24 @@ pub enum Error {
     /// The operation needs a device feature this adapter lacks.
     #[error("{what} needs the device feature {feature}, which this adapter does not have")]
     MissingFeature { what: String, feature: &'static str },
+
+    /// A kernel that naga cannot translate for a backend's shading language (found by the
+    /// translation test, `kernels::translate`).
+    #[error("kernel {kernel} ({variant}) does not translate to {target}: {message}")]
+    Translation {
+        kernel: String,
+        variant: String,
+        target: String,
+        message: String,
+    },
+
+    /// A kernel variant the variant table rules out on this adapter's backend.
+    #[error("kernel {kernel} does not run on the {backend} backend: {why}")]
+    VariantNotOnBackend {
+        kernel: String,
+        backend: String,
+        why: &'static str,
+    },
 }
 
 /// Result with chunkwise's [`Error`].

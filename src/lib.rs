@@ -24,6 +24,7 @@ pub mod pool;
 pub mod record;
 pub mod reference;
 pub mod tensor;
+pub mod tune;
 pub mod verify;
 
 pub use context::{AdapterSummary, Context, ContextOptions, Schedule};

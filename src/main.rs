@@ -73,8 +73,11 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
         /// Leave out the long cases (one per family, sized to reach loop and tile limits).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "smoke")]
         quick: bool,
+        /// Only the first case of each family in each dtype (for drivers that compile slowly).
+        #[arg(long)]
+        smoke: bool,
         /// Only these families (repeat the flag or separate with commas); see --list.
         #[arg(long, value_delimiter = ',')]
         family: Vec<String>,
@@ -87,6 +90,21 @@ enum Cmd {
         /// List the families and their case counts, and exit.
         #[arg(long)]
         list: bool,
+    },
+    /// Tune the selected adapter: check every candidate variant (today the GPU GEMM's tile
+    /// shapes) against the float64 reference, time those that pass at the benchmarked layers'
+    /// projection shapes, and write the fastest per shape class to the tune cache, which later
+    /// runs on this adapter read (table headers name it).
+    Tune {
+        /// The cache file (default: CHUNKWISE_TUNE_CACHE, else the user's cache directory).
+        #[arg(long)]
+        cache: Option<std::path::PathBuf>,
+        /// D = 256 only, two sequence lengths, f32 only.
+        #[arg(long)]
+        quick: bool,
+        /// Timed runs per candidate and shape (median taken, after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
     },
     /// Benchmarks.
     Bench {
@@ -197,7 +215,7 @@ enum Mode {
     Both,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Schedule {
     Auto,
     Tiled,
@@ -279,6 +297,10 @@ enum BenchCmd {
         dtype: DType,
         #[arg(long, value_enum, default_value = "auto")]
         schedule: Schedule,
+        /// The GPU GEMM's tile (64x64, 128x64, 128x128, or the tensor-core coop16 / coop8) for
+        /// `--schedule tiled`; default: the tuned choice, else the size rule (`chunkwise tune`).
+        #[arg(long)]
+        tile: Option<String>,
         /// Timed samples per size (after one warm-up).
         #[arg(long, default_value_t = 5)]
         samples: usize,
@@ -303,6 +325,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
         Cmd::Info { json } => info(json),
+        Cmd::Tune {
+            cache,
+            quick,
+            samples,
+        } => tune(cache, quick, samples),
         Cmd::Generate {
             model,
             prompt,
@@ -376,11 +403,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Check {
             json,
             quick,
+            smoke,
             family,
             golden,
             timeout_s,
             list,
-        } => check(json, quick, &family, golden, timeout_s, list),
+        } => {
+            let scope = match (quick, smoke) {
+                (_, true) => chunkwise::verify::Scope::Smoke,
+                (true, _) => chunkwise::verify::Scope::Quick,
+                _ => chunkwise::verify::Scope::Full,
+            };
+            check(json, scope, &family, golden, timeout_s, list)
+        }
         Cmd::Run {
             case,
             out,
@@ -503,14 +538,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     sizes,
                     dtype,
                     schedule,
+                    tile,
                     samples,
                     json,
                 },
         } => {
             let ctx = Context::new_blocking()?;
+            let tile = tile
+                .map(|t| {
+                    let names: Vec<&str> = chunkwise::ops::gemm::Tile::ALL
+                        .iter()
+                        .map(|t| t.name())
+                        .collect();
+                    chunkwise::ops::gemm::Tile::parse(&t)
+                        .ok_or(format!("--tile {t}: not one of {}", names.join(", ")))
+                })
+                .transpose()?;
+            if tile.is_some() && schedule != Schedule::Tiled {
+                return Err("--tile needs --schedule tiled".into());
+            }
             let schedule = match schedule {
                 Schedule::Auto => GemmSchedule::Auto,
-                Schedule::Tiled => GemmSchedule::Tiled,
+                Schedule::Tiled => tile.map_or(GemmSchedule::Tiled, GemmSchedule::TiledAs),
                 Schedule::Gemv => GemmSchedule::Gemv,
                 Schedule::Direct => GemmSchedule::Direct,
                 Schedule::DirectSubgroup => GemmSchedule::DirectSubgroup,
@@ -561,10 +610,55 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// Which kernel variants an adapter runs (the variant table against its backend, device type,
+/// features and the schedule setting), as JSON: `runs`, `other_schedule`, `needs_subgroups`,
+/// `not_on_backend` (with the reason), plus the schedule and whether f16 storage is available.
+fn adapter_variants(a: &wgpu::Adapter, schedule: chunkwise::Schedule) -> serde_json::Value {
+    use chunkwise::kernels::variants::{availability, Availability, TABLE};
+    let info = a.get_info();
+    let features = a.features();
+    let cpu = match schedule {
+        chunkwise::Schedule::Auto => info.device_type == wgpu::DeviceType::Cpu,
+        chunkwise::Schedule::Gpu => false,
+        chunkwise::Schedule::Cpu => true,
+    };
+    let subgroups = features.contains(wgpu::Features::SUBGROUP);
+    let coop = features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+    let (mut runs, mut other, mut needs_sg, mut not_here) = (vec![], vec![], vec![], vec![]);
+    let mut needs_coop = vec![];
+    for v in TABLE {
+        match availability(v, info.backend, cpu, subgroups, coop) {
+            Availability::Runs => runs.push(v.name()),
+            Availability::OtherSchedule => other.push(v.name()),
+            Availability::NeedsSubgroups => needs_sg.push(v.name()),
+            Availability::NeedsCoopMatrix => needs_coop.push(v.name()),
+            Availability::NotOnBackend(why) => {
+                not_here.push(serde_json::json!({ "variant": v.name(), "why": why }))
+            }
+        }
+    }
+    serde_json::json!({
+        "schedule": format!("{} → {} kernels", schedule.name(), if cpu { "cpu" } else { "gpu" }),
+        "f16": features.contains(wgpu::Features::SHADER_F16),
+        "subgroups": subgroups,
+        "runs": runs,
+        "other_schedule": other,
+        "needs_subgroups": needs_sg,
+        "needs_cooperative_matrix": needs_coop,
+        "cooperative_matrix_sizes": a.cooperative_matrix_properties().iter().map(|p| {
+            format!("{}x{}x{} {:?}·{:?}→{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type)
+        }).collect::<Vec<_>>(),
+        "not_on_backend": not_here,
+    })
+}
+
 fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let adapters: Vec<AdapterSummary> = chunkwise::context::enumerate_adapters()
+    let found = chunkwise::context::enumerate_adapters();
+    let schedule = chunkwise::Schedule::from_env()?;
+    let adapters: Vec<AdapterSummary> = found.iter().map(|a| (&a.get_info()).into()).collect();
+    let variants: Vec<serde_json::Value> = found
         .iter()
-        .map(|a| (&a.get_info()).into())
+        .map(|a| adapter_variants(a, schedule))
         .collect();
     let selected = Context::new_blocking();
     if json {
@@ -572,6 +666,15 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
             Ok(ctx) => selected_json(ctx),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
+        let adapters: Vec<serde_json::Value> = adapters
+            .iter()
+            .zip(&variants)
+            .map(|(a, v)| {
+                let mut a = serde_json::to_value(a).unwrap_or_default();
+                a["kernels"] = v.clone();
+                a
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
@@ -580,17 +683,63 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         );
     } else {
         println!("adapters ({}):", adapters.len());
-        for a in &adapters {
+        for (a, v) in adapters.iter().zip(&variants) {
             println!(
                 "  - {:<7} {} [{}] driver: {} {}",
                 a.backend, a.name, a.device_type, a.driver, a.driver_info
             );
+            let names = |key: &str| -> Vec<String> {
+                v[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.as_str().unwrap_or("?").to_string())
+                    .collect()
+            };
+            println!(
+                "    kernels: schedule {}, f16 {}, subgroups {}",
+                v["schedule"].as_str().unwrap_or("?"),
+                if v["f16"] == true {
+                    "yes"
+                } else {
+                    "no (f32 storage)"
+                },
+                if v["subgroups"] == true { "yes" } else { "no" },
+            );
+            println!(
+                "    runs ({}): {}",
+                names("runs").len(),
+                names("runs").join(" ")
+            );
+            for (key, what) in [
+                ("other_schedule", "the other schedule's"),
+                ("needs_subgroups", "need subgroups"),
+                ("needs_cooperative_matrix", "need cooperative matrices"),
+            ] {
+                let n = names(key);
+                if !n.is_empty() {
+                    println!("    not run, {what} ({}): {}", n.len(), n.join(" "));
+                }
+            }
+            for n in v["not_on_backend"].as_array().into_iter().flatten() {
+                println!(
+                    "    not on {}: {} ({})",
+                    a.backend,
+                    n["variant"].as_str().unwrap_or("?"),
+                    n["why"].as_str().unwrap_or("?")
+                );
+            }
         }
         match &selected {
             Ok(ctx) => {
                 let v = selected_json(ctx);
                 println!("selected: {}", v["adapter"]["name"].as_str().unwrap_or("?"));
                 println!("  schedule: {}", ctx.schedule_summary());
+                println!("  gemm: {}", chunkwise::tune::gemm_rule(ctx));
+                println!(
+                    "  flash forward: {}",
+                    chunkwise::ops::attention::forward_rule(ctx)
+                );
                 println!("  features used: {}", v["features"]);
                 for (k, val) in v["limits"].as_object().into_iter().flatten() {
                     println!("  {k}: {val}");
@@ -602,16 +751,68 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
     selected.map(|_| ()).map_err(Into::into)
 }
 
+fn tune(
+    cache: Option<std::path::PathBuf>,
+    quick: bool,
+    samples: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise::tune;
+    let path = cache
+        .or_else(tune::cache_path_from_env)
+        .ok_or("no cache directory known here: pass --cache FILE")?;
+    let ctx = Context::new_blocking()?;
+    // Tune what the GPU schedule runs, whatever this adapter's default schedule.
+    let info = ctx.adapter_info().clone();
+    println!(
+        "# tuning {} ({:?}, {} {}) into {}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        path.display()
+    );
+    println!("| family | shape class | timed at | candidates (median ms) | choice |");
+    println!("|---|---|---|---|---|");
+    let shapes = tune::gemm_shapes(&ctx, quick);
+    let bar = indicatif::ProgressBar::new(shapes.len() as u64);
+    let mut reasons = std::collections::BTreeMap::new();
+    let tuning = tune::tune_gemm(&ctx, &shapes, samples, |class, c| {
+        let mut cands: Vec<String> = c.ms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        cands.extend(c.rejected.keys().map(|k| format!("{k} rejected")));
+        reasons.extend(c.rejected.clone());
+        bar.suspend(|| {
+            println!(
+                "| gemm | {class} | {} | {} | {} |",
+                c.shape,
+                cands.join(", "),
+                c.choice
+            )
+        });
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    for (tile, why) in &reasons {
+        println!("rejected {tile}: {why}");
+    }
+    tuning.save(&path, &info)?;
+    println!(
+        "wrote {} shape classes for this adapter to {}",
+        tuning.len(),
+        path.display()
+    );
+    Ok(())
+}
+
 fn check(
     json: Option<std::path::PathBuf>,
-    quick: bool,
+    scope: chunkwise::verify::Scope,
     families: &[String],
     golden: Option<std::path::PathBuf>,
     timeout_s: u64,
     list: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise::verify;
-    let cases = verify::select(families, quick)?;
+    let cases = verify::select(families, scope)?;
     if list {
         for f in verify::families() {
             let n = cases.iter().filter(|c| c.family == f).count();
@@ -725,6 +926,8 @@ fn selected_json(ctx: &Context) -> serde_json::Value {
         "adapter": AdapterSummary::from(ctx.adapter_info()),
         "schedule": ctx.schedule().name(),
         "schedule_summary": ctx.schedule_summary(),
+        "gemm": chunkwise::tune::gemm_rule(ctx),
+        "flash_forward": chunkwise::ops::attention::forward_rule(ctx),
         "features": features,
         "limits": {
             "max_buffer_size": l.max_buffer_size,

@@ -455,3 +455,46 @@ fn chunks_longer_than_a_cpu_adapter_can_scan_are_a_named_error() {
         }
     }
 }
+
+#[test]
+fn the_gpu_inter_chunk_attention_folds_long_sequences_in_passes() {
+    // GPU kernels fold at most `GPU_KEYS_PER_PASS` (8192) chunk finals per dispatch and carry the
+    // running softmax between passes. T = 9000 at L = 1 is 9000 chunks: two passes; rows before,
+    // at and after the pass boundary and the last rows are compared with an f64 softmax.
+    let ctx = ctx_gpu_schedules();
+    let heads = Heads::new(8, 2, 1).unwrap(); // dh = 4, one query group
+    let (t, d, dh) = (9000, 8, 4);
+    let q = rand(t * heads.dg(), 31, 1.0);
+    let k = rand(t * d, 32, 1.0);
+    let v = rand(t * d, 33, 1.0);
+    let up = |x: &[f32], cols: usize| ctx.upload(x, &[1, t, cols], DType::F32).unwrap();
+    let (qt, kt, vt) = (up(&q, heads.dg()), up(&k, d), up(&v, d));
+    let o = ctx
+        .run(|rec| rops::inter_chunk_attention(rec, &qt, &kt, &vt, heads, 1, None))
+        .unwrap();
+    let got = ctx.download(&o).unwrap();
+    let rows: Vec<usize> = (0..3).chain(8188..8197).chain(t - 5..t).collect();
+    let (mut want, mut have) = (vec![], vec![]);
+    for &r in &rows {
+        for h in 0..2 {
+            // Token r sees chunks 0 … r − 1 (their finals: rows j at L = 1) and its own state.
+            let score = |j: usize| {
+                (0..dh)
+                    .map(|i| q[r * dh + i] as f64 * k[j * d + h * dh + i] as f64)
+                    .sum::<f64>()
+                    / (dh as f64).sqrt()
+            };
+            let s: Vec<f64> = (0..=r).map(score).collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for i in 0..dh {
+                let num: f64 = (0..=r).map(|j| e[j] * v[j * d + h * dh + i] as f64).sum();
+                want.push(num / z);
+                have.push(got[r * d + h * dh + i]);
+            }
+        }
+    }
+    let e = chunkwise::reference::rel_rms(&have, &want);
+    assert!(e <= tol(DType::F32), "rel-RMS {e:.2e} over rows {rows:?}");
+}

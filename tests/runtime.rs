@@ -245,9 +245,9 @@ fn unknown_kernels_and_bad_shapes_are_errors() {
         .unwrap_err();
     assert!(matches!(e, Error::UnknownKernel(_)), "{e}");
     let e = ctx
-        .kernel(&KernelKey::new("gemm.wgsl", "nope", DType::F32))
+        .kernel(&KernelKey::new("gemm_t64x64.wgsl", "nope", DType::F32))
         .unwrap_err();
-    assert!(e.to_string().contains("gemm.wgsl::nope"), "{e}");
+    assert!(e.to_string().contains("gemm_t64x64.wgsl::nope"), "{e}");
     let e = ctx
         .upload(&[1.0, 2.0, 3.0], &[2, 2], DType::F32)
         .unwrap_err();
@@ -376,4 +376,29 @@ fn flushing_a_recording_lets_later_steps_reuse_earlier_buffers() {
         allocs_flushed <= 6 && allocs_kept >= 20,
         "allocations: {allocs_kept} held, {allocs_flushed} flushed"
     );
+}
+
+#[test]
+fn a_variant_the_table_rules_out_on_a_backend_is_refused_by_name() {
+    // mesa_decode_lanes is kept off GL (llvmpipe's GL driver did not compile it in 300 s); the
+    // registry refuses it there before compiling anything, naming kernel, backend and reason.
+    let ctx = common::ctx();
+    let key = KernelKey::new("mesa_decode_lanes.wgsl", "mesa_decode_lanes", DType::F32);
+    let registry = chunkwise::kernels::Registry::new();
+    let Err(e) = registry.get(ctx.device(), wgpu::Backend::Gl, ctx.limits(), &key) else {
+        panic!("mesa_decode_lanes was built for GL");
+    };
+    assert!(matches!(e, Error::VariantNotOnBackend { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("mesa_decode_lanes") && msg.contains("Gl"),
+        "{msg}"
+    );
+    // The same key on the adapter's own backend (Vulkan here) builds.
+    if ctx.adapter_info().backend != wgpu::Backend::Gl {
+        let key = key.with("DIM", 16.0);
+        registry
+            .get(ctx.device(), ctx.adapter_info().backend, ctx.limits(), &key)
+            .unwrap();
+    }
 }

@@ -3,10 +3,13 @@
 // compute 64 rows to keep one and give N = 1024 only 16 workgroups; here every W row is read once,
 // by lanes walking K side by side (neighbouring lanes read neighbouring addresses), and feeds the
 // M rows of x. A workgroup takes ROWS rows of W:
-//  * gemv_sg: each subgroup takes whole rows (its lanes along K) and reduces them with
-//    subgroupAdd, so it is right for any subgroup size (4 … 128) and any grouping of lanes;
-//  * gemv_wg: for devices without subgroups, the workgroup takes one row at a time and reduces
-//    through workgroup memory.
+//  * gemv_sg (gemv_sg.wgsl, gemv4_sg.wgsl): each subgroup takes whole rows (its lanes along K)
+//    and reduces them with subgroupAdd, so it is right for any subgroup size (4 … 128) and any
+//    grouping of lanes;
+//  * gemv_wg (gemv.wgsl, gemv4.wgsl): for devices without subgroups, the workgroup takes one row
+//    at a time and reduces through workgroup memory.
+// The two live in separate files because wgpu validates a whole module against the device: a
+// subgroup entry point beside gemv_wg would keep gemv_wg off devices without subgroups.
 // The including file defines load_w4(n, kq), load_x4(i, kq), load_z4(i, kq) and load_n4(kq): 4
 // consecutive values from k = 4·kq (zero past K) of W row n (within the slice), of x row i, of the
 // gate row i and of the norm weight.
@@ -16,7 +19,6 @@ override MR: u32 = 1u;    // rows of x, ≤ 16
 override ROWS: u32 = 8u;  // rows of W per workgroup
 const WGV: u32 = 64u;
 
-var<workgroup> red: array<f32, 1024>; // [16][WGV] partial sums (gemv_wg)
 
 fn sig4(v: vec4<f32>) -> vec4<f32> {
     return 1.0 / (1.0 + exp(-v));
@@ -62,73 +64,3 @@ fn partial(n: u32, first: u32, step: u32) -> array<f32, 16> {
     return acc;
 }
 
-// red[i · WGV] ← Σ over the workgroup of red[i · WGV + lane], for every row i of x.
-fn tree_sum(lid: u32) {
-    for (var s = WGV / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var i = 0u; i < MR; i++) {
-                red[i * WGV + lid] += red[i * WGV + lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-}
-
-@compute @workgroup_size(WGV)
-fn gemv_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32,
-           @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
-    let base = flat_group(wid, nwg) * ROWS;
-    var scale: array<f32, 16>;
-    for (var i = 0u; i < MR; i++) {
-        scale[i] = 1.0;
-        if ((p.flags & 4u) != 0u) {
-            scale[i] = inv_rms(subgroupAdd(sum_squares(i, lane, sgs)));
-        }
-    }
-    for (var r = sgid; r < ROWS; r += nsg) {
-        let n = base + r;
-        // The same n on every lane of the subgroup: the reduction below stays within it.
-        if (n < p.n) {
-            let acc = partial(n, lane, sgs);
-            for (var i = 0u; i < MR; i++) {
-                let s = subgroupAdd(acc[i]);
-                if (lane == 0u) {
-                    store_one(s * scale[i], i, n, 0u);
-                }
-            }
-        }
-    }
-}
-
-@compute @workgroup_size(WGV)
-fn gemv_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let base = flat_group(wid, nwg) * ROWS;
-    var scale: array<f32, 16>;
-    for (var i = 0u; i < MR; i++) {
-        red[i * WGV + lid] = sum_squares(i, lid, WGV);
-    }
-    workgroupBarrier();
-    tree_sum(lid);
-    for (var i = 0u; i < MR; i++) {
-        scale[i] = select(1.0, inv_rms(red[i * WGV]), (p.flags & 4u) != 0u);
-    }
-    workgroupBarrier();
-    for (var r = 0u; r < ROWS; r++) {
-        let n = base + r;
-        if (n >= p.n) {
-            break;
-        }
-        let acc = partial(n, lid, WGV);
-        for (var i = 0u; i < MR; i++) {
-            red[i * WGV + lid] = acc[i];
-        }
-        workgroupBarrier();
-        tree_sum(lid);
-        if (lid < MR) {
-            store_one(red[lid * WGV] * scale[lid], lid, n, 0u);
-        }
-        workgroupBarrier();
-    }
-}

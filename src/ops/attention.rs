@@ -43,7 +43,9 @@ struct FwdParams {
     k_begin: u32,
     k_end: u32,
     g0: u32,
-    _p: [u32; 3],
+    /// Query groups in the dispatch (the GPU kernel walks them last first).
+    groups: u32,
+    _p: [u32; 2],
 }
 
 /// Keys one invocation of the flash forward folds in one pass on CPU adapters: a key costs about
@@ -52,6 +54,53 @@ struct FwdParams {
 /// the running softmax the one before carried.
 pub(crate) const CPU_KEYS_PER_PASS: usize = 16384;
 const _: () = assert!(2 * CPU_KEYS_PER_PASS <= super::CPU_LOOP_BUDGET);
+
+/// Keys one pass of the GPU forward folds: bounds how long one invocation (and so one dispatch)
+/// runs, whatever T is. 8192 keys of dh = 128 are ~4 M multiply-adds per query lane group: a few
+/// ms at most on an integrated GPU, far inside OS watchdogs (2 s on Windows), while the carry a
+/// pass writes and reads (16 bytes per query and head dim vec4) stays under 2% of its work.
+pub(crate) const GPU_KEYS_PER_PASS: usize = 8192;
+
+/// How this context runs the flash forward (attention, sliding window, RAT's inter-chunk
+/// attention), in words (`chunkwise info`).
+pub fn forward_rule(ctx: &crate::Context) -> String {
+    if ctx.cpu_schedules() {
+        let sg = if ctx.subgroup_size() == Some(8) {
+            "attention_fwd_sg / rat_attention_sg (8-lane subgroup broadcasts)"
+        } else {
+            "attention_fwd / rat_attention reading keys from storage"
+        };
+        return format!(
+            "{sg}, two queries per lane, up to dh 64 (the workgroup-memory kernels above);              {CPU_KEYS_PER_PASS} keys per pass"
+        );
+    }
+    let (kt64, sg) = fa2_plan(ctx, 64);
+    let (kt128, _) = fa2_plan(ctx, 128);
+    format!(
+        "attention_fa2{0} / rat_attention_fa2{0} (4 lanes per query, scores summed by {1}); key          tiles of {kt64} at dh 64, {kt128} at dh 128 (from {2} B of workgroup memory);          {GPU_KEYS_PER_PASS} keys per pass",
+        if sg { "_sg" } else { "" },
+        if sg {
+            "subgroup shuffles"
+        } else {
+            "workgroup memory"
+        },
+        ctx.limits().max_compute_workgroup_storage_size
+    )
+}
+
+/// The GPU forward (shaders/attention_fa2*.wgsl): keys per workgroup-memory tile, the largest of
+/// 16, 8, 4 whose K and V tiles (plus the score-reduction buffer without subgroups) fit the
+/// device's workgroup memory; and whether the subgroup reduction is used.
+pub(crate) fn fa2_plan(ctx: &crate::Context, dh: usize) -> (usize, bool) {
+    let sg = ctx.subgroups_enabled() && ctx.adapter_info().subgroup_min_size >= 4;
+    let budget = ctx.limits().max_compute_workgroup_storage_size as usize;
+    let red = if sg { 0 } else { 256 * 16 };
+    let kt = [16, 8, 4]
+        .into_iter()
+        .find(|kt| 2 * kt * dh * 4 + red <= budget)
+        .unwrap_or(4);
+    (kt, sg)
+}
 
 /// Causal attention over `q, k, v [B, T, D]` (`D = heads × dh`), returning `[B, T, D]`.
 /// `window = Some(W)`: query t sees keys t−W … t (W+1 keys). `scale` defaults to `dh^-1/2`.
@@ -101,26 +150,42 @@ pub fn attention(
         k_begin: 0,
         k_end: t as u32,
         g0: 0,
-        _p: [0; 3],
+        groups: 0,
+        _p: [0; 2],
     };
     let kh = super::transpose::split_heads(rec, k, heads)?;
     let vh = super::transpose::split_heads(rec, v, heads)?;
-    let schedule = FlashSchedule::for_head_dim(&ctx, dh);
-    let kernel = ctx.kernel(&schedule.key(
-        ("attention_fwd.wgsl", "attention_fwd_sg.wgsl"),
-        "attention_fwd",
-        dtype,
-        dh,
-    ))?;
-    let qpg = schedule.queries_per_group();
+    let (kernel, qpg) = if ctx.cpu_schedules() {
+        let schedule = FlashSchedule::for_head_dim(&ctx, dh);
+        let kernel = ctx.kernel(&schedule.key(
+            ("attention_fwd.wgsl", "attention_fwd_sg.wgsl"),
+            "attention_fwd",
+            dtype,
+            dh,
+        ))?;
+        (kernel, schedule.queries_per_group())
+    } else {
+        let (kt, sg) = fa2_plan(&ctx, dh);
+        let file = if sg {
+            "attention_fa2_sg.wgsl"
+        } else {
+            "attention_fa2.wgsl"
+        };
+        let key = KernelKey::new(file, "attention_fa2", dtype)
+            .with("DH4", (dh / 4) as f64)
+            .with("KT", kt as f64);
+        (ctx.kernel(&key)?, 64)
+    };
     let bh = check_u32("attention", b * heads)?;
-    // Keys a query sees: all before it, or W + 1 with a window.
+    // Keys a query sees: all before it, or W + 1 with a window. Every pass is bounded: on CPU
+    // adapters by llvmpipe's loop limiter, on GPUs by how long a dispatch may run.
     let row_keys = t.min((window as usize).saturating_add(1));
-    let per_pass = if ctx.is_cpu_adapter() && row_keys > CPU_KEYS_PER_PASS {
+    let pass_keys = if ctx.cpu_schedules() {
         CPU_KEYS_PER_PASS
     } else {
-        t
+        GPU_KEYS_PER_PASS
     };
+    let per_pass = if row_keys > pass_keys { pass_keys } else { t };
     let (carry_acc, carry_ml) = if per_pass < t {
         (
             ctx.alloc(&[b, t, d], DType::F32)?,
@@ -133,17 +198,19 @@ pub fn attention(
     for k_begin in (0..t).step_by(per_pass) {
         // Queries before k_begin are done: the pass starts at the group holding query k_begin.
         let g0 = k_begin / qpg;
+        let groups = (t.div_ceil(qpg) - g0) as u32;
         let pass = FwdParams {
             k_begin: k_begin as u32,
             k_end: (k_begin + per_pass).min(t) as u32,
             g0: g0 as u32,
+            groups,
             ..params
         };
         rec.dispatch(
             &kernel,
             bytemuck::bytes_of(&pass),
             &[q, &kh, &vh, &o, &carry_acc, &carry_ml],
-            [(t.div_ceil(qpg) - g0) as u32, bh, 1],
+            [groups, bh, 1],
         )?;
     }
     Ok(o)

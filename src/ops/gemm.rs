@@ -15,8 +15,11 @@ pub enum GemmSchedule {
     /// CPU schedules: `DirectSubgroup`; GPU schedules: `Gemv` up to 16 rows of x, else `Tiled`.
     #[default]
     Auto,
-    /// Workgroup-memory tiling with 4×4 register blocks (the GPU schedule).
+    /// Workgroup-memory tiles with register blocks (the GPU schedule); the tile shape tuned for
+    /// the adapter ([`crate::tune`]), else [`Tile::default_for`].
     Tiled,
+    /// `Tiled` with this tile shape (tuning and tests).
+    TiledAs(Tile),
     /// Few rows of x (decode steps, M ≤ 16; more fall back to `Tiled`): each row of W read once
     /// by lanes along K, reduced with subgroup sums where the device has subgroups
     /// (shaders/gemv.wgsl).
@@ -56,7 +59,7 @@ impl GemmSchedule {
         if gemv {
             GemmSchedule::Gemv
         } else if self == GemmSchedule::Gemv {
-            GemmSchedule::Tiled
+            GemmSchedule::Tiled.resolve(ctx)
         } else {
             self.resolve(ctx)
         }
@@ -64,6 +67,144 @@ impl GemmSchedule {
     /// Whether the schedule reads a transposed W (`Direct`, `DirectSubgroup`).
     pub fn is_direct(self) -> bool {
         matches!(self, GemmSchedule::Direct | GemmSchedule::DirectSubgroup)
+    }
+}
+
+/// Output tile of the GPU GEMM (`shaders/gemm_t*.wgsl`): rows of x × rows of W per 256-lane
+/// workgroup, each lane an (rows / 16) × (columns / 16) register block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tile {
+    T64x64,
+    T128x64,
+    T128x128,
+    /// Tensor cores: 64 × 64 tiles of 16 × 16 × 16 cooperative matrices (`gemm_coop16.wgsl`).
+    Coop16,
+    /// Tensor cores: 64 × 64 tiles of 8 × 8 × 8 cooperative matrices (Apple's simdgroup
+    /// matrices; `gemm_coop8.wgsl`).
+    Coop8,
+}
+
+impl Tile {
+    pub const ALL: [Tile; 5] = [
+        Tile::T64x64,
+        Tile::T128x64,
+        Tile::T128x128,
+        Tile::Coop16,
+        Tile::Coop8,
+    ];
+
+    /// (rows of y, columns of y) per workgroup.
+    pub fn dims(self) -> (usize, usize) {
+        match self {
+            Tile::T64x64 | Tile::Coop16 | Tile::Coop8 => (64, 64),
+            Tile::T128x64 => (128, 64),
+            Tile::T128x128 => (128, 128),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tile::T64x64 => "64x64",
+            Tile::T128x64 => "128x64",
+            Tile::T128x128 => "128x128",
+            Tile::Coop16 => "coop16",
+            Tile::Coop8 => "coop8",
+        }
+    }
+
+    /// The cooperative-matrix edge of a tensor-core tile.
+    pub fn coop_size(self) -> Option<usize> {
+        match self {
+            Tile::Coop16 => Some(16),
+            Tile::Coop8 => Some(8),
+            _ => None,
+        }
+    }
+
+    pub fn entry(self) -> &'static str {
+        if self.coop_size().is_some() {
+            "gemm_coop"
+        } else {
+            "gemm_tiled"
+        }
+    }
+
+    /// Whether this tile can run `[b, m, k] · [n, k]ᵀ` in `dtype` on `ctx`, and if not, why. The
+    /// register-blocked tiles run anything; the tensor-core tiles need the device's cooperative
+    /// matrices of their size for `dtype` (f32 accumulation), subgroups, 17 KiB of workgroup
+    /// memory, and M, N, K multiples of their edge.
+    pub fn usable(
+        self,
+        ctx: &crate::Context,
+        dtype: crate::DType,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let Some(cs) = self.coop_size() else {
+            return Ok(());
+        };
+        let what = format!("the {} tensor-core GEMM tile in {dtype:?}", self.name());
+        if !ctx.has_coop_matrix(cs as u32, dtype) || !ctx.subgroups_enabled() {
+            return Err(Error::MissingFeature {
+                what: format!(
+                    "{what} ({cs}×{cs}×{cs} {dtype:?} inputs, f32 accumulator, subgroups)"
+                ),
+                feature: "EXPERIMENTAL_COOPERATIVE_MATRIX",
+            });
+        }
+        let need = (4096 + cs * cs) * 4;
+        let have = ctx.limits().max_compute_workgroup_storage_size as usize;
+        if have < need {
+            return Err(Error::LimitExceeded {
+                what: format!("{what}: workgroup memory"),
+                requested: need as u64,
+                limit_name: "max_compute_workgroup_storage_size",
+                limit: have as u64,
+            });
+        }
+        if ![m, n, k].iter().all(|v| v.is_multiple_of(cs)) {
+            return Err(Error::shape(
+                "gemm",
+                format!("{what} needs M, N and K multiples of {cs}; got {m}, {n}, {k}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn parse(s: &str) -> Option<Tile> {
+        Tile::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// The kernel file: vec4 loads when K is a multiple of 4.
+    pub fn file(self, vec4: bool) -> &'static str {
+        match (self, vec4) {
+            (Tile::Coop16, _) => "gemm_coop16.wgsl",
+            (Tile::Coop8, _) => "gemm_coop8.wgsl",
+            (Tile::T64x64, false) => "gemm_t64x64.wgsl",
+            (Tile::T64x64, true) => "gemm_t64x64_v4.wgsl",
+            (Tile::T128x64, false) => "gemm_t128x64.wgsl",
+            (Tile::T128x64, true) => "gemm_t128x64_v4.wgsl",
+            (Tile::T128x128, false) => "gemm_t128x128.wgsl",
+            (Tile::T128x128, true) => "gemm_t128x128_v4.wgsl",
+        }
+    }
+
+    /// Workgroups of a `[b, m, k] · [n, k]ᵀ` product with this tile.
+    pub fn workgroups(self, b: usize, m: usize, n: usize) -> usize {
+        let (bm, bn) = self.dims();
+        b * m.div_ceil(bm) * n.div_ceil(bn)
+    }
+
+    /// Without a tuned choice: the largest tile that still gives 256 workgroups or more (a big
+    /// GPU has over 100 compute units, each wanting two or more workgroups in flight), else the
+    /// one with the most workgroups. Larger tiles read each operand fewer times (x once per BN
+    /// columns of y, W once per BM rows) and do more multiply-adds per workgroup-memory read.
+    pub fn default_for(b: usize, m: usize, n: usize) -> Tile {
+        [Tile::T128x128, Tile::T128x64]
+            .into_iter()
+            .find(|t| t.workgroups(b, m, n) >= 256)
+            .unwrap_or(Tile::T64x64)
     }
 }
 
@@ -402,15 +543,11 @@ pub(crate) fn gemm_impl(
     if gemv {
         // All rows of x together (W is shared): one pass over W.
         params.m = u32_(rows_x)?;
-        let file = if k % 4 == 0 {
-            "gemv4.wgsl"
-        } else {
-            "gemv.wgsl"
-        };
-        let entry = if ctx.subgroups_enabled() {
-            "gemv_sg"
-        } else {
-            "gemv_wg"
+        let (file, entry) = match (k % 4 == 0, ctx.subgroups_enabled()) {
+            (true, true) => ("gemv4_sg.wgsl", "gemv_sg"),
+            (true, false) => ("gemv4.wgsl", "gemv_wg"),
+            (false, true) => ("gemv_sg.wgsl", "gemv_sg"),
+            (false, false) => ("gemv.wgsl", "gemv_wg"),
         };
         let rows_per_group = 8;
         let kernel = ctx.kernel(
@@ -426,8 +563,26 @@ pub(crate) fn gemm_impl(
             groups,
         )?;
     } else if !direct {
-        let kernel = ctx.kernel(&KernelKey::new("gemm.wgsl", "gemm_tiled", dtype))?;
-        let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch];
+        let tile = match schedule {
+            GemmSchedule::TiledAs(t) => {
+                t.usable(&ctx, dtype, m, n, k)?;
+                t
+            }
+            _ => crate::tune::gemm_tile(&ctx, dtype, b, m, n, k),
+        };
+        let (bm, bn) = tile.dims();
+        let kernel = ctx.kernel(&KernelKey::new(tile.file(k % 4 == 0), tile.entry(), dtype))?;
+        let groups = [n.div_ceil(bn) as u64, m.div_ceil(bm) as u64];
+        let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
+        if groups.iter().any(|&g| g > limit) {
+            return Err(Error::LimitExceeded {
+                what: format!("gemm [{m}, {k}]·[{n}, {k}]ᵀ in {} tiles", tile.name()),
+                requested: groups[0].max(groups[1]),
+                limit_name: "max_compute_workgroups_per_dimension",
+                limit,
+            });
+        }
+        let groups = [groups[0] as u32, groups[1] as u32, batch];
         rec.dispatch(
             &kernel,
             bytemuck::bytes_of(&params),

@@ -613,7 +613,10 @@ pub fn decode_step_with(
     let ctx = rec.context().clone();
     // CPU adapters: one invocation per (batch, head) (shaders/mesa_decode_lanes.wgsl) for D a
     // multiple of 4 up to 64 while it fits the loop budget, then mesa_decode, then an error.
-    let lanes = ctx.cpu_schedules() && d % 4 == 0 && d <= 64;
+    let lanes = ctx.cpu_schedules()
+        && d % 4 == 0
+        && d <= 64
+        && ctx.variant_allowed("mesa_decode_lanes.wgsl", "mesa_decode_lanes");
     let fits = |entry| !ctx.is_cpu_adapter() || within_cpu_budget(entry, d, 16, iters, solver);
     let (file, entry, groups) = if lanes && fits("mesa_decode_lanes") {
         (

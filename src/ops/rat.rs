@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::KernelKey;
 use crate::record::Recording;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 use super::attention::check_head_dim;
 use super::{check_u32, grid_1d, same_dtype};
@@ -355,6 +355,10 @@ pub fn inter_chunk_attention(
     let (kc, vc) = (ctx.alloc(&finals, dtype)?, ctx.alloc(&finals, dtype)?);
     chunk_gather(rec, kr, &kc, heads, chunk)?;
     chunk_gather(rec, sv, &vc, heads, chunk)?;
+    if !ctx.cpu_schedules() {
+        fa2_attention(rec, [qr, kr, sv, &kc, &vc, &o], params, heads.dh)?;
+        return Ok(o);
+    }
     let schedule = crate::ops::attention::FlashSchedule::for_head_dim(&ctx, heads.dh);
     let kernel = ctx.kernel(&schedule.key(
         ("rat_attention.wgsl", "rat_attention_sg.wgsl"),
@@ -374,6 +378,88 @@ pub fn inter_chunk_attention(
         groups,
     )?;
     Ok(o)
+}
+
+/// Parameters of the GPU kernel (`shaders/common/rat_attention_fa2_body.wgsl`): those of the
+/// CPU-adapter kernel plus the pass.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Fa2Params {
+    base: AttnParams,
+    k_begin: u32,
+    k_end: u32,
+    g0: u32,
+    ngroups: u32,
+}
+
+/// The GPU inter-chunk attention: FlashAttention-2's layout (4 lanes per token splitting the head
+/// dim), in passes of at most `GPU_KEYS_PER_PASS` chunks carrying the running softmax, so that no
+/// dispatch walks a whole long sequence's chunk finals. `bufs`: qr, kr, sv, kc, vc, o.
+fn fa2_attention(
+    rec: &mut Recording,
+    bufs: [&Tensor; 6],
+    params: AttnParams,
+    dh: usize,
+) -> Result<()> {
+    use crate::ops::attention::{fa2_plan, GPU_KEYS_PER_PASS};
+    let ctx = rec.context().clone();
+    let dtype = bufs[0].dtype();
+    let (b, t, h, l) = (
+        params.b as usize,
+        params.t as usize,
+        params.h as usize,
+        params.l as usize,
+    );
+    let chunks = params.chunks as usize;
+    let (kt, sg) = fa2_plan(&ctx, dh);
+    let file = if sg {
+        "rat_attention_fa2_sg.wgsl"
+    } else {
+        "rat_attention_fa2.wgsl"
+    };
+    let kernel = ctx.kernel(
+        &KernelKey::new(file, "rat_attention_fa2", dtype)
+            .with("DH4", (dh / 4) as f64)
+            .with("KT", kt as f64),
+    )?;
+    let one_pass = chunks <= GPU_KEYS_PER_PASS;
+    let (carry_acc, carry_ml) = if one_pass {
+        // One pass reads and writes no carry; the bindings still need buffers.
+        (ctx.alloc(&[4], DType::F32)?, ctx.alloc(&[2], DType::F32)?)
+    } else {
+        (
+            ctx.alloc(&[b, t, h * dh], DType::F32)?,
+            ctx.alloc(&[b, t, h, 2], DType::F32)?,
+        )
+    };
+    let bh = check_u32("rat attention", b * h)?;
+    let groups_total = t.div_ceil(64);
+    for k_begin in (0..chunks.max(1)).step_by(GPU_KEYS_PER_PASS) {
+        // Tokens of chunks ≤ k_begin finished in an earlier pass.
+        let g0 = if k_begin == 0 {
+            0
+        } else {
+            ((k_begin + 1) * l / 64).min(groups_total)
+        };
+        if g0 >= groups_total {
+            break;
+        }
+        let pass = Fa2Params {
+            base: params,
+            k_begin: k_begin as u32,
+            k_end: (k_begin + GPU_KEYS_PER_PASS).min(chunks) as u32,
+            g0: g0 as u32,
+            ngroups: (groups_total - g0) as u32,
+        };
+        let [qr, kr, sv, kc, vc, o] = bufs;
+        rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&pass),
+            &[qr, kr, sv, kc, vc, o, &carry_acc, &carry_ml],
+            [pass.ngroups, bh, 1],
+        )?;
+    }
+    Ok(())
 }
 
 #[repr(C)]

@@ -45,8 +45,35 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 k,
                 wb,
                 dtype,
+                tile: None,
             },
         ));
+    }
+    // Every tile of the GPU GEMM, forced (the default picks one by size; `chunkwise tune` checks
+    // a tile with these cases before timing it): ragged edges in M, N and K, both loaders.
+    for tile in gemm::Tile::ALL {
+        // Tensor-core tiles take multiples of their edge (a batch, blocks past M and N skipped).
+        let shapes: &[(usize, usize, usize, usize)] = if tile.coop_size().is_some() {
+            &[(2, 80, 48, 32), (1, 64, 144, 48)]
+        } else {
+            &[(2, 131, 67, 36), (1, 70, 130, 37)]
+        };
+        for &(b, m, n, k) in shapes {
+            all.push(Case::new(
+                "gemm",
+                format!("b{b} m{m} n{n} k{k} {}", tile_label(tile)),
+                dtype,
+                Gemm {
+                    b,
+                    m,
+                    n,
+                    k,
+                    wb: false,
+                    dtype,
+                    tile: Some(tile),
+                },
+            ));
+        }
     }
     // A projection with its residual and its input gate folded in, reading the gate as a slice of
     // a wider tensor (RAT's output projection in a decode step).
@@ -90,6 +117,7 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 k: 1024,
                 wb: false,
                 dtype,
+                tile: None,
             },
         )
         .long(),
@@ -246,6 +274,11 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
     all
 }
 
+/// The shape-label suffix of a case that forces a GPU GEMM tile.
+pub fn tile_label(tile: gemm::Tile) -> String {
+    format!("tile {}", tile.name())
+}
+
 struct Gemm {
     b: usize,
     m: usize,
@@ -253,6 +286,8 @@ struct Gemm {
     k: usize,
     wb: bool,
     dtype: DType,
+    /// Forces this GPU GEMM tile (`GemmSchedule::TiledAs`).
+    tile: Option<gemm::Tile>,
 }
 
 impl Gemm {
@@ -281,7 +316,10 @@ impl Check for Gemm {
             vec![self.n, self.k]
         };
         let wt = ctx.upload(&w, &ws, self.dtype)?;
-        ctx.download(&ctx.run(|rec| gemm::gemm(rec, &xt, &wt))?)
+        let schedule = self
+            .tile
+            .map_or(gemm::GemmSchedule::Auto, gemm::GemmSchedule::TiledAs);
+        ctx.download(&ctx.run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))?)
     }
     fn reference(&self) -> Vec<f64> {
         let (x, w) = self.inputs();

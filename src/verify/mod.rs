@@ -9,6 +9,7 @@
 
 mod attention;
 mod basic;
+pub use basic::tile_label;
 mod mesa;
 mod rat;
 
@@ -125,10 +126,13 @@ impl Case {
                 let want = self.want.get_or_init(|| self.check.reference());
                 out.judge(&got, want);
             }
-            // The adapter cannot hold this size (a limit, not a wrong result): skipped with why.
-            Err(e @ (Error::LimitExceeded { .. } | Error::OutOfMemory { .. })) => {
-                out.skipped = Some(e.to_string())
-            }
+            // The adapter cannot hold this size (a limit, not a wrong result), or lacks the
+            // feature a variant needs (tensor cores): skipped with why.
+            Err(
+                e @ (Error::LimitExceeded { .. }
+                | Error::OutOfMemory { .. }
+                | Error::MissingFeature { .. }),
+            ) => out.skipped = Some(e.to_string()),
             Err(e) => out.error = Some(e.to_string()),
         }
         out
@@ -282,9 +286,20 @@ pub fn families() -> Vec<&'static str> {
     fams
 }
 
-/// The cases of the named families (all when `names` is empty); an unknown name is an error
-/// that lists the families.
-pub fn select(names: &[String], quick: bool) -> Result<Vec<Arc<Case>>> {
+/// How much of the registry `chunkwise check` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every case.
+    Full,
+    /// Every case but the long ones.
+    Quick,
+    /// The first case of each family in each dtype: for drivers that compile slowly (llvmpipe's
+    /// GL driver takes minutes for some kernels at a new head dim), and CI's second backend.
+    Smoke,
+}
+
+/// The cases of `names` (all families when empty) within `scope`; an unknown family is an error.
+pub fn select(names: &[String], scope: Scope) -> Result<Vec<Arc<Case>>> {
     let known = families();
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         return Err(Error::invalid(
@@ -298,8 +313,16 @@ pub fn select(names: &[String], quick: bool) -> Result<Vec<Arc<Case>>> {
     Ok(registry()
         .into_iter()
         .filter(|c| names.is_empty() || names.iter().any(|n| n == c.family))
-        .filter(|c| !(quick && c.long))
-        .collect())
+        .filter(|c| scope == Scope::Full || !c.long)
+        .fold(Vec::new(), |mut kept: Vec<Arc<Case>>, c| {
+            let seen = kept
+                .iter()
+                .any(|k| k.family == c.family && k.dtype == c.dtype);
+            if scope != Scope::Smoke || !seen {
+                kept.push(c);
+            }
+            kept
+        }))
 }
 
 /// Runs one case with a deadline: a case that panics, or does not finish within `timeout`, is a

@@ -74,9 +74,10 @@ pub fn contexts() -> [&'static Context; 3] {
 }
 
 /// Every registry case of `family` (chunkwise::verify, the cases `chunkwise check` runs) on every
-/// schedule of the test adapter; fails listing each case that does not pass. The only skip
-/// allowed is an f16 case on an adapter without SHADER_F16 (a size over a limit, which `check`
-/// reports as skipped, fails here: the tests must run every case).
+/// schedule of the test adapter; fails listing each case that does not pass. The only skips
+/// allowed are an f16 case on an adapter without SHADER_F16 and a tensor-core case on a device
+/// without cooperative matrices (a size over a limit, which `check` reports as skipped, fails
+/// here: the tests must run every case).
 pub fn check_family(family: &str) {
     let cases: Vec<_> = chunkwise::verify::registry()
         .into_iter()
@@ -89,7 +90,15 @@ pub fn check_family(family: &str) {
         for case in &cases {
             let o = case.run(ctx);
             let no_f16 = case.dtype == DType::F16 && !ctx.supports_f16();
-            if o.failed() || (o.skipped.is_some() && !no_f16) {
+            // Tensor-core cases skip where the device has no cooperative matrices (lavapipe).
+            let no_coop = case.shape.contains("tile coop")
+                && !ctx
+                    .features()
+                    .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+                && o.skipped
+                    .as_deref()
+                    .is_some_and(|s| s.contains("EXPERIMENTAL_COOPERATIVE_MATRIX"));
+            if o.failed() || (o.skipped.is_some() && !no_f16 && !no_coop) {
                 failures.push(o.describe());
             } else if o.skipped.is_none() {
                 ran += 1;
@@ -103,6 +112,18 @@ pub fn check_family(family: &str) {
         failures.join("\n")
     );
     assert!(ran > 0, "no case of {family} ran on the test adapter");
+    // Every pipeline the launch wrappers built is a row of the variant table, inside its ranges:
+    // the table is what tests/translate.rs translates for Metal and DX12.
+    let outside: Vec<String> = contexts()
+        .iter()
+        .flat_map(|ctx| ctx.compiled_kernels())
+        .filter_map(|key| chunkwise::kernels::variants::admit(&key).err())
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "pipelines outside the variant table:\n{}",
+        outside.join("\n")
+    );
 }
 
 /// The f16 storage dtype where the adapter has it (the test then covers f16), else f32.

@@ -30,6 +30,9 @@
 //! strided streams also outgrow the TLB (attention reads each head's keys contiguously for that).
 //! GPUs keep the workgroup-memory kernels.
 
+pub mod translate;
+pub mod variants;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -139,7 +142,14 @@ pub fn assemble(path: &str, dtype: DType) -> Result<Assembled> {
         source: String::new(),
         segments: Vec::new(),
     };
-    let pre = prelude(dtype);
+    // Extensions come before any declaration, so the prelude enables the ones a kernel uses.
+    let coop = if src.contains("coop_mat") || src.contains("gemm_coop_body") {
+        "enable wgpu_cooperative_matrix;\n"
+    } else {
+        ""
+    };
+    let pre = format!("{coop}{}", prelude(dtype));
+    let pre = pre.as_str();
     out.segments.push(Segment {
         first_line: 1,
         file: "<prelude>".into(),
@@ -415,10 +425,21 @@ impl Registry {
         self.kernels.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The keys of every pipeline compiled so far.
+    pub fn keys(&self) -> Vec<KernelKey> {
+        self.kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The pipeline for `key`, compiling it on first use.
     pub fn get(
         &self,
         device: &wgpu::Device,
+        backend: wgpu::Backend,
         limits: &wgpu::Limits,
         key: &KernelKey,
     ) -> Result<Arc<Kernel>> {
@@ -429,6 +450,14 @@ impl Registry {
             .get(key)
         {
             return Ok(k.clone());
+        }
+        if let Some(why) = variants::find(key.file, key.entry).and_then(|v| v.excluded_on(backend))
+        {
+            return Err(Error::VariantNotOnBackend {
+                kernel: format!("{}::{}", key.file, key.entry),
+                backend: format!("{backend:?}"),
+                why,
+            });
         }
         let module = self.module(device, key.file, key.dtype)?;
         let (shader, naga_module, naga_info) = &*module;

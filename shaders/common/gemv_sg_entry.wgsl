@@ -1,0 +1,28 @@
+// gemv_sg: subgroup sums (see common/gemv_body.wgsl).
+
+@compute @workgroup_size(WGV)
+fn gemv_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32,
+           @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
+    let base = flat_group(wid, nwg) * ROWS;
+    var scale: array<f32, 16>;
+    for (var i = 0u; i < MR; i++) {
+        scale[i] = 1.0;
+        if ((p.flags & 4u) != 0u) {
+            scale[i] = inv_rms(subgroupAdd(sum_squares(i, lane, sgs)));
+        }
+    }
+    for (var r = sgid; r < ROWS; r += nsg) {
+        let n = base + r;
+        // The same n on every lane of the subgroup: the reduction below stays within it.
+        if (n < p.n) {
+            let acc = partial(n, lane, sgs);
+            for (var i = 0u; i < MR; i++) {
+                let s = subgroupAdd(acc[i]);
+                if (lane == 0u) {
+                    store_one(s * scale[i], i, n, 0u);
+                }
+            }
+        }
+    }
+}

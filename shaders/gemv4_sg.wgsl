@@ -1,0 +1,4 @@
+// gemv_sg (subgroup sums) for K a multiple of 4, vec4 loads: common/gemv_body.wgsl.
+#include "common/gemv_load4.wgsl"
+#include "common/gemv_body.wgsl"
+#include "common/gemv_sg_entry.wgsl"
