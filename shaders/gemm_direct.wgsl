@@ -52,7 +52,7 @@ fn gemm_direct(@builtin(local_invocation_index) lid: u32,
         }
     }
     for (var i = 0u; i < 8u; i++) {
-        store_row(acc[i], m0 + i, n0, b * p.y_bstride);
+        store_row_plain(acc[i], m0 + i, n0, b * p.y_bstride);
     }
 }
 

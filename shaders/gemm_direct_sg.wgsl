@@ -107,13 +107,13 @@ fn gemm_direct_sg(@builtin(local_invocation_index) lid: u32,
     }
     if (n0 < p.n) {
         for (var i = 0u; i < 16u; i++) {
-            store_row(acc[i], m0 + i, n0, b * p.y_bstride);
+            store_row_plain(acc[i], m0 + i, n0, b * p.y_bstride);
         }
     }
     let n1 = n0 + 4u * DIRECT_WG;
     if (BLOCKS > 1u && n1 < p.n) {
         for (var i = 0u; i < 16u; i++) {
-            store_row(acd[i], m0 + i, n1, b * p.y_bstride);
+            store_row_plain(acd[i], m0 + i, n1, b * p.y_bstride);
         }
     }
 }

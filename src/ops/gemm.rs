@@ -639,12 +639,22 @@ pub(crate) fn gemm_impl(
         // Row blocks along x, the fastest-varying grid dimension (see gemm_direct.wgsl).
         let groups = [row_groups as u32, n.div_ceil(cols * lanes) as u32, batch];
         debug_assert!(lanes <= 64 && n.div_ceil(cols * lanes) == col_groups);
-        let mut bind: Vec<&Tensor> = vec![x, wt, &y, residual];
         if row_kernel {
-            bind.push(z);
-            bind.push(nw);
+            rec.dispatch(
+                &kernel,
+                bytemuck::bytes_of(&params),
+                &[x, wt, &y, residual, z, nw],
+                groups,
+            )?;
+        } else {
+            // The many-row direct kernels store without the residual (see store_row_plain in
+            // shaders/common/gemm_io.wgsl); it is added in a pass of its own.
+            params.flags &= !1;
+            rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, wt, &y], groups)?;
+            if let Some(r) = fused.residual {
+                return super::elementwise::add(rec, &y, r);
+            }
         }
-        rec.dispatch(&kernel, bytemuck::bytes_of(&params), &bind, groups)?;
     }
     Ok(y)
 }
