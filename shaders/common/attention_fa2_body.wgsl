@@ -9,29 +9,7 @@
 // bounds every pass, so no invocation walks more than a pass of keys (OS watchdogs reset GPUs
 // whose dispatches run for seconds).
 #include "common/fa2_core.wgsl"
-
-struct Params {
-    b: u32,
-    t: u32,
-    h: u32,
-    dh: u32,
-    window: u32,
-    scale: f32,
-    k_begin: u32,
-    k_end: u32,
-    g0: u32,     // first query group of the pass
-    groups: u32, // query groups in this dispatch (x of the grid)
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<ST>>; // [B, H, T, dh] (ops::transpose::split_heads)
-@group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;
-@group(0) @binding(4) var<storage, read_write> o: array<vec4<ST>>;
-@group(0) @binding(5) var<storage, read_write> carry_acc: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> carry_ml: array<vec2<f32>>;
+#include "common/attention_fwd_io.wgsl"
 
 var<private> tq: u32;  // this lane's query
 var<private> kvh: u32; // key 0 of this (batch, head)

@@ -1,25 +1,8 @@
-// Body of RAT's inter-chunk attention (rat_attention.wgsl, rat_attention_sg.wgsl): bindings,
-// the key layout for common/flash.wgsl and the work of one workgroup. The kernel file includes a
+// Body of RAT's inter-chunk attention (rat_attention.wgsl, rat_attention_sg.wgsl): the key layout
+// for common/flash.wgsl and the work of one workgroup. The kernel file includes a
 // key-delivery snippet first and defines the entry point.
 
-struct Params {
-    b: u32,
-    t: u32,
-    h: u32,
-    groups: u32,
-    l: u32,
-    scale: f32,
-    chunks: u32,
-    _p0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qr: array<vec4<ST>>;
-@group(0) @binding(2) var<storage, read> kr: array<vec4<ST>>;
-@group(0) @binding(3) var<storage, read> sv: array<vec4<ST>>;
-@group(0) @binding(4) var<storage, read> kc: array<vec4<ST>>; // chunk finals of kr, [B, H, chunks, dh]
-@group(0) @binding(5) var<storage, read> vc: array<vec4<ST>>; // chunk finals of sv
-@group(0) @binding(6) var<storage, read_write> o: array<vec4<ST>>;
+#include "common/rat_attention_io.wgsl"
 
 var<private> cq: array<u32, MAX_QL>; // chunk of each query slot
 var<private> kv0: u32;    // vec4 offset in kc / vc of the tile's first chunk

@@ -7,29 +7,7 @@
 // Passes: a dispatch folds chunks [k_begin, k_end); tokens whose chunk lies past k_end carry
 // (acc, m, l) to the next pass, so no invocation walks more than a pass of chunks whatever T is.
 #include "common/fa2_core.wgsl"
-
-struct Params {
-    b: u32,
-    t: u32,
-    h: u32,
-    groups: u32, // query groups (GQA): head h reads group h % groups
-    l: u32,
-    scale: f32,
-    chunks: u32,
-    _p: u32,
-    k_begin: u32,
-    k_end: u32,
-    g0: u32,      // first token group of the pass
-    ngroups: u32, // token groups in this dispatch (x of the grid)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qr: array<vec4<ST>>;
-@group(0) @binding(2) var<storage, read> kr: array<vec4<ST>>;
-@group(0) @binding(3) var<storage, read> sv: array<vec4<ST>>;
-@group(0) @binding(4) var<storage, read> kc: array<vec4<ST>>; // chunk finals of kr, [B, H, chunks, dh]
-@group(0) @binding(5) var<storage, read> vc: array<vec4<ST>>; // chunk finals of sv
-@group(0) @binding(6) var<storage, read_write> o: array<vec4<ST>>;
+#include "common/rat_attention_io.wgsl"
 @group(0) @binding(7) var<storage, read_write> carry_acc: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> carry_ml: array<vec2<f32>>;
 

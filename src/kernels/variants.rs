@@ -75,6 +75,8 @@ const GEMV: &[Param] = &[
     p("MR", 1.0, 16.0, &[1.0, 5.0, 16.0]),
     p("ROWS", 8.0, 8.0, &[8.0]),
 ];
+// Keys per workgroup-memory tile of the GPU flash kernels (`ops::attention::fa2_plan`).
+const FA2_KT: Param = p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0]);
 const DIRECT_WG: Param = p("DIRECT_WG", 8.0, 64.0, &[8.0, 24.0, 64.0]);
 
 const GL_LANES: &str = "llvmpipe's GL driver had not compiled it after 300 s at D = 64 (lavapipe: \
@@ -84,7 +86,27 @@ const COOP_METAL_16: &str = "Metal's simdgroup matrices are 8 × 8 (gemm_coop8 r
 const COOP_DX12: &str = "wgpu 30's DX12 backend (naga's HLSL writer) has no cooperative matrices";
 const COOP_GL: &str = "wgpu 30's GL backend has no cooperative matrices";
 
+// The flash kernels' tunables: one and two queries per lane, tiles from workgroup memory or
+// storage (common/flash_tiles.wgsl), or the 8-lane subgroup form (CPU adapters).
+const FLASH_TILES: &[Param] = &[
+    DH4,
+    p("QL", 1.0, 2.0, &[1.0, 2.0]),
+    p("KV_FROM_STORAGE", 0.0, 1.0, &[0.0, 1.0]),
+];
+const FLASH_SG: &[Param] = &[DH4_CPU, p("QL", 2.0, 2.0, &[2.0])];
+
 macro_rules! row {
+    ($file:literal, $entry:literal, $pick:ident, $sg:literal, $params:ident) => {
+        Variant {
+            file: $file,
+            entry: $entry,
+            pick: Pick::$pick,
+            subgroups: $sg,
+            coop: false,
+            params: $params,
+            not_on: &[],
+        }
+    };
     ($file:literal, $entry:literal, $pick:ident, $sg:literal, [$($param:expr),*]) => {
         row!($file, $entry, $pick, $sg, [$($param),*], [])
     };
@@ -130,46 +152,42 @@ pub const TABLE: &[Variant] = &[
         "attention_fwd",
         Any,
         false,
-        [
-            DH4,
-            p("QL", 1.0, 2.0, &[1.0, 2.0]),
-            p("KV_FROM_STORAGE", 0.0, 1.0, &[0.0, 1.0])
-        ]
+        FLASH_TILES
     ),
     row!(
         "attention_fwd_sg.wgsl",
         "attention_fwd",
         Cpu,
         true,
-        [DH4_CPU, p("QL", 2.0, 2.0, &[2.0])]
+        FLASH_SG
     ),
     row!(
         "attention_fa2.wgsl",
         "attention_fa2",
         Gpu,
         false,
-        [DH4, p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0])]
+        [DH4, FA2_KT]
     ),
     row!(
         "attention_fa2_sg.wgsl",
         "attention_fa2",
         Gpu,
         true,
-        [DH4, p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0])]
+        [DH4, FA2_KT]
     ),
     row!(
         "rat_attention_fa2.wgsl",
         "rat_attention_fa2",
         Gpu,
         false,
-        [DH4, p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0])]
+        [DH4, FA2_KT]
     ),
     row!(
         "rat_attention_fa2_sg.wgsl",
         "rat_attention_fa2",
         Gpu,
         true,
-        [DH4, p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0])]
+        [DH4, FA2_KT]
     ),
     row!("decode_prep.wgsl", "attention_step_prep", Any, false, []),
     row!("decode_prep.wgsl", "rat_step_prep", Any, false, []),
@@ -298,18 +316,14 @@ pub const TABLE: &[Variant] = &[
         "rat_attention",
         Any,
         false,
-        [
-            DH4,
-            p("QL", 1.0, 2.0, &[1.0, 2.0]),
-            p("KV_FROM_STORAGE", 0.0, 1.0, &[0.0, 1.0])
-        ]
+        FLASH_TILES
     ),
     row!(
         "rat_attention_sg.wgsl",
         "rat_attention",
         Cpu,
         true,
-        [DH4_CPU, p("QL", 2.0, 2.0, &[2.0])]
+        FLASH_SG
     ),
     row!("rat_gather.wgsl", "tile_groups", Any, false, []),
     row!("rat_gather.wgsl", "chunk_gather", Any, false, []),

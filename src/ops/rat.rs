@@ -286,6 +286,11 @@ struct AttnParams {
     scale: f32,
     chunks: u32,
     _p: u32,
+    /// The GPU kernel's pass (shaders/common/rat_attention_io.wgsl); 0 for the CPU kernels.
+    k_begin: u32,
+    k_end: u32,
+    g0: u32,
+    ngroups: u32,
 }
 
 /// Inter-chunk attention: `qr [B, T, G·dh]` (queries rotated at chunk positions), `kr [B, T, D]`
@@ -348,6 +353,10 @@ pub fn inter_chunk_attention(
         scale: scale.unwrap_or(1.0 / (heads.dh as f32).sqrt()),
         chunks: check_u32("rat attention", t.div_ceil(chunk.max(1)))?,
         _p: 0,
+        k_begin: 0,
+        k_end: 0,
+        g0: 0,
+        ngroups: 0,
     };
     // The chunk finals, one head's contiguous: read in place they lie L tokens apart, and the
     // kernel ran 3× slower on lavapipe for it (cache and TLB misses). [B, H, chunks, dh] each.
@@ -378,18 +387,6 @@ pub fn inter_chunk_attention(
         groups,
     )?;
     Ok(o)
-}
-
-/// Parameters of the GPU kernel (`shaders/common/rat_attention_fa2_body.wgsl`): those of the
-/// CPU-adapter kernel plus the pass.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Fa2Params {
-    base: AttnParams,
-    k_begin: u32,
-    k_end: u32,
-    g0: u32,
-    ngroups: u32,
 }
 
 /// The GPU inter-chunk attention: FlashAttention-2's layout (4 lanes per token splitting the head
@@ -444,12 +441,12 @@ fn fa2_attention(
         if g0 >= groups_total {
             break;
         }
-        let pass = Fa2Params {
-            base: params,
+        let pass = AttnParams {
             k_begin: k_begin as u32,
             k_end: (k_begin + GPU_KEYS_PER_PASS).min(chunks) as u32,
             g0: g0 as u32,
             ngroups: (groups_total - g0) as u32,
+            ..params
         };
         let [qr, kr, sv, kc, vc, o] = bufs;
         rec.dispatch(
