@@ -5,9 +5,32 @@
 // rule)) with the rule of common/cg_rule.wgsl, then o = G_tᵀ x. The direction p is shared through
 // workgroup memory. The workgroup is WG invocations (DIM rounded up to 64: whole subgroups on
 // every GPU); those past DIM hold zeros and store nothing. The including file (mesa_decode.wgsl,
-// mesa_decode_sg.wgsl) declares the bindings and dot_all(x, lid): the sum of x over the workgroup.
+// mesa_decode_sg.wgsl) defines dot_all(x, lid): the sum of x over the workgroup.
 
 #include "common/cg_rule.wgsl"
+
+struct Params {
+    b: u32,
+    h: u32,
+    iters: u32,
+    paper: u32,
+    tol2: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<ST>;     // [B, H, D]
+@group(0) @binding(2) var<storage, read> k: array<ST>;     // [B, H, D]
+@group(0) @binding(3) var<storage, read> v: array<ST>;     // [B, H, D]
+@group(0) @binding(4) var<storage, read> g: array<f32>;    // [B, H]
+@group(0) @binding(5) var<storage, read> beta: array<f32>; // [B, H]
+@group(0) @binding(6) var<storage, read> lamb: array<f32>; // [H, D]
+@group(0) @binding(7) var<storage, read_write> state_kk: array<f32>; // [B, H, D, D]
+@group(0) @binding(8) var<storage, read_write> state_kv: array<f32>;
+@group(0) @binding(9) var<storage, read_write> o: array<ST>; // [B, H, D]
+@group(0) @binding(10) var<storage, read_write> iters_out: array<f32>; // [B, H] CG steps run
 
 override DIM: u32 = 64u;
 override WG: u32 = (DIM + 63u) / 64u * 64u;
