@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::gemm::{self, GemmSchedule, Tile};
-use crate::tensor::DType;
+use crate::tensor::{DType, Tensor};
 
 /// The environment variable naming the cache file (`off` disables tuning).
 pub const ENV: &str = "CHUNKWISE_TUNE_CACHE";
@@ -337,31 +337,19 @@ pub fn check_tile(ctx: &Context, tile: Tile) -> std::result::Result<(), String> 
     }
 }
 
-/// Median milliseconds of one product with a forced tile (after one warm-up).
-fn time_tile(ctx: &Context, shape: GemmShape, tile: Tile, samples: usize) -> Result<f64> {
-    // Plain values: pooled buffers may hold denormals or NaNs, which CPU adapters run slowly.
-    let x = ctx.upload(
-        &vec![0.5; shape.rows * shape.k],
-        &[1, shape.rows, shape.k],
-        shape.dtype,
-    )?;
-    let w = ctx.upload(
-        &vec![0.25; shape.n * shape.k],
-        &[shape.n, shape.k],
-        shape.dtype,
-    )?;
-    // GPU timestamps where the adapter has them, wall time otherwise (as `bench` measures).
+/// Median milliseconds of `x · wᵀ` with a forced tile (after one warm-up), timed as `bench` times:
+/// GPU timestamps where the adapter has them, wall time otherwise.
+fn time_tile(ctx: &Context, x: &Tensor, w: &Tensor, tile: Tile, samples: usize) -> Result<f64> {
     let run = || -> Result<f64> {
         let mut rec = ctx.record();
-        gemm::gemm_with(&mut rec, &x, &w, GemmSchedule::TiledAs(tile))?;
-        Ok(rec.submit_timed()? * 1e3)
+        gemm::gemm_with(&mut rec, x, w, GemmSchedule::TiledAs(tile))?;
+        rec.submit_timed()
     };
     run()?;
-    let mut ms = (0..samples.max(1))
+    let times = (0..samples.max(1))
         .map(|_| run())
         .collect::<Result<Vec<_>>>()?;
-    ms.sort_by(f64::total_cmp);
-    Ok(ms[ms.len() / 2])
+    Ok(crate::bench::summarize(&times).median_ms)
 }
 
 /// Tunes the GPU GEMM tile on `ctx` at `shapes`: every tile is checked once, then timed at each
@@ -386,11 +374,16 @@ pub fn tune_gemm(
             ms: BTreeMap::new(),
             rejected: rejected.clone(),
         };
+        // One input per shape for every tile; plain values, since pooled buffers may hold
+        // denormals or NaNs, which CPU adapters run slowly.
+        let (r, n, k) = (shape.rows, shape.n, shape.k);
+        let x = ctx.upload(&vec![0.5; r * k], &[1, r, k], shape.dtype)?;
+        let w = ctx.upload(&vec![0.25; n * k], &[n, k], shape.dtype)?;
         for tile in Tile::ALL {
             if rejected.contains_key(tile.name()) {
                 continue;
             }
-            match time_tile(ctx, shape, tile, samples) {
+            match time_tile(ctx, &x, &w, tile, samples) {
                 Ok(ms) => {
                     choice.ms.insert(tile.name().to_string(), ms);
                 }
