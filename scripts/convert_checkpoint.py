@@ -4,9 +4,10 @@
 The upstream trainer (CLAIRE-Labo/RAT) saves, with ``torch.save``, a dict with the keys ``task`` (the
 language model's state_dict), ``config``, ``step``, ``optimizer``, ``lr_scheduler`` and
 ``resume_kwargs``. A file holding a plain state_dict is accepted too. This script writes
-``OUT_DIR/model.safetensors`` (every tensor float32 under the upstream names, ``_orig_mod.`` segments
-from torch.compile removed, the tied head dropped) and ``OUT_DIR/config.json`` in the model-folder
-format that ``chunkwise`` reads (see models/rat-tiny-pystdlib/config.json).
+``OUT_DIR/model.safetensors`` (every floating-point tensor float32, or float16 with ``--dtype f16``,
+under the upstream names, ``_orig_mod.`` segments from torch.compile removed, the tied head dropped)
+and ``OUT_DIR/config.json`` in the model-folder format that ``chunkwise`` reads (see
+models/rat-tiny-pystdlib/config.json; with ``--dtype f16`` it also says ``"dtype": "float16"``).
 
 What the tensor shapes determine (vocab_size, d_model, num_layers, d_ffn, ffn_bias, model_kind,
 interleave_step, tie_embedding and, for RAT layers, 2·ngroups·d_head) is inferred. The rest comes
@@ -18,7 +19,11 @@ d_head = d_model / num_head). The source of every key is printed.
 Usage:
     python scripts/convert_checkpoint.py CKPT.pt OUT_DIR --num-head 4 --d-head 32 --ngroups 2 \\
         --chunk-size 16 --max-seq-len 4096 [--window-size W] [--config FILE.json] \\
-        [--keep-unknown] [--force]
+        [--dtype f16] [--keep-unknown] [--force]
+
+``--dtype f16`` halves the file (a 1.3B model: 2.6 GB instead of 5.2 GB); chunkwise accumulates in
+f32 either way. A tensor with values beyond float16's range (|x| > 65504) is refused by name rather
+than written as infinities.
 
 Loading a pickle can run arbitrary code: only convert checkpoints you trust. The file is first
 loaded with ``weights_only=True``; only if that fails (for instance because ``config`` is an
@@ -68,6 +73,14 @@ SHAPE_KEYS = [
     "model_kind", "vocab_size", "d_model", "num_layers", "d_ffn", "ffn_bias", "tie_embedding",
     "interleave_step",
 ]
+
+# --dtype: (torch dtype name, the value config.json gets, or None to write no dtype key).
+DTYPES = {
+    "f32": ("float32", None),
+    "float32": ("float32", None),
+    "f16": ("float16", "float16"),
+    "float16": ("float16", "float16"),
+}
 
 WTE = "embedding.wte.weight"
 HEAD = "head.lm_head.weight"
@@ -527,6 +540,9 @@ def parse_args(argv):
     p.add_argument("--norm-eps", type=float)
     p.add_argument("--act-fn")
     p.add_argument("--tokenizer")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="f32",
+                   help="storage of the floating-point tensors in model.safetensors (default f32; "
+                        "f16 halves the file)")
     p.add_argument("--keep-unknown", action="store_true",
                    help="copy tensors with unknown names through instead of refusing")
     p.add_argument("--force", action="store_true", help="overwrite an existing model.safetensors")
@@ -574,6 +590,11 @@ def convert(args):
         "tokenizer": args.tokenizer,
     }
     cfg, source = resolve_config(facts, tied, flags, file_cfg, ckpt_cfg)
+    torch_name, cfg_dtype = DTYPES[args.dtype]
+    store = getattr(torch, torch_name)
+    if cfg_dtype is not None:
+        # The loader then knows the file was meant to be run in f16 without being told again.
+        cfg["dtype"], source["dtype"] = cfg_dtype, "--dtype"
 
     tensors, seen = {}, set()
     for name, t in sd.items():
@@ -581,7 +602,18 @@ def convert(args):
             continue  # chunkwise ties a missing head to the embedding
         t = t.detach()
         if torch.is_floating_point(t):
-            t = t.to(torch.float32)
+            stored = t.to(store)
+            # float16 tops out at 65504: a larger weight would be written as an infinity and
+            # poison every logit downstream, so name it instead.
+            if store == torch.float16 and not torch.equal(
+                torch.isfinite(stored), torch.isfinite(t)
+            ):
+                big = t.detach().abs().float().max().item()
+                raise ConvertError(
+                    f"'{name}' has values beyond float16's range (largest |x| = {big:g}, float16 "
+                    "holds up to 65504); convert it with --dtype f32"
+                )
+            t = stored
         t = t.contiguous()
         # safetensors refuses tensors that share memory (e.g. an untied head still aliasing
         # the embedding's storage after a no-op dtype conversion).
@@ -602,7 +634,7 @@ def convert(args):
     os.replace(tmp_config, out_config)
 
     print("config.json:")
-    for k in CONFIG_KEYS:
+    for k in cfg:
         print(f"  {k:16} = {json.dumps(cfg[k]):10}  ({source[k]})")
     params = sum(t.numel() for t in tensors.values())
     if cfg["model_kind"] == "hybrid":
@@ -612,7 +644,7 @@ def convert(args):
     head = "tied to the embedding (head dropped)" if tied else "untied (head kept)"
     print(
         f"wrote {args.out_dir}: {cfg['model_kind']}, {cfg['num_layers']} layers ({layout}), "
-        f"{params:,} parameters in {len(tensors)} tensors, head {head}"
+        f"{params:,} parameters in {len(tensors)} tensors ({torch_name}), head {head}"
     )
     if facts["unknown"]:
         print(f"kept {len(facts['unknown'])} unknown tensors: {', '.join(sorted(facts['unknown']))}")

@@ -179,6 +179,52 @@ def case_bf16(tmp):
     assert cfg == shipped_config(), cfg
 
 
+def case_f16(tmp):
+    """3b. --dtype f16 → float16 tensors (bf16 sources too), "dtype": "float16", half the file; out of range refused."""
+    ckpt = os.path.join(tmp, "trainer.pt")
+    torch.save(trainer_checkpoint(tied_state_dict()), ckpt)
+    f32_dir, f16_dir = os.path.join(tmp, "f32"), os.path.join(tmp, "f16")
+    convert_ok(ckpt, f32_dir, *FLAGS)
+    got, cfg, text = convert_ok(ckpt, f16_dir, *FLAGS, "--dtype", "f16")
+    want = shipped_tensors()
+    del want[HEAD]
+    assert set(got) == set(want), f"names differ: {set(got) ^ set(want)}"
+    for k, v in want.items():
+        assert got[k].dtype == torch.float16, f"{k} is {got[k].dtype}"
+        assert torch.equal(got[k], v.to(torch.float16)), f"{k} differs from its float16 rounding"
+    assert cfg == dict(shipped_config(), dtype="float16"), f"config differs:\n{json.dumps(cfg, indent=2)}"
+    assert "(--dtype)" in text and "float16" in text, f"dtype not reported:\n{text}"
+    size = lambda d: os.path.getsize(os.path.join(d, "model.safetensors"))  # noqa: E731
+    assert size(f16_dir) < 0.51 * size(f32_dir), (size(f16_dir), size(f32_dir))
+
+    # The default and an explicit f32 write the same file as before the option existed.
+    got, cfg, _ = convert_ok(ckpt, os.path.join(tmp, "f32b"), *FLAGS, "--dtype", "f32")
+    assert cfg == shipped_config() and "dtype" not in cfg, cfg
+    assert_same_tensors(got, want)
+
+    # bf16 weights are rounded to float16 once, straight from bf16.
+    sd = {k: v.to(torch.bfloat16) for k, v in shipped_tensors().items() if k != HEAD}
+    ckpt_bf16 = os.path.join(tmp, "bf16.pt")
+    torch.save(trainer_checkpoint(sd), ckpt_bf16)
+    got, _, _ = convert_ok(ckpt_bf16, os.path.join(tmp, "bf16"), *FLAGS, "--dtype", "f16")
+    for k, v in sd.items():
+        assert got[k].dtype == torch.float16 and torch.equal(got[k], v.to(torch.float16)), k
+
+    # A weight float16 cannot hold is named, and nothing is written.
+    sd = tied_state_dict()
+    name = "backbone.layers.2.hidden_layer.fc1.weight"
+    sd[name] = sd[name].clone()
+    sd[name][3, 5] = 1e6
+    ckpt_big = os.path.join(tmp, "big.pt")
+    torch.save(trainer_checkpoint(sd), ckpt_big)
+    text = convert_fails(ckpt_big, os.path.join(tmp, "big"), name, *FLAGS, "--dtype", "f16")
+    assert "65504" in text and "--dtype f32" in text, text
+    convert_ok(ckpt_big, os.path.join(tmp, "big32"), *FLAGS)
+    # Only the choices are accepted.
+    rc, text = run(ckpt, os.path.join(tmp, "bad"), *FLAGS, "--dtype", "int8")
+    assert rc != 0 and "--dtype" in text, text
+
+
 def hybrid_state_dict(rat_layers):
     sd = tied_state_dict()
     d = sd[WTE].shape[1]
@@ -233,7 +279,10 @@ def case_refusals(tmp):
     assert torch.equal(got["backbone.layers.1.seq_layer.mystery_weight"], torch.ones(3))
 
 
-CASES = [case_trainer_checkpoint, case_config_sources, case_untied_head, case_bf16, case_hybrid, case_refusals]
+CASES = [
+    case_trainer_checkpoint, case_config_sources, case_untied_head, case_bf16, case_f16, case_hybrid,
+    case_refusals,
+]
 
 
 def main():

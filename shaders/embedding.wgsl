@@ -1,12 +1,15 @@
-// Embedding lookup: out[r, :] = table[ids[r], :] for every token r. Ids arrive as f32 (exact below
-// 2^24) and were range-checked on the host.
+// Embedding lookup: out[r, :] = table[ids[r] - v_lo, :] for every token r whose id lies in
+// v_lo … v_hi − 1, the vocabulary rows this table holds (a table past the binding limit is
+// bound one block of rows at a time). Ids arrive as f32 (exact below 2^24) and were
+// range-checked on the host. Also gathers rows of activations (the last position of each
+// sequence) with the row indices as ids.
 #include "common/grid.wgsl"
 
 struct Params {
     rows: u32,
     d: u32,
-    _p0: u32,
-    _p1: u32,
+    v_lo: u32,
+    v_hi: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -21,6 +24,9 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (e >= p.rows * p.d) {
         return;
     }
-    let r = e / p.d;
-    out[e] = table[u32(ids[r]) * p.d + e % p.d];
+    let id = u32(ids[e / p.d]);
+    if (id < p.v_lo || id >= p.v_hi) {
+        return;
+    }
+    out[e] = table[(id - p.v_lo) * p.d + e % p.d];
 }

@@ -944,6 +944,18 @@ pub struct ModelResult {
     pub schedule: String,
     pub adapter: String,
     pub backend: String,
+    /// Storage dtype of the weights.
+    pub dtype: crate::DType,
+    /// Bytes of the weights on the GPU, and of the decode cache of `batch` sequences.
+    pub weight_bytes: u64,
+    pub cache_bytes: u64,
+    /// Loading the model (read, convert, upload), and the process's peak resident host memory
+    /// after it (Linux; filled in by the caller, which times the load).
+    pub load_s: Option<f64>,
+    pub peak_host_bytes: Option<u64>,
+    /// One decode step (token picked on the GPU) with the cache at this position, median ms.
+    pub position: Option<usize>,
+    pub step_at_position_ms: Option<f64>,
 }
 
 /// Greedy generation of `new_tokens` after `batch` prompts of `prompt_len` tokens. A short run
@@ -956,6 +968,7 @@ pub fn model_generation(
     batch: usize,
     prompt_len: usize,
     new_tokens: usize,
+    position: Option<usize>,
 ) -> Result<ModelResult> {
     use crate::model::generate::generate;
     use crate::model::sampling::Sampler;
@@ -997,7 +1010,7 @@ pub fn model_generation(
     let p = prompt_len.min(64);
     let head: Vec<u32> = prompts.iter().flat_map(|q| q[..p].to_vec()).collect();
     let ids = model.tokens(ctx, &head, batch)?;
-    let (_, mut cache) = ctx.run(|rec| model.prefill(rec, &ids))?;
+    let (_, mut cache) = ctx.run(|rec| model.prefill_last(rec, &ids))?;
     let mut tok: Vec<u32> = vec![base; batch];
     let steps = new_tokens.min(cfg.max_seq_len - p) / 2;
     let (mut cpu, mut gpu) = (Vec::new(), Vec::new());
@@ -1030,6 +1043,11 @@ pub fn model_generation(
             "max_seq_len leaves no room for the token-picking steps",
         ));
     }
+    let cache_bytes = cache.bytes();
+    drop(cache);
+    let step_at_position_ms = position
+        .map(|pos| step_at(ctx, model, batch, pos, base))
+        .transpose()?;
     let info = ctx.adapter_info();
     Ok(ModelResult {
         model: name.to_string(),
@@ -1051,5 +1069,50 @@ pub fn model_generation(
         schedule: ctx.schedule_summary(),
         adapter: info.name.clone(),
         backend: format!("{:?}", info.backend).to_lowercase(),
+        dtype: model.dtype(),
+        weight_bytes: model.weight_bytes(),
+        cache_bytes,
+        load_s: None,
+        peak_host_bytes: None,
+        position,
+        step_at_position_ms,
     })
+}
+
+/// Median of 3 decode steps (after one untimed) from a cache placed at `position` without a
+/// prompt: the cost of a step depends on how many entries the cache holds, not on their values,
+/// and a real 4096-token prefill of a 1.3B model takes minutes on a CPU adapter.
+fn step_at(
+    ctx: &Context,
+    model: &crate::model::Model,
+    batch: usize,
+    position: usize,
+    token: u32,
+) -> Result<f64> {
+    let max = model.config().max_seq_len;
+    if position + 4 > max {
+        return Err(crate::Error::invalid(
+            "bench model",
+            format!(
+                "a step at position {position} needs max_seq_len ≥ {} (it is {max})",
+                position + 4
+            ),
+        ));
+    }
+    let mut cache = model.new_cache(ctx, batch)?;
+    cache.bench_seek(position);
+    let ids = model.tokens(ctx, &vec![token; batch], batch)?;
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let t = std::time::Instant::now();
+        let a = ctx.run(|rec| {
+            let l = model.step(rec, &mut cache, &ids)?;
+            crate::ops::sample::argmax(rec, &l)
+        })?;
+        ctx.download(&a)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(&times).median_ms)
 }

@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     warned_f16: AtomicBool,
     /// Bytes of tensors this context may hold at once; 0 = no cap.
     memory_budget: AtomicU64,
+    /// A binding size below the adapter's that the code plans with; 0 = the adapter's.
+    binding_limit: AtomicU64,
     /// Whether kernels with subgroup operations may be picked (`set_subgroup_kernels`).
     subgroup_kernels: AtomicBool,
     /// The [`Schedule`] setting (`set_schedule`), as `Schedule::to_u8`.
@@ -361,6 +363,7 @@ impl Context {
                 lost: Arc::new(Mutex::new(None)),
                 warned_f16: AtomicBool::new(false),
                 memory_budget: AtomicU64::new(0),
+                binding_limit: AtomicU64::new(0),
                 subgroup_kernels: AtomicBool::new(true),
                 schedule: AtomicU8::new(Schedule::Auto.to_u8()),
                 placeholder: std::sync::OnceLock::new(),
@@ -509,6 +512,45 @@ impl Context {
     }
     pub fn memory_budget(&self) -> Option<u64> {
         Some(self.inner.memory_budget.load(Ordering::Relaxed)).filter(|&b| b > 0)
+    }
+    /// Bytes this context can still allocate, and what bounds them, where that is known: the
+    /// memory budget's remainder ([`Context::set_memory_budget`]), else for CPU adapters the
+    /// host's available memory (their buffers are host memory). wgpu does not report a GPU's
+    /// free memory, so on GPUs without a budget this is `None` and the driver's allocation
+    /// error is what says a model is too large.
+    pub fn memory_available(&self) -> Option<(u64, &'static str)> {
+        if let Some(budget) = self.memory_budget() {
+            let used = self.inner.pool.stats().bytes_in_use;
+            return Some((
+                budget.saturating_sub(used),
+                "the context's memory budget leaves",
+            ));
+        }
+        if !self.is_cpu_adapter() {
+            return None;
+        }
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some((kb * 1024, "the host (a CPU adapter's memory) has available"))
+    }
+    /// Plans and checks storage bindings against `bytes` instead of the adapter's
+    /// `max_storage_buffer_binding_size` where that is smaller (`None`: the adapter's). Tensors
+    /// past it are split (embedding tables, LM heads, activations in row blocks): this lets a
+    /// test or a host app exercise the split paths of a device with a smaller limit.
+    pub fn set_binding_limit(&self, bytes: Option<u64>) {
+        self.inner
+            .binding_limit
+            .store(bytes.unwrap_or(0), Ordering::Relaxed);
+    }
+    /// The largest storage binding kernels may get: the adapter's
+    /// `max_storage_buffer_binding_size`, or less ([`Context::set_binding_limit`]).
+    pub fn binding_limit(&self) -> u64 {
+        let own = self.inner.limits.max_storage_buffer_binding_size;
+        match self.inner.binding_limit.load(Ordering::Relaxed) {
+            0 => own,
+            b => b.min(own),
+        }
     }
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()

@@ -59,8 +59,9 @@ enum Cmd {
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value = "f32")]
-        dtype: DType,
+        /// Storage dtype of the weights (f32 or f16); default: the config's `dtype`, else f32.
+        #[arg(long)]
+        dtype: Option<DType>,
         #[command(flatten)]
         solver: SolverArgs,
     },
@@ -240,20 +241,32 @@ struct ModelArgs {
     heads: usize,
     #[arg(long, default_value_t = 256)]
     vocab: usize,
-    /// Prompt length in tokens.
-    #[arg(long, default_value_t = 1024)]
-    prompt: usize,
-    #[arg(long, default_value_t = 64)]
-    new_tokens: usize,
+    /// Prompt length in tokens (default 1024; 512 with --preset).
+    #[arg(long)]
+    prompt: Option<usize>,
+    /// Tokens to generate (default 64; 16 with --preset).
+    #[arg(long)]
+    new_tokens: Option<usize>,
     #[arg(long, default_value = "1,16")]
     batch: String,
-    #[arg(long, default_value = "f32")]
-    dtype: DType,
+    /// Storage dtype of the weights; default: a model folder's config `dtype`, else f32.
+    #[arg(long)]
+    dtype: Option<DType>,
     /// Also write JSON Lines, one object per measurement, to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     #[command(flatten)]
     solver: SolverArgs,
+    /// Random-weight models at the published sizes (comma-separated), replacing --kinds and the
+    /// size flags: rat-1.3b (the RAT paper's RAT-XL), attention-1.3b (the same stack with
+    /// attention), mesanet-1.3b (fla's MesaNet of that width and depth). They prefill 512 tokens
+    /// and generate 16 unless --prompt / --new-tokens are given, and time a decode step at
+    /// position 4096 unless --position is.
+    #[arg(long, value_delimiter = ',')]
+    preset: Vec<String>,
+    /// Also time one decode step with the cache at this position (filled without a prompt).
+    #[arg(long)]
+    position: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -344,7 +357,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             use std::io::Write;
             let ctx = Context::new_blocking()?;
             let solver = solver.solver()?;
-            let m = chunkwise::model::Model::open_with(&ctx, &model, dtype, |cfg| {
+            let m = chunkwise::model::Model::open_as(&ctx, &model, dtype, |cfg| {
                 if let Some(s) = solver {
                     cfg.solver = s;
                 }
@@ -358,7 +371,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 chunkwise::model::sampling::Sampler::new(temperature, top_k, top_p, seed);
             let single = prompts.len() == 1;
             let stdout = std::io::stdout();
-            let mut stream = tok.stream();
+            // The continuation decoded after its prompt: tokenizers that strip a leading space
+            // (LLaMA's) would otherwise drop the one before the first new word.
+            let mut stream = tok.stream_after(&prompts[0])?;
             let mut stream_err = None;
             let (outs, stats) = chunkwise::model::generate::generate(
                 &ctx,
@@ -386,7 +401,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let mut o = stdout.lock();
                 for (i, ids) in outs.iter().enumerate() {
                     writeln!(o, "=== prompt {i} ===")?;
-                    o.write_all(&tok.decode(ids)?)?;
+                    o.write_all(&tok.decode_after(&prompts[i], ids)?)?;
                     writeln!(o)?;
                 }
             }
@@ -969,8 +984,14 @@ fn progress_bar(len: usize) -> Result<indicatif::ProgressBar, String> {
     Ok(bar)
 }
 
-fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use chunkwise::model::{Checkpoint, Model, ModelConfig};
+fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise::model::{Model, ModelConfig};
+    let presets = !a.preset.is_empty();
+    let prompt = a.prompt.unwrap_or(if presets { 512 } else { 1024 });
+    let new_tokens = a.new_tokens.unwrap_or(if presets { 16 } else { 64 });
+    if presets && a.position.is_none() {
+        a.position = Some(4096);
+    }
     let ctx = Context::new_blocking()?;
     let info = ctx.adapter_info().clone();
     let batches = list(&a.batch)?;
@@ -986,7 +1007,7 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         specs.push((
             name,
             Box::new(move || {
-                Model::open_with(&ctx, &dir, dtype, |cfg| {
+                Model::open_as(&ctx, &dir, dtype, |cfg| {
                     if let Some(s) = solver {
                         cfg.solver = s;
                     }
@@ -994,28 +1015,46 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
             }),
         ));
     }
-    if a.model.is_empty() {
+    for name in &a.preset {
+        let max_seq_len = (prompt + new_tokens).max(a.position.unwrap_or(0) + 8);
+        let json = chunkwise::model::random::preset(name, max_seq_len).ok_or_else(|| {
+            format!(
+                "unknown preset '{name}' (one of {})",
+                chunkwise::model::random::PRESETS.join(", ")
+            )
+        })?;
+        let mut cfg = ModelConfig::from_json("<preset>", &json, None)?;
+        if let Some(s) = solver {
+            cfg.solver = s;
+        }
+        let (ctx, dtype) = (ctx.clone(), a.dtype.unwrap_or(DType::F32));
+        specs.push((
+            name.clone(),
+            Box::new(move || {
+                let ck = chunkwise::model::random::random_checkpoint(&cfg, 1);
+                Model::load(&ctx, cfg.clone(), &ck, dtype)
+            }),
+        ));
+    }
+    if a.model.is_empty() && !presets {
         for kind in a.kinds.split(',') {
             let dh = a.d_model / a.heads.max(1);
             let json = serde_json::json!({
                 "model_kind": kind, "vocab_size": a.vocab, "d_model": a.d_model,
                 "num_layers": a.layers, "num_head": a.heads, "d_head": dh, "ngroups": 2,
                 "chunk_size": 16, "window_size": 256, "interleave_step": 2,
-                "max_seq_len": a.prompt + a.new_tokens,
+                "max_seq_len": (prompt + new_tokens).max(a.position.unwrap_or(0) + 8),
             });
             let mut cfg = ModelConfig::from_json("<bench model>", &json, None)?;
             if let Some(s) = solver {
                 cfg.solver = s;
             }
-            let (ctx, dtype) = (ctx.clone(), a.dtype);
+            let (ctx, dtype) = (ctx.clone(), a.dtype.unwrap_or(DType::F32));
             let name = format!("random {kind} {}L D{}", a.layers, a.d_model);
             specs.push((
                 name,
                 Box::new(move || {
-                    let ck = Checkpoint::from_f32(
-                        "<random weights>",
-                        chunkwise::model::random::random_weights(&cfg, 1),
-                    )?;
+                    let ck = chunkwise::model::random::random_checkpoint(&cfg, 1);
                     Model::load(&ctx, cfg.clone(), &ck, dtype)
                 }),
             ));
@@ -1030,42 +1069,69 @@ fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
         ctx.schedule_summary()
     );
     println!(
-        "prompt {} tokens, {} new tokens (greedy), {:?}",
-        a.prompt, a.new_tokens, a.dtype
+        "prompt {prompt} tokens, {new_tokens} new tokens (greedy), {}{}",
+        a.dtype
+            .map_or("dtype from each config, else F32".into(), |d| format!(
+                "{d:?}"
+            )),
+        a.position
+            .map(|p| format!("; step at position {p} from a cache placed there"))
+            .unwrap_or_default()
     );
     println!();
-    println!("| model | batch | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | first call ms | dispatches/step |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| model | dtype | batch | load s | weights MB | cache MB | peak host MB | prefill ms | prefill tokens/s | decode ms/step | decode tokens/s | step + pick on CPU ms | step + pick on GPU ms | step at position ms | first call ms | dispatches/step |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = json_file(a.json.as_deref())?;
     let bar = progress_bar(specs.len() * batches.len())?;
+    let mb = |b: u64| b as f64 / 1e6;
     for (name, build) in &specs {
+        bar.set_message(format!("{name}: loading"));
+        let t0 = std::time::Instant::now();
         let model = build()?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let peak = chunkwise::model::checkpoint::peak_host_bytes();
         for &b in &batches {
             bar.set_message(format!("{name}, batch {b}"));
-            let r = bench::model_generation(&ctx, &model, name, b, a.prompt, a.new_tokens);
+            let r = bench::model_generation(&ctx, &model, name, b, prompt, new_tokens, a.position);
             bar.inc(1);
             let r = match r {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    r.load_s = Some(load_s);
+                    r.peak_host_bytes = peak;
+                    r
+                }
                 Err(
                     e @ (chunkwise::Error::LimitExceeded { .. }
                     | chunkwise::Error::OutOfMemory { .. }),
                 ) => {
-                    bar.suspend(|| println!("| {name} | {b} | skipped: {e} | | | | | | | |"));
+                    bar.suspend(|| {
+                        println!(
+                            "| {name} | {:?} | {b} | skipped: {e} | | | | | | | | | | | | |",
+                            model.dtype()
+                        )
+                    });
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             bar.suspend(|| {
                 println!(
-                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.0} | {} |",
+                    "| {} | {:?} | {} | {:.1} | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {} | {:.0} | {} |",
                     r.model,
+                    r.dtype,
                     r.batch,
+                    load_s,
+                    mb(r.weight_bytes),
+                    mb(r.cache_bytes),
+                    peak.map_or("-".into(), |p| format!("{:.0}", mb(p))),
                     r.prefill_ms,
                     r.prefill_tokens_per_s,
                     r.decode_ms_per_step,
                     r.decode_tokens_per_s,
                     r.step_cpu_pick_ms,
                     r.step_gpu_pick_ms,
+                    r.step_at_position_ms
+                        .map_or("-".into(), |m| format!("{m:.1}")),
                     r.first_call_ms,
                     r.decode_dispatches
                 )

@@ -182,7 +182,7 @@ impl Recording {
                 limit: max_groups as u64,
             });
         }
-        let max_binding = limits.max_storage_buffer_binding_size;
+        let max_binding = self.ctx.binding_limit();
         let mut buffers = Vec::with_capacity(tensors.len());
         for t in tensors {
             let bytes = t.padded_bytes();
@@ -288,7 +288,12 @@ impl Recording {
                 ),
             ));
         }
-        let (so, dof, b) = (src_at * es, dst_at * es, len * es);
+        let (so, dof, mut b) = (src_at * es, dst_at * es, len * es);
+        // A copy that ends both tensors' data may round its size up into their padding (every
+        // buffer is a whole number of 4-byte words): an odd count of f16 values at the end.
+        if so + b == src.bytes() && dof + b == dst.bytes() {
+            b = b.div_ceil(4) * 4;
+        }
         if so % 4 != 0 || dof % 4 != 0 || b % 4 != 0 {
             return Err(Error::invalid(
                 "copy_region",

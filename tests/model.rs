@@ -291,3 +291,49 @@ fn solver_keys_are_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mesa-tol"));
 }
+
+/// MesaNet in f16 storage (the published-size presets run so): weights, activations and q, k, v
+/// in f16, the gates and states in f32. Forward within the f16 model tolerance of the f32 model,
+/// and decoding equals its own forward.
+#[test]
+fn mesanet_in_f16_matches_f32_and_decodes_like_its_forward() {
+    let ctx = ctx();
+    let json = serde_json::json!({
+        "model_kind": "mesanet", "vocab_size": 256, "d_model": 64, "num_layers": 2,
+        "num_head": 2, "d_head": 32, "d_ffn": 128, "max_seq_len": 64,
+    });
+    let cfg = ModelConfig::from_json("<mesa f16>", &json, None).unwrap();
+    let ck = chunkwise::model::random::random_checkpoint(&cfg, 6);
+    let m32 = Model::load(ctx, cfg.clone(), &ck, DType::F32).unwrap();
+    let m16 = Model::load(ctx, cfg, &ck, DType::F16).unwrap();
+    assert_eq!(m16.dtype(), DType::F16, "lavapipe has shader-f16");
+    let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 256).collect();
+    let all = m16.tokens(ctx, &ids, 1).unwrap();
+    let f = |m: &Model| {
+        ctx.download(&ctx.run(|rec| m.forward(rec, &all)).unwrap())
+            .unwrap()
+    };
+    let (l32, l16) = (f(&m32), f(&m16));
+    let want: Vec<f64> = l32.iter().map(|&x| x as f64).collect();
+    let e = chunkwise::reference::rel_rms(&l16, &want);
+    assert!(e < TOL_F16_LAYER, "f16 vs f32 logits: rel-RMS {e:.3e}");
+    // Prefill 10 tokens, then step through the rest: the f16 model against its own forward.
+    let p = 10;
+    let prompt = m16.tokens(ctx, &ids[..p], 1).unwrap();
+    let (_, mut cache) = ctx.run(|rec| m16.prefill(rec, &prompt)).unwrap();
+    let mut got = Vec::new();
+    for &t in &ids[p..] {
+        let tok = m16.tokens(ctx, &[t], 1).unwrap();
+        got.extend(
+            ctx.download(&ctx.run(|rec| m16.step(rec, &mut cache, &tok)).unwrap())
+                .unwrap(),
+        );
+    }
+    // Logits of positions p … T−1 come from steps that consumed tokens p … T−1.
+    let want: Vec<f64> = l16[p * 256..].iter().map(|&x| x as f64).collect();
+    let e = chunkwise::reference::rel_rms(&got, &want);
+    assert!(
+        e < TOL_F16_LAYER,
+        "f16 decode vs f16 forward: rel-RMS {e:.3e}"
+    );
+}

@@ -293,6 +293,7 @@ pub const TABLE: &[Variant] = &[
         true,
         FLASH_SG
     ),
+    row!("place_columns.wgsl", "place_columns", Any, false, []),
     row!("rat_gather.wgsl", "tile_groups", Any, false, []),
     row!("rat_gather.wgsl", "chunk_gather", Any, false, []),
     row!("rat_scan.wgsl", "rat_scan", Any, false, []),
@@ -304,6 +305,7 @@ pub const TABLE: &[Variant] = &[
     row!("softmax.wgsl", "softmax", Any, false, [ROW_WG]),
     row!("split_heads.wgsl", "split_heads", Any, false, []),
     row!("transpose.wgsl", "transpose", Any, false, []),
+    row!("unary_f32.wgsl", "unary_f32", Any, false, [MAP_WG]),
 ];
 
 /// The row of `file::entry`.

@@ -83,12 +83,6 @@ impl MesaLayer {
         prefix: &str,
         dtype: DType,
     ) -> Result<MesaLayer> {
-        if dtype != DType::F32 {
-            return Err(Error::invalid(
-                "mesa layer",
-                "only f32 storage is supported for the Mesa layer so far",
-            ));
-        }
         let (dm, h, d) = (cfg.hidden, cfg.heads, cfg.head_dim);
         if h == 0 || d == 0 || d > 128 {
             return Err(Error::invalid(
@@ -175,10 +169,11 @@ impl MesaLayer {
         let v = self.v.forward(rec, x)?;
         let al = self.a.forward(rec, x)?;
         let al = ew::add(rec, &al, &self.a_bias)?;
-        let g = ew::logsigmoid(rec, &al)?.reshape(&[b, t, h])?;
+        // The gates in f32 whatever the storage (the Mesa kernels read them so).
+        let g = ew::unary_f32(rec, &al, ew::Unary::LogSigmoid)?.reshape(&[b, t, h])?;
         let bl = self.b.forward(rec, x)?;
         let bl = ew::add(rec, &bl, &self.b_bias)?;
-        let beta = ew::sigmoid(rec, &bl)?.reshape(&[b, t, h])?;
+        let beta = ew::unary_f32(rec, &bl, ew::Unary::Sigmoid)?.reshape(&[b, t, h])?;
         Ok([qp, kp, v, g, beta])
     }
 
@@ -265,8 +260,8 @@ impl MesaLayer {
         let hd = self.cfg.heads * self.cfg.head_dim;
         let cache = MesaCache {
             state: MesaState::zeros_in(rec, batch, self.cfg.heads, self.cfg.head_dim)?,
-            conv_q: ctx.alloc(&[batch, hd, 4], DType::F32)?,
-            conv_k: ctx.alloc(&[batch, hd, 4], DType::F32)?,
+            conv_q: ctx.alloc(&[batch, hd, 4], self.q_conv.dtype())?,
+            conv_k: ctx.alloc(&[batch, hd, 4], self.q_conv.dtype())?,
             next_pos: 0,
         };
         rec.zero(&cache.conv_q);

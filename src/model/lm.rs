@@ -12,8 +12,9 @@ use crate::layers::{
     RatLayer, SequenceLayer,
 };
 use crate::model::{Checkpoint, ModelConfig};
-use crate::ops::embedding::{embedding, TokenIds};
+use crate::ops::embedding::{embedding_sharded, gather_rows, TokenIds};
 use crate::ops::gemm::Linear;
+use crate::ops::shards::{RowShards, ShardedLinear};
 use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
@@ -45,10 +46,14 @@ struct Block {
 /// A loaded model.
 pub struct Model {
     cfg: ModelConfig,
-    wte: Tensor,
-    head: Linear,
+    /// The embedding table and the LM head are stored as blocks of vocabulary rows that each
+    /// fit a binding (one block unless the table is larger than the adapter binds at once).
+    wte: RowShards,
+    head: ShardedLinear,
     final_norm: Tensor,
     blocks: Vec<Block>,
+    /// Bytes of the uploaded weights.
+    weights: u64,
 }
 
 /// The decode state of a whole model.
@@ -64,6 +69,15 @@ impl ModelCache {
     /// GPU bytes held by all layer caches.
     pub fn bytes(&self) -> u64 {
         self.layers.iter().map(AnyCache::bytes).sum()
+    }
+    /// Moves every layer's cache to `position` without filling it (benchmarks: a step's cost
+    /// depends on the cache length, not on its values).
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, position: usize) {
+        for l in &mut self.layers {
+            l.bench_seek(position);
+        }
+        self.position = position;
     }
 }
 
@@ -81,6 +95,17 @@ impl Model {
         dtype: DType,
         edit: impl FnOnce(&mut ModelConfig),
     ) -> Result<Model> {
+        Self::open_as(ctx, dir, Some(dtype), edit)
+    }
+
+    /// [`Model::open_with`] where `dtype: None` takes the config's `dtype` (or `torch_dtype`),
+    /// else f32.
+    pub fn open_as(
+        ctx: &Context,
+        dir: &Path,
+        dtype: Option<DType>,
+        edit: impl FnOnce(&mut ModelConfig),
+    ) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
             path: cfg_path.display().to_string(),
@@ -92,7 +117,8 @@ impl Model {
         })?;
         let mut cfg = ModelConfig::from_json(&cfg_path.display().to_string(), &json, None)?;
         edit(&mut cfg);
-        let ckpt = Checkpoint::open(&dir.join("model.safetensors"))?;
+        let dtype = dtype.or(cfg.dtype).unwrap_or(DType::F32);
+        let ckpt = Checkpoint::open_dir(dir)?;
         let model = Self::load(ctx, cfg, &ckpt, dtype)?;
         // Tensors the config did not ask for mean the config describes another model (more
         // layers, another kind): running it would silently drop weights.
@@ -123,13 +149,16 @@ impl Model {
             return Self::load_mesanet(ctx, cfg, ckpt, dtype);
         }
         let (v, d) = (cfg.vocab_size, cfg.d_model);
-        let (wte, _) = ckpt.f32("embedding.wte.weight", Some(&[v, d]))?;
-        let head_w = if ckpt.contains("head.lm_head.weight") {
-            ckpt.f32("head.lm_head.weight", Some(&[v, d]))?.0
-        } else {
-            wte.clone()
-        };
-        let (final_norm, _) = ckpt.f32("backbone.ln.weight", Some(&[d]))?;
+        fits(ctx, ckpt, dtype)?;
+        let (wte, head) = table_and_head(
+            ctx,
+            ckpt,
+            "embedding.wte.weight",
+            "head.lm_head.weight",
+            [v, d],
+            dtype,
+        )?;
+        let final_norm = ckpt.upload(ctx, "backbone.ln.weight", &[d], dtype)?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let prefix = format!("backbone.layers.{i}.seq_layer.");
@@ -162,13 +191,13 @@ impl Model {
                 AnyLayer::Attention(AttentionLayer::load(ctx, ac, ckpt, &prefix, dtype)?)
             };
             let f = format!("backbone.layers.{i}.hidden_layer.");
-            let (ln, _) = ckpt.f32(&format!("{f}ln.weight"), Some(&[d]))?;
-            let (fc1, _) = ckpt.f32(&format!("{f}fc1.weight"), Some(&[cfg.d_ffn, d]))?;
-            let (fc2, _) = ckpt.f32(&format!("{f}fc2.weight"), Some(&[d, cfg.d_ffn]))?;
+            let lin = |n: &str, shape: [usize; 2]| -> Result<Linear> {
+                Linear::new(ctx, ckpt.upload(ctx, &format!("{f}{n}"), &shape, dtype)?)
+            };
             let ffn = Ffn::Gelu {
-                ln: ctx.upload(&ln, &[d], dtype)?,
-                fc1: Linear::new(ctx, ctx.upload(&fc1, &[cfg.d_ffn, d], dtype)?)?,
-                fc2: Linear::new(ctx, ctx.upload(&fc2, &[d, cfg.d_ffn], dtype)?)?,
+                ln: ckpt.upload(ctx, &format!("{f}ln.weight"), &[d], dtype)?,
+                fc1: lin("fc1.weight", [cfg.d_ffn, d])?,
+                fc2: lin("fc2.weight", [d, cfg.d_ffn])?,
             };
             blocks.push(Block {
                 pre_norm: None,
@@ -177,11 +206,12 @@ impl Model {
             });
         }
         Ok(Model {
-            wte: ctx.upload(&wte, &[v, d], dtype)?,
-            head: Linear::new(ctx, ctx.upload(&head_w, &[v, d], dtype)?)?,
-            final_norm: ctx.upload(&final_norm, &[d], dtype)?,
+            wte,
+            head,
+            final_norm,
             blocks,
             cfg,
+            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype)),
         })
     }
 
@@ -195,23 +225,32 @@ impl Model {
         dtype: DType,
     ) -> Result<Model> {
         let (v, d, f) = (cfg.vocab_size, cfg.d_model, cfg.d_ffn);
-        let (wte, _) = ckpt.f32("model.embeddings.weight", Some(&[v, d]))?;
-        let head_w = if ckpt.contains("lm_head.weight") {
-            ckpt.f32("lm_head.weight", Some(&[v, d]))?.0
-        } else {
-            wte.clone()
-        };
-        let vec =
-            |n: &str| -> Result<Tensor> { ctx.upload(&ckpt.f32(n, Some(&[d]))?.0, &[d], dtype) };
+        fits(ctx, ckpt, dtype)?;
+        let (wte, head) = table_and_head(
+            ctx,
+            ckpt,
+            "model.embeddings.weight",
+            "lm_head.weight",
+            [v, d],
+            dtype,
+        )?;
+        let vec = |n: &str| -> Result<Tensor> { ckpt.upload(ctx, n, &[d], dtype) };
         let lin = |n: &str, shape: [usize; 2]| -> Result<Linear> {
-            Linear::new(
-                ctx,
-                ctx.upload(&ckpt.f32(n, Some(&shape))?.0, &shape, dtype)?,
-            )
+            Linear::new(ctx, ckpt.upload(ctx, n, &shape, dtype)?)
         };
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}.");
+            let gate = format!("{p}attn.g_proj.weight");
+            if let Some(want) = cfg.use_output_gate.filter(|&w| w != ckpt.contains(&gate)) {
+                return Err(Error::Checkpoint {
+                    file: ckpt.file().to_string(),
+                    msg: format!(
+                        "config.json says use_output_gate = {want} but the checkpoint {} '{gate}'",
+                        if want { "lacks" } else { "has" }
+                    ),
+                });
+            }
             let mc = MesaConfig {
                 hidden: d,
                 heads: cfg.num_head,
@@ -233,16 +272,35 @@ impl Model {
             });
         }
         Ok(Model {
-            wte: ctx.upload(&wte, &[v, d], dtype)?,
-            head: Linear::new(ctx, ctx.upload(&head_w, &[v, d], dtype)?)?,
+            wte,
+            head,
             final_norm: vec("model.norm.weight")?,
             blocks,
             cfg,
+            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype)),
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// The storage dtype of the weights (f32 where f16 was asked for but the adapter has none).
+    pub fn dtype(&self) -> DType {
+        self.wte.dtype()
+    }
+
+    /// An empty (zeroed) cache for `batch` sequences at position 0.
+    pub fn new_cache(&self, ctx: &Context, batch: usize) -> Result<ModelCache> {
+        let layers = self
+            .blocks
+            .iter()
+            .map(|b| b.mixer.new_cache(ctx, batch, self.dtype()))
+            .collect::<Result<_>>()?;
+        Ok(ModelCache {
+            layers,
+            position: 0,
+        })
     }
 
     /// Token ids `[B, T]` checked against the vocabulary.
@@ -256,7 +314,20 @@ impl Model {
         TokenIds::new(ctx, ids, &[batch, ids.len() / batch], self.cfg.vocab_size)
     }
 
+    /// `h + FFN(h)`; in blocks of rows when the widest activation `[rows, d_ffn]` would pass
+    /// the binding limit (long prompts of wide models).
     fn ffn(&self, rec: &mut Recording, f: &Ffn, h: &Tensor) -> Result<Tensor> {
+        let width = self.cfg.d_ffn.max(self.cfg.d_model);
+        let rows = h.numel() / h.last_dim().max(1);
+        let per = rows_per_binding(rec.context(), width, h.dtype());
+        if rows <= per {
+            return self.ffn_rows(rec, f, h);
+        }
+        let out = in_row_blocks(rec, h, h.last_dim(), per, |rec, x| self.ffn_rows(rec, f, x))?;
+        out.reshape(h.shape())
+    }
+
+    fn ffn_rows(&self, rec: &mut Recording, f: &Ffn, h: &Tensor) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
         let o = match f {
             Ffn::Gelu { ln, fc1, fc2 } => {
@@ -297,9 +368,33 @@ impl Model {
         }
     }
 
+    /// Logits `[.., V]` of hidden states `h [.., D]`, in blocks of rows when the whole
+    /// `[rows, V]` would pass the binding limit (a 4096-token prompt with a 32,000-entry
+    /// vocabulary is 524 MB in f32): the result is then only read back or copied, never bound.
     fn logits(&self, rec: &mut Recording, h: &Tensor) -> Result<Tensor> {
-        let u = norm::rmsnorm(rec, h, &self.final_norm, self.cfg.norm_eps)?;
-        self.head.forward(rec, &u)
+        let v = self.cfg.vocab_size;
+        let rows = h.numel() / h.last_dim().max(1);
+        let per = rows_per_binding(rec.context(), v, h.dtype());
+        let mut shape = h.shape().to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = v;
+        let head = |rec: &mut Recording, x: &Tensor| -> Result<Tensor> {
+            let u = norm::rmsnorm(rec, x, &self.final_norm, self.cfg.norm_eps)?;
+            self.head.forward(rec, &u)
+        };
+        if rows <= per {
+            return head(rec, h);
+        }
+        in_row_blocks(rec, h, v, per, head)?.reshape(&shape)
+    }
+
+    /// Blocks the embedding table is stored in (1 unless it is larger than one binding).
+    pub fn vocab_blocks(&self) -> usize {
+        self.wte.blocks().len()
+    }
+
+    /// Bytes of the weights on the GPU (prepared copies such as the CPU schedules' Wᵀ excluded).
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights
     }
 
     /// Refuses positions past `max_seq_len` up front: RoPE tables and caches are sized by it, and
@@ -322,7 +417,7 @@ impl Model {
     /// block is recorded ([`Recording::flush`]), so that memory holds one block's intermediates.
     pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
         self.check_len(ids.shape()[1])?;
-        let mut h = embedding(rec, &self.wte, ids)?;
+        let mut h = embedding_sharded(rec, &self.wte, ids)?;
         for b in &self.blocks {
             let u = self.mixer_input(rec, b, &h)?;
             let y = b.mixer.forward(rec, &u)?;
@@ -337,8 +432,27 @@ impl Model {
     /// Logits of the prompt `[B, P, V]` and the cache to decode from position P (submitted block by
     /// block, as `forward`).
     pub fn prefill(&self, rec: &mut Recording, ids: &TokenIds) -> Result<(Tensor, ModelCache)> {
+        self.prefill_impl(rec, ids, false)
+    }
+
+    /// [`Model::prefill`] with the logits of each prompt's last position only, `[B, 1, V]`:
+    /// what generation needs (the head over all P positions is P× the work and memory).
+    pub fn prefill_last(
+        &self,
+        rec: &mut Recording,
+        ids: &TokenIds,
+    ) -> Result<(Tensor, ModelCache)> {
+        self.prefill_impl(rec, ids, true)
+    }
+
+    fn prefill_impl(
+        &self,
+        rec: &mut Recording,
+        ids: &TokenIds,
+        last_only: bool,
+    ) -> Result<(Tensor, ModelCache)> {
         self.check_len(ids.shape()[1])?;
-        let mut h = embedding(rec, &self.wte, ids)?;
+        let mut h = embedding_sharded(rec, &self.wte, ids)?;
         let mut layers = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             let u = self.mixer_input(rec, b, &h)?;
@@ -347,6 +461,11 @@ impl Model {
             h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
             rec.flush()?;
+        }
+        let (batch, p) = (ids.shape()[0], ids.shape()[1]);
+        if last_only {
+            let last: Vec<usize> = (0..batch).map(|b| b * p + p - 1).collect();
+            h = gather_rows(rec, &h, &last)?.reshape(&[batch, 1, self.cfg.d_model])?;
         }
         Ok((
             self.logits(rec, &h)?,
@@ -371,7 +490,7 @@ impl Model {
             ));
         }
         self.check_len(cache.position + 1)?;
-        let mut h = embedding(rec, &self.wte, ids)?;
+        let mut h = embedding_sharded(rec, &self.wte, ids)?;
         for (b, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let u = self.mixer_input(rec, b, &h)?;
             let y = b.mixer.step(rec, c, &u)?;
@@ -381,4 +500,95 @@ impl Model {
         cache.position += 1;
         self.logits(rec, &h)
     }
+}
+
+/// Rows of `width` values of `dtype` that one binding holds (at least 1).
+fn rows_per_binding(ctx: &Context, width: usize, dtype: DType) -> usize {
+    ((ctx.binding_limit() / (width.max(1) * dtype.size()) as u64) as usize).max(1)
+}
+
+/// `f` over blocks of at most `per` rows of `x [.., D]`, each block's `[rows, width]` result
+/// copied into one `[rows(x), width]` output (which may be larger than a binding: it is only
+/// copied into, never bound). Copies move whole 4-byte words: where a row of the output is not
+/// (f16 with an odd width), blocks have an even number of rows, so every block starts on a word
+/// and only the last may end inside one (copied into the buffers' padding, see
+/// `Recording::copy_region`).
+fn in_row_blocks(
+    rec: &mut Recording,
+    x: &Tensor,
+    width: usize,
+    per: usize,
+    mut f: impl FnMut(&mut Recording, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let d = x.last_dim();
+    let rows = x.numel() / d.max(1);
+    let odd_rows = !(width * x.dtype().size()).is_multiple_of(4);
+    let per = if odd_rows { (per / 2 * 2).max(2) } else { per };
+    let out = rec.context().alloc(&[rows, width], x.dtype())?;
+    let mut start = 0;
+    while start < rows {
+        let r = start..(start + per).min(rows);
+        let idx: Vec<usize> = r.clone().collect();
+        let xb = gather_rows(rec, x, &idx)?;
+        let yb = f(rec, &xb)?;
+        if yb.numel() != r.len() * width {
+            return Err(Error::shape(
+                "row blocks",
+                format!("a block of {} rows gave {:?}", r.len(), yb.shape()),
+            ));
+        }
+        rec.copy_region(
+            &yb,
+            0,
+            &out,
+            (r.start * width) as u64,
+            (r.len() * width) as u64,
+        )?;
+        // A block's intermediates are freed before the next is recorded.
+        rec.flush()?;
+        start = r.end;
+    }
+    Ok(out)
+}
+
+/// The embedding table `[V, D]` in vocabulary blocks and the LM head: `head` when the checkpoint
+/// has it, else tied to the embedding (sharing its buffers).
+fn table_and_head(
+    ctx: &Context,
+    ckpt: &Checkpoint,
+    table: &str,
+    head: &str,
+    [v, d]: [usize; 2],
+    dtype: DType,
+) -> Result<(RowShards, ShardedLinear)> {
+    let rows = |name: &str| {
+        RowShards::build(ctx, v, d, dtype, |r| {
+            ckpt.upload_rows(ctx, name, [v, d], r, dtype)
+        })
+    };
+    let wte = rows(table)?;
+    let lm = if ckpt.contains(head) {
+        rows(head)?.linear(ctx)?
+    } else {
+        wte.linear(ctx)?
+    };
+    Ok((wte, lm))
+}
+
+/// Refuses, before anything is uploaded, a checkpoint larger than the memory the context may
+/// use ([`Context::memory_available`]).
+fn fits(ctx: &Context, ckpt: &Checkpoint, dtype: DType) -> Result<()> {
+    let need = ckpt.upload_bytes(ctx.resolve_dtype(dtype));
+    if let Some((have, what)) = ctx.memory_available() {
+        if need > have {
+            return Err(Error::OutOfMemory {
+                during: format!("loading {}", ckpt.file()),
+                detail: format!(
+                    "its weights need {need} bytes as {dtype:?} and {what} {have} bytes: use \
+                     --dtype f16, a smaller model, or a device with more memory"
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -3,13 +3,13 @@
 
 use crate::model::{ModelConfig, ModelKind};
 
-/// Deterministic values in [−scale, scale) (SplitMix64), so runs and machines agree.
-fn fill(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
+/// Deterministic values in [−scale, scale) (SplitMix64), so runs and machines agree. Element i
+/// depends on i alone, so any range of a tensor can be made without the rest.
+fn fill(range: std::ops::Range<usize>, seed: u64, scale: f32) -> Vec<f32> {
+    let s0 = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    range
+        .map(|i| {
+            let mut z = s0.wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^= z >> 31;
@@ -18,22 +18,64 @@ fn fill(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// (name, shape, values) for every tensor a model of `cfg` loads; the head is left out (tied).
-/// Projections are scaled by 1/√fan-in so activations stay O(1) through deep stacks.
+/// How a tensor's values are made.
+#[derive(Clone, Copy, Debug)]
+pub enum Init {
+    /// Uniform in [−scale, scale) from a seed.
+    Uniform { scale: f32, seed: u64 },
+    /// Every element this value.
+    Const(f32),
+}
+
+impl Init {
+    /// Elements `range` (flat indices) of the tensor.
+    pub fn values(self, range: std::ops::Range<usize>) -> Vec<f32> {
+        match self {
+            Init::Uniform { scale, seed } => fill(range, seed, scale),
+            Init::Const(c) => vec![c; range.len()],
+        }
+    }
+}
+
+/// [`random_spec`] with the values made: (name, shape, values).
 pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    random_spec(cfg, seed)
+        .into_iter()
+        .map(|(n, s, init)| {
+            let len = s.iter().product();
+            (n, s, init.values(0..len))
+        })
+        .collect()
+}
+
+/// A checkpoint of [`random_spec`] whose values are made as each tensor is uploaded: a 1.3B
+/// model without 5 GB of host arrays.
+pub fn random_checkpoint(cfg: &ModelConfig, seed: u64) -> crate::model::Checkpoint {
+    let fills = random_spec(cfg, seed)
+        .into_iter()
+        .map(|(n, s, init)| {
+            let f: crate::model::checkpoint::Fill = std::sync::Arc::new(move |r| init.values(r));
+            (n, s, f)
+        })
+        .collect();
+    crate::model::Checkpoint::from_fills("<random weights>", fills)
+}
+
+/// (name, shape, how its values are made) for every tensor a model of `cfg` loads; the head is left out (tied).
+/// Projections are scaled by 1/√fan-in so activations stay O(1) through deep stacks.
+pub fn random_spec(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Init)> {
     let (v, d, f) = (cfg.vocab_size, cfg.d_model, cfg.d_ffn);
     let mut k = seed << 20;
     let mut next = || {
         k += 1;
         k
     };
-    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
     let w = |t: &mut Vec<_>, name: String, shape: Vec<usize>, scale: f32, seed: u64| {
-        let n = shape.iter().product();
-        t.push((name, shape, fill(n, seed, scale)));
+        t.push((name, shape, Init::Uniform { scale, seed }));
     };
-    let ones = |t: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: String, n: usize| {
-        t.push((name, vec![n], vec![1.0; n]));
+    let ones = |t: &mut Vec<(String, Vec<usize>, Init)>, name: String, n: usize| {
+        t.push((name, vec![n], Init::Const(1.0)));
     };
     let s_d = 1.0 / (d as f32).sqrt();
     let s_f = 1.0 / (f as f32).sqrt();
@@ -69,7 +111,7 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, 
                 next(),
             );
             // Forget-gate bias 2: gates near 0.9, as after training.
-            t.push((format!("{p}attn.a_proj.bias"), vec![h], vec![2.0; h]));
+            t.push((format!("{p}attn.a_proj.bias"), vec![h], Init::Const(2.0)));
             w(
                 &mut t,
                 format!("{p}attn.b_proj.weight"),
@@ -77,8 +119,12 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, 
                 s_d,
                 next(),
             );
-            t.push((format!("{p}attn.b_proj.bias"), vec![h], vec![0.0; h]));
-            t.push((format!("{p}attn.lambda_params"), vec![hd], vec![0.11; hd]));
+            t.push((format!("{p}attn.b_proj.bias"), vec![h], Init::Const(0.0)));
+            t.push((
+                format!("{p}attn.lambda_params"),
+                vec![hd],
+                Init::Const(0.11),
+            ));
             for n in ["q_conv1d", "k_conv1d"] {
                 w(
                     &mut t,
@@ -153,7 +199,7 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, 
             next(),
         );
         if rat {
-            t.push((format!("{p}seq_layer.gate_bias"), vec![d], vec![2.0; d]));
+            t.push((format!("{p}seq_layer.gate_bias"), vec![d], Init::Const(2.0)));
         }
         ones(&mut t, format!("{p}hidden_layer.ln.weight"), d);
         w(
@@ -194,3 +240,26 @@ pub fn write_model_folder(
     std::fs::write(&cfg, text).map_err(io(&cfg))?;
     crate::model::checkpoint::save_f32(&dir.join("model.safetensors"), tensors)
 }
+
+/// Configs (in the `model_kind` format) of the published-size models, for benchmarks with random
+/// weights: `rat-1.3b` is the RAT paper's RAT-XL (24 layers, d_model 2048, 16 heads of 128,
+/// chunk 16, 2 groups, GELU FFN of 8192, LLaMA-2's 32,000-token vocabulary), `attention-1.3b`
+/// the same stack with attention layers, `mesanet-1.3b` flash-linear-attention's MesaNet at
+/// the same width and depth (16 heads of 128, SwiGLU MLP of 5632: fla's 2048 · 4 · 2/3 rounded
+/// up to a multiple of 256). `max_seq_len` sizes the caches and RoPE tables.
+pub fn preset(name: &str, max_seq_len: usize) -> Option<serde_json::Value> {
+    let (kind, d_ffn) = match name {
+        "rat-1.3b" => ("rat", 8192),
+        "attention-1.3b" => ("attention", 8192),
+        "mesanet-1.3b" => ("mesanet", 5632),
+        _ => return None,
+    };
+    Some(serde_json::json!({
+        "model_kind": kind, "vocab_size": 32000, "d_model": 2048, "num_layers": 24,
+        "num_head": 16, "d_head": 128, "ngroups": 2, "chunk_size": 16, "d_ffn": d_ffn,
+        "norm_eps": 1e-6, "max_seq_len": max_seq_len,
+    }))
+}
+
+/// Names [`preset`] knows.
+pub const PRESETS: &[&str] = &["rat-1.3b", "attention-1.3b", "mesanet-1.3b"];

@@ -18,6 +18,28 @@ pub enum Unary {
     Softplus = 4,
 }
 
+/// [`unary`] with an f32 result whatever `x`'s storage dtype (`shaders/unary_f32.wgsl`).
+pub fn unary_f32(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
+    if x.dtype() == crate::DType::F32 {
+        return unary(rec, x, op);
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(x.shape(), crate::DType::F32)?;
+    let n = x.numel();
+    let wg = map_workgroup(n);
+    let kernel = ctx
+        .kernel(&KernelKey::new("unary_f32.wgsl", "unary_f32", x.dtype()).with("WG", wg as f64))?;
+    let params = Params {
+        n: check_u32("unary", n)?,
+        nb: 1,
+        op: op as u32,
+        _pad: 0,
+    };
+    let groups = grid_1d(&ctx, "unary", (n as u64).div_ceil(wg as u64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    Ok(y)
+}
+
 /// Binary maps; `b` is broadcast over `a` by repetition (its shape must be a suffix of `a`'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {

@@ -6,6 +6,7 @@ use crate::kernels::KernelKey;
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
 
+use super::shards::RowShards;
 use super::{check_u32, grid_1d};
 
 /// Token ids on the GPU, checked against a vocabulary size. Shape `[B, T]`.
@@ -37,7 +38,8 @@ impl TokenIds {
 struct Params {
     rows: u32,
     d: u32,
-    _p: [u32; 2],
+    v_lo: u32,
+    v_hi: u32,
 }
 
 /// `table [V, D]` looked up at `ids [..]`: returns `[.., D]`.
@@ -48,12 +50,53 @@ pub fn embedding(rec: &mut Recording, table: &Tensor, ids: &TokenIds) -> Result<
             format!("table must be [V, D], got {:?}", table.shape()),
         ));
     }
-    let d = table.shape()[1];
-    let rows = ids.tensor.numel();
+    let out = output(rec, ids, table.shape()[1], table.dtype())?;
+    gather(rec, table, 0, ids, &out)?;
+    Ok(out)
+}
+
+/// [`embedding`] from a table stored as blocks of rows ([`RowShards`]: a vocabulary larger than
+/// one binding): one dispatch per block, each writing the tokens whose ids it holds.
+pub fn embedding_sharded(rec: &mut Recording, table: &RowShards, ids: &TokenIds) -> Result<Tensor> {
+    let out = output(rec, ids, table.cols(), table.dtype())?;
+    for (first, block) in table.blocks() {
+        gather(rec, block, *first, ids, &out)?;
+    }
+    Ok(out)
+}
+
+/// Rows `rows` (flat indices over all leading dimensions) of `x [.., D]`: `[rows.len(), D]`
+/// (each sequence's last position before the LM head). Any dtype, any D.
+pub fn gather_rows(rec: &mut Recording, x: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let d = x.last_dim();
+    let n = x.numel() / d.max(1);
+    let ids: Vec<u32> = rows
+        .iter()
+        .map(|&r| check_u32("gather_rows", r))
+        .collect::<Result<_>>()?;
+    let ids = TokenIds::new(rec.context(), &ids, &[1, rows.len()], n)?;
+    let table = x.reshape(&[n, d])?;
+    let out = embedding(rec, &table, &ids)?;
+    out.reshape(&[rows.len(), d])
+}
+
+fn output(rec: &Recording, ids: &TokenIds, d: usize, dtype: crate::DType) -> Result<Tensor> {
     let mut shape = ids.shape().to_vec();
     shape.push(d);
+    rec.context().alloc(&shape, dtype)
+}
+
+/// Writes `out[r] = table[ids[r] − first]` for the ids in `first … first + rows(table) − 1`.
+fn gather(
+    rec: &mut Recording,
+    table: &Tensor,
+    first: usize,
+    ids: &TokenIds,
+    out: &Tensor,
+) -> Result<()> {
+    let d = table.shape()[1];
+    let rows = ids.tensor.numel();
     let ctx = rec.context().clone();
-    let out = ctx.alloc(&shape, table.dtype())?;
     let kernel = ctx.kernel(&KernelKey::new(
         "embedding.wgsl",
         "embedding",
@@ -62,14 +105,14 @@ pub fn embedding(rec: &mut Recording, table: &Tensor, ids: &TokenIds) -> Result<
     let params = Params {
         rows: check_u32("embedding", rows)?,
         d: check_u32("embedding", d)?,
-        _p: [0; 2],
+        v_lo: check_u32("embedding", first)?,
+        v_hi: check_u32("embedding", first + table.shape()[0])?,
     };
     let groups = grid_1d(&ctx, "embedding", ((rows * d) as u64).div_ceil(256))?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[table, &ids.tensor, &out],
+        &[table, &ids.tensor, out],
         groups,
-    )?;
-    Ok(out)
+    )
 }

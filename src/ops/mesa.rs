@@ -476,7 +476,7 @@ pub fn core_with(
     let chunks = t.div_ceil(c);
     // Chunk-start states for a segment of chunks at a time: bounded by the binding limit.
     let per_chunk = (b * h * 2 * d * d * 4) as u64;
-    let limit = ctx.limits().max_storage_buffer_binding_size;
+    let limit = ctx.binding_limit();
     let max_groups = ctx.limits().max_compute_workgroups_per_dimension as usize;
     let mut nseg_max = ((limit / per_chunk) as usize).min(max_groups).min(chunks);
     if ctx.is_cpu_adapter() {

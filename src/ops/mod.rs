@@ -10,6 +10,7 @@ pub mod norm;
 pub mod rat;
 pub mod rope;
 pub mod sample;
+pub mod shards;
 pub mod softmax;
 pub mod transpose;
 

@@ -154,9 +154,47 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 "elementwise",
                 format!("{op:?} n{n}"),
                 dtype,
-                Unary { op, n, dtype },
+                Unary {
+                    op,
+                    n,
+                    dtype,
+                    f32_out: false,
+                },
             ));
         }
+    }
+    // The f32-output map (Mesa's gates in f16 models).
+    for op in [ew::Unary::Sigmoid, ew::Unary::LogSigmoid] {
+        all.push(Case::new(
+            "elementwise",
+            format!("{op:?} n1005 f32 out"),
+            dtype,
+            Unary {
+                op,
+                n: 1005,
+                dtype,
+                f32_out: true,
+            },
+        ));
+    }
+    // One block of columns into a wider matrix (an LM head split into vocabulary blocks); odd
+    // sizes and offsets, which f16 buffer copies could not do.
+    for &(rows, n, ld, off) in &[(5, 37, 100, 41), (1, 1, 3, 2), (64, 1000, 4095, 3095)] {
+        all.push(
+            Case::new(
+                "shards",
+                format!("place_columns {rows}x{n} into ld{ld} at {off}"),
+                dtype,
+                PlaceColumns {
+                    rows,
+                    n,
+                    ld,
+                    off,
+                    dtype,
+                },
+            )
+            .exact(),
+        );
     }
     // Binary maps: rows of 37 take the scalar kernel, 40 the vec4 one; b full or one broadcast row.
     for op in [ew::Binary::Mul, ew::Binary::Add, ew::Binary::SigmoidMul] {
@@ -186,6 +224,7 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 op: ew::Unary::Silu,
                 n: 1 << 22,
                 dtype,
+                f32_out: false,
             },
         )
         .long(),
@@ -443,6 +482,46 @@ struct Unary {
     op: ew::Unary,
     n: usize,
     dtype: DType,
+    /// `ew::unary_f32`: an f32 result from `dtype` storage.
+    f32_out: bool,
+}
+
+struct PlaceColumns {
+    rows: usize,
+    n: usize,
+    ld: usize,
+    off: usize,
+    dtype: DType,
+}
+
+impl PlaceColumns {
+    fn input(&self) -> Vec<f32> {
+        stored(&rand(self.rows * self.n, 17, 1.0), self.dtype)
+    }
+}
+
+impl Check for PlaceColumns {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let x = self.input();
+        let xt = ctx.upload(&x, &[self.rows, self.n], self.dtype)?;
+        let y = ctx.upload(
+            &vec![-1.0; self.rows * self.ld],
+            &[self.rows, self.ld],
+            self.dtype,
+        )?;
+        ctx.run(|rec| crate::ops::shards::place_columns(rec, &xt, &y, self.off))?;
+        ctx.download(&y)
+    }
+    fn reference(&self) -> Vec<f64> {
+        let x = self.input();
+        let mut y = vec![-1.0; self.rows * self.ld];
+        for r in 0..self.rows {
+            for c in 0..self.n {
+                y[r * self.ld + self.off + c] = x[r * self.n + c] as f64;
+            }
+        }
+        y
+    }
 }
 
 impl Unary {
@@ -457,6 +536,10 @@ impl Check for Unary {
     fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
         let x = self.input();
         let xt = ctx.upload(&x, &[x.len()], self.dtype)?;
+        if self.f32_out {
+            let y = ctx.run(|rec| ew::unary_f32(rec, &xt, self.op))?;
+            return ctx.download(&y);
+        }
         ctx.download(&ctx.run(|rec| ew::unary(rec, &xt, self.op))?)
     }
     fn reference(&self) -> Vec<f64> {
