@@ -1,6 +1,6 @@
-// `unary` of elementwise.wgsl with an f32 output whatever the input's storage: values that must
-// stay f32 in an f16 model (Mesa's log-decay and beta gates, which its kernels read as f32 so
-// that decays near 1 keep their precision over thousands of steps).
+// `unary` of elementwise.wgsl with an f32 output whatever the input's storage: in an f16 model,
+// Mesa's log-decay and beta gates, which its kernels read as f32 (their input, the gate
+// projection, is already f16; this keeps the activation from adding a second rounding).
 #include "common/grid.wgsl"
 #include "common/elementwise_ops.wgsl"
 

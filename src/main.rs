@@ -397,6 +397,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(e) = stream_err {
                 return Err(e.into());
             }
+            if single {
+                let mut o = stdout.lock();
+                o.write_all(&stream.finish()?)?;
+                o.flush()?;
+            }
             if !single {
                 let mut o = stdout.lock();
                 for (i, ids) in outs.iter().enumerate() {
@@ -984,21 +989,22 @@ fn progress_bar(len: usize) -> Result<indicatif::ProgressBar, String> {
     Ok(bar)
 }
 
-fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn bench_model(a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise::model::{Model, ModelConfig};
     let presets = !a.preset.is_empty();
     let prompt = a.prompt.unwrap_or(if presets { 512 } else { 1024 });
     let new_tokens = a.new_tokens.unwrap_or(if presets { 16 } else { 64 });
-    if presets && a.position.is_none() {
-        a.position = Some(4096);
-    }
+    // Presets time a step at 4096 unless told otherwise; model folders only when asked (their
+    // max_seq_len may not reach it).
+    let preset_position = a.position.or(Some(4096).filter(|_| presets));
     let ctx = Context::new_blocking()?;
     let info = ctx.adapter_info().clone();
     let batches = list(&a.batch)?;
     let solver = a.solver.solver()?;
     // (name, model) pairs, built lazily so that one model's weights are on the GPU at a time.
     type Build = Box<dyn Fn() -> chunkwise::Result<Model>>;
-    let mut specs: Vec<(String, Build)> = Vec::new();
+    // (name, build, decode position to time a step at)
+    let mut specs: Vec<(String, Build, Option<usize>)> = Vec::new();
     for dir in &a.model {
         let (ctx, dir, dtype) = (ctx.clone(), dir.clone(), a.dtype);
         let name = dir
@@ -1013,10 +1019,11 @@ fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 })
             }),
+            a.position,
         ));
     }
     for name in &a.preset {
-        let max_seq_len = (prompt + new_tokens).max(a.position.unwrap_or(0) + 8);
+        let max_seq_len = (prompt + new_tokens).max(preset_position.unwrap_or(0) + 8);
         let json = chunkwise::model::random::preset(name, max_seq_len).ok_or_else(|| {
             format!(
                 "unknown preset '{name}' (one of {})",
@@ -1034,6 +1041,7 @@ fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let ck = chunkwise::model::random::random_checkpoint(&cfg, 1);
                 Model::load(&ctx, cfg.clone(), &ck, dtype)
             }),
+            preset_position,
         ));
     }
     if a.model.is_empty() && !presets {
@@ -1057,6 +1065,7 @@ fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
                     let ck = chunkwise::model::random::random_checkpoint(&cfg, 1);
                     Model::load(&ctx, cfg.clone(), &ck, dtype)
                 }),
+                a.position,
             ));
         }
     }
@@ -1074,7 +1083,7 @@ fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map_or("dtype from each config, else F32".into(), |d| format!(
                 "{d:?}"
             )),
-        a.position
+        preset_position
             .map(|p| format!("; step at position {p} from a cache placed there"))
             .unwrap_or_default()
     );
@@ -1084,15 +1093,17 @@ fn bench_model(mut a: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut json = json_file(a.json.as_deref())?;
     let bar = progress_bar(specs.len() * batches.len())?;
     let mb = |b: u64| b as f64 / 1e6;
-    for (name, build) in &specs {
+    for (name, build, position) in &specs {
         bar.set_message(format!("{name}: loading"));
+        // Each model's own peak, not the process's so far.
+        chunkwise::model::checkpoint::reset_peak_host_bytes();
         let t0 = std::time::Instant::now();
         let model = build()?;
         let load_s = t0.elapsed().as_secs_f64();
         let peak = chunkwise::model::checkpoint::peak_host_bytes();
         for &b in &batches {
             bar.set_message(format!("{name}, batch {b}"));
-            let r = bench::model_generation(&ctx, &model, name, b, prompt, new_tokens, a.position);
+            let r = bench::model_generation(&ctx, &model, name, b, prompt, new_tokens, *position);
             bar.inc(1);
             let r = match r {
                 Ok(mut r) => {

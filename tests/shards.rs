@@ -25,7 +25,11 @@ fn rel(got: &[f32], want: &[f32]) -> f64 {
 /// (a padded row only adds logits of its own).
 #[test]
 fn padded_vocabulary_past_the_binding_limit_keeps_the_reference_logits() {
-    let ctx = ctx();
+    // lavapipe's own limit; pinned so that a GPU binding gigabytes does not need a table that
+    // large.
+    let pinned = Context::new_blocking().unwrap();
+    pinned.set_binding_limit(Some(128 << 20));
+    let ctx = &pinned;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/rat");
     let case: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("model_rat_2l_v256_d64_l16_seed7.json")).unwrap(),
@@ -34,7 +38,7 @@ fn padded_vocabulary_past_the_binding_limit_keeps_the_reference_logits() {
     let golden =
         Checkpoint::open(&dir.join("model_rat_2l_v256_d64_l16_seed7.safetensors")).unwrap();
     let (v, d) = (256, 64);
-    let limit = ctx.limits().max_storage_buffer_binding_size;
+    let limit = ctx.binding_limit();
     // Rows of 64 f32 values: enough for a table one block past the limit.
     let padded = (limit as usize / (d * 4) + 64).next_multiple_of(4);
     let mut fills: Vec<(String, Vec<usize>, Fill)> = Vec::new();
@@ -94,7 +98,7 @@ fn padded_vocabulary_past_the_binding_limit_keeps_the_reference_logits() {
 fn tiny(kind: &str, vocab: usize) -> (ModelConfig, Checkpoint) {
     let json = serde_json::json!({
         "model_kind": kind, "vocab_size": vocab, "d_model": 32, "num_layers": 2,
-        "num_head": 2, "d_head": 16, "ngroups": 2, "chunk_size": 8, "d_ffn": 64,
+        "num_head": 2, "d_head": 16, "ngroups": 2, "chunk_size": 8, "d_ffn": 1024,
         "max_seq_len": 64,
     });
     let cfg = ModelConfig::from_json("<tiny>", &json, None).unwrap();
@@ -108,10 +112,12 @@ fn tiny(kind: &str, vocab: usize) -> (ModelConfig, Checkpoint) {
 #[test]
 fn a_lowered_binding_limit_changes_no_output() {
     let small = Context::new_blocking().unwrap();
-    // Above every weight of the tiny models (the largest is 64 × 32 f32 = 8 KiB), below the
-    // 4095 × 32 table and a few rows of logits. 3 × 21 rows: in f16 with 4095 columns, logit
-    // blocks of an even row count and a last one that ends inside a 4-byte word.
-    small.set_binding_limit(Some(40_000));
+    // Above every weight of the tiny models (the largest, an FFN matrix, is 1024 × 32 f32 =
+    // 128 KiB) and every mixer activation (3 × 21 rows of at most 160 values), below the
+    // 4096 × 32 table (4 blocks in f32, 2 in f16), 9 rows of f32 logits and, in f32, 36 rows of the 1024-wide FFN
+    // activation (3 × 21 = 63 rows: 2 blocks). In f16 with 4095 columns the logit blocks have an
+    // even row count (18) and the last (9 rows) ends inside a 4-byte word.
+    small.set_binding_limit(Some(150_000));
     for (kind, vocab, dtype) in [
         ("rat", 4096, DType::F32),
         ("mesanet", 4096, DType::F32),
@@ -122,7 +128,7 @@ fn a_lowered_binding_limit_changes_no_output() {
         let split = Model::load(&small, cfg, &ck, dtype).unwrap();
         assert_eq!(whole.vocab_blocks(), 1);
         assert!(
-            split.vocab_blocks() >= 4,
+            split.vocab_blocks() >= 2,
             "{kind}: {}",
             split.vocab_blocks()
         );

@@ -169,7 +169,7 @@ impl MesaLayer {
         let v = self.v.forward(rec, x)?;
         let al = self.a.forward(rec, x)?;
         let al = ew::add(rec, &al, &self.a_bias)?;
-        // The gates in f32 whatever the storage (the Mesa kernels read them so).
+        // The gates as the Mesa kernels read them: f32 whatever the storage.
         let g = ew::unary_f32(rec, &al, ew::Unary::LogSigmoid)?.reshape(&[b, t, h])?;
         let bl = self.b.forward(rec, x)?;
         let bl = ew::add(rec, &bl, &self.b_bias)?;

@@ -82,7 +82,8 @@ fn table(file: &str, bytes: &[u8]) -> Result<Table> {
 }
 
 impl Checkpoint {
-    /// A safetensors file, memory-mapped.
+    /// A safetensors file, memory-mapped. The file must not be modified in place or truncated
+    /// while the checkpoint (or a model loading from it) is alive: see the note in `map_file`.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let name = path.display().to_string();
         let image = map_file(path)?;
@@ -123,7 +124,12 @@ impl Checkpoint {
                 .as_str()
                 .ok_or_else(|| err(format!("weight_map['{tensor}'] is not a file name")))?;
             // Shards are plain names inside the folder: no paths out of it.
-            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+            let mut parts = Path::new(f).components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            );
+            if !plain {
                 return Err(err(format!(
                     "weight_map['{tensor}'] = '{f}' is not a file name in the model folder"
                 )));
@@ -270,13 +276,18 @@ impl Checkpoint {
         self.tensors.keys().map(String::as_str)
     }
 
-    /// Bytes the floating-point tensors take on the GPU when stored as `dtype` (what loading
-    /// the whole checkpoint would upload).
-    pub fn upload_bytes(&self, dtype: DType) -> u64 {
+    /// Bytes the tensors take on the GPU when stored as `dtype` (what loading the whole
+    /// checkpoint would upload); with `matrices_only`, the 2-D ones (projection weights).
+    pub fn upload_bytes(&self, dtype: DType, matrices_only: bool) -> u64 {
         self.tensors
             .values()
-            .map(|e| (e.shape.iter().product::<usize>() * dtype.size()) as u64)
-            .sum()
+            .filter(|e| !matrices_only || e.shape.len() == 2)
+            .map(|e| {
+                e.shape
+                    .iter()
+                    .fold(dtype.size() as u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Names never read through [`Checkpoint::f32`] or [`Checkpoint::f64`], sorted.
@@ -396,7 +407,16 @@ impl Checkpoint {
                 }
             }
         }
-        ctx.upload(&self.convert(name, e, range, false)?, shape, dtype)
+        let v = self.convert(name, e, range, false)?;
+        if ctx.resolve_dtype(dtype) == DType::F16 {
+            // f16 tops out at 65504: a larger weight would silently become infinite.
+            if let Some(x) = v.iter().find(|x| x.is_finite() && x.abs() > 65504.0) {
+                return Err(self.err(format!(
+                    "tensor '{name}' holds {x}, beyond f16's range (±65504): load it as f32"
+                )));
+            }
+        }
+        ctx.upload(&v, shape, dtype)
     }
 
     /// Elements `range` of a tensor as f32.
@@ -471,9 +491,12 @@ fn map_file(path: &Path) -> Result<Image> {
         source,
     };
     let f = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: the map is read-only and lives as long as the checkpoint. Another process
-    // truncating the file while it is mapped would fault the reads, as it would for any
-    // program mapping model weights (llama.cpp, safetensors' own loaders).
+    // SAFETY: the map is read-only and lives as long as the checkpoint; chunkwise never writes
+    // the file. The slices read from it assume nobody else does either: a file modified in
+    // place while mapped is undefined behaviour for those reads, and one truncated under them
+    // ends the process with SIGBUS. Both hold for any program mapping model weights (llama.cpp,
+    // safetensors' own loaders); writers that replace the file (a new file renamed over it, as
+    // scripts/convert_checkpoint.py does) are safe. See `Checkpoint::open`.
     let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
     Ok(Image::Mapped(m))
 }
@@ -501,7 +524,14 @@ pub fn save_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Resu
     })
 }
 
-/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`; `None` elsewhere).
+/// Resets the peak [`peak_host_bytes`] reports to the current resident size (Linux; a no-op
+/// elsewhere), so that a peak can be measured per model.
+pub fn reset_peak_host_bytes() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory of this process since it started or since
+/// [`reset_peak_host_bytes`], in bytes (Linux `VmHWM`; `None` elsewhere).
 pub fn peak_host_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -402,7 +402,9 @@ impl ModelConfig {
             }
             (a, b) => a.or(b).map(|(d, _)| d),
         };
-        Self::check_fla_mesa(&keys, &err)?;
+        if kind == ModelKind::MesaNet {
+            Self::check_fla_mesa(&keys, &err)?;
+        }
         let cfg = ModelConfig {
             kind,
             vocab_size: positive("vocab_size", req("vocab_size")?)?,

@@ -157,6 +157,7 @@ impl Model {
             "head.lm_head.weight",
             [v, d],
             dtype,
+            cfg.tie_embedding,
         )?;
         let final_norm = ckpt.upload(ctx, "backbone.ln.weight", &[d], dtype)?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
@@ -211,7 +212,7 @@ impl Model {
             final_norm,
             blocks,
             cfg,
-            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype)),
+            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype), false),
         })
     }
 
@@ -233,6 +234,7 @@ impl Model {
             "lm_head.weight",
             [v, d],
             dtype,
+            cfg.tie_embedding,
         )?;
         let vec = |n: &str| -> Result<Tensor> { ckpt.upload(ctx, n, &[d], dtype) };
         let lin = |n: &str, shape: [usize; 2]| -> Result<Linear> {
@@ -277,7 +279,7 @@ impl Model {
             final_norm: vec("model.norm.weight")?,
             blocks,
             cfg,
-            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype)),
+            weights: ckpt.upload_bytes(ctx.resolve_dtype(dtype), false),
         })
     }
 
@@ -552,7 +554,9 @@ fn in_row_blocks(
 }
 
 /// The embedding table `[V, D]` in vocabulary blocks and the LM head: `head` when the checkpoint
-/// has it, else tied to the embedding (sharing its buffers).
+/// has it (the RAT reference saves its tied head too), else tied to the embedding (sharing its
+/// buffers) where the config ties them; an untied model without its head is an error.
+#[allow(clippy::too_many_arguments)]
 fn table_and_head(
     ctx: &Context,
     ckpt: &Checkpoint,
@@ -560,7 +564,17 @@ fn table_and_head(
     head: &str,
     [v, d]: [usize; 2],
     dtype: DType,
+    tied: bool,
 ) -> Result<(RowShards, ShardedLinear)> {
+    if !tied && !ckpt.contains(head) {
+        return Err(Error::Checkpoint {
+            file: ckpt.file().to_string(),
+            msg: format!(
+                "tensor '{head}' is missing and the config does not tie it to the embedding \
+                 (tie_embedding / tie_word_embeddings false)"
+            ),
+        });
+    }
     let rows = |name: &str| {
         RowShards::build(ctx, v, d, dtype, |r| {
             ckpt.upload_rows(ctx, name, [v, d], r, dtype)
@@ -576,9 +590,17 @@ fn table_and_head(
 }
 
 /// Refuses, before anything is uploaded, a checkpoint larger than the memory the context may
-/// use ([`Context::memory_available`]).
+/// use ([`Context::memory_available`]). The direct GEMM schedules (CPU adapters) also keep a
+/// transposed copy of every projection weight.
 fn fits(ctx: &Context, ckpt: &Checkpoint, dtype: DType) -> Result<()> {
-    let need = ckpt.upload_bytes(ctx.resolve_dtype(dtype));
+    let dtype_s = ctx.resolve_dtype(dtype);
+    let mut need = ckpt.upload_bytes(dtype_s, false);
+    if crate::ops::gemm::GemmSchedule::Auto
+        .resolve(ctx)
+        .is_direct()
+    {
+        need = need.saturating_add(ckpt.upload_bytes(dtype_s, true));
+    }
     if let Some((have, what)) = ctx.memory_available() {
         if need > have {
             return Err(Error::OutOfMemory {

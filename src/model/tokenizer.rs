@@ -83,6 +83,7 @@ impl Tokenizer {
         for &id in ids {
             out.extend(s.step(id)?);
         }
+        out.extend(s.finish()?);
         Ok(out)
     }
 
@@ -180,6 +181,23 @@ impl<'a> HfStream<'a> {
         Ok(new.into_bytes())
     }
 
+    /// What the tokens still held back decode to, lossily (an unfinished byte run becomes
+    /// U+FFFD, as the tokenizer's own `decode` prints it): the end of a generation.
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        if self.ids.len() <= self.context {
+            return Ok(Vec::new());
+        }
+        let text = hf_decode(self.tok, &self.ids)?;
+        let new = match text.strip_prefix(self.prefix.as_str()) {
+            Some(t) => t.to_string(),
+            None => self.apart()?,
+        };
+        self.ids.drain(..);
+        self.context = 0;
+        self.prefix.clear();
+        Ok(new.into_bytes())
+    }
+
     /// The text of the pending tokens when decoding them after the context changed the
     /// context's own text: they are decoded after the context and a separator token that ends
     /// any run of byte tokens there, so the context's characters stay as printed. The separator's
@@ -222,6 +240,14 @@ impl TokenStream<'_> {
             // Ids past 255 in a byte model are its special tokens: they print nothing.
             TokenStream::Bytes => Ok(u8::try_from(id).map(|b| vec![b]).unwrap_or_default()),
             TokenStream::Hf(s) => s.step(id),
+        }
+    }
+    /// The bytes of tokens still held back (an unfinished character at the end of the output),
+    /// lossily; call once after the last token.
+    pub fn finish(&mut self) -> Result<Vec<u8>> {
+        match self {
+            TokenStream::Bytes => Ok(Vec::new()),
+            TokenStream::Hf(s) => s.finish(),
         }
     }
 }

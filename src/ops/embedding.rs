@@ -13,6 +13,8 @@ use super::{check_u32, grid_1d};
 #[derive(Clone, Debug)]
 pub struct TokenIds {
     tensor: Tensor,
+    /// The vocabulary the ids were checked against.
+    vocab: usize,
 }
 
 impl TokenIds {
@@ -26,6 +28,7 @@ impl TokenIds {
         let f: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
         Ok(TokenIds {
             tensor: ctx.upload(&f, shape, DType::F32)?,
+            vocab,
         })
     }
     pub fn shape(&self) -> &[usize] {
@@ -50,6 +53,7 @@ pub fn embedding(rec: &mut Recording, table: &Tensor, ids: &TokenIds) -> Result<
             format!("table must be [V, D], got {:?}", table.shape()),
         ));
     }
+    check_vocab(ids, table.shape()[0])?;
     let out = output(rec, ids, table.shape()[1], table.dtype())?;
     gather(rec, table, 0, ids, &out)?;
     Ok(out)
@@ -58,6 +62,7 @@ pub fn embedding(rec: &mut Recording, table: &Tensor, ids: &TokenIds) -> Result<
 /// [`embedding`] from a table stored as blocks of rows ([`RowShards`]: a vocabulary larger than
 /// one binding): one dispatch per block, each writing the tokens whose ids it holds.
 pub fn embedding_sharded(rec: &mut Recording, table: &RowShards, ids: &TokenIds) -> Result<Tensor> {
+    check_vocab(ids, table.rows())?;
     let out = output(rec, ids, table.cols(), table.dtype())?;
     for (first, block) in table.blocks() {
         gather(rec, block, *first, ids, &out)?;
@@ -78,6 +83,20 @@ pub fn gather_rows(rec: &mut Recording, x: &Tensor, rows: &[usize]) -> Result<Te
     let table = x.reshape(&[n, d])?;
     let out = embedding(rec, &table, &ids)?;
     out.reshape(&[rows.len(), d])
+}
+
+/// Ids checked against a larger vocabulary than the table has could name rows it lacks.
+fn check_vocab(ids: &TokenIds, rows: usize) -> Result<()> {
+    if ids.vocab > rows {
+        return Err(Error::shape(
+            "embedding",
+            format!(
+                "ids were checked against a vocabulary of {} but the table has {rows} rows",
+                ids.vocab
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn output(rec: &Recording, ids: &TokenIds, d: usize, dtype: crate::DType) -> Result<Tensor> {
