@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     memory_budget: AtomicU64,
     /// A binding size below the adapter's that the code plans with; 0 = the adapter's.
     binding_limit: AtomicU64,
+    /// A buffer size below the adapter's that the code plans with; 0 = the adapter's.
+    buffer_limit: AtomicU64,
     /// Whether kernels with subgroup operations may be picked (`set_subgroup_kernels`).
     subgroup_kernels: AtomicBool,
     /// The [`Schedule`] setting (`set_schedule`), as `Schedule::to_u8`.
@@ -364,6 +366,7 @@ impl Context {
                 warned_f16: AtomicBool::new(false),
                 memory_budget: AtomicU64::new(0),
                 binding_limit: AtomicU64::new(0),
+                buffer_limit: AtomicU64::new(0),
                 subgroup_kernels: AtomicBool::new(true),
                 schedule: AtomicU8::new(Schedule::Auto.to_u8()),
                 placeholder: std::sync::OnceLock::new(),
@@ -552,6 +555,23 @@ impl Context {
             b => b.min(own),
         }
     }
+    /// Plans and checks buffers against `bytes` instead of the adapter's `max_buffer_size` where
+    /// that is smaller (`None`: the adapter's): as [`Context::set_binding_limit`], for the paths
+    /// that split what one buffer cannot hold ([`crate::model::Model::forward_blocks`]).
+    pub fn set_buffer_limit(&self, bytes: Option<u64>) {
+        self.inner
+            .buffer_limit
+            .store(bytes.unwrap_or(0), Ordering::Relaxed);
+    }
+    /// The largest buffer tensors may get: the adapter's `max_buffer_size`, or less
+    /// ([`Context::set_buffer_limit`]).
+    pub fn buffer_limit(&self) -> u64 {
+        let own = self.inner.limits.max_buffer_size;
+        match self.inner.buffer_limit.load(Ordering::Relaxed) {
+            0 => own,
+            b => b.min(own),
+        }
+    }
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
     }
@@ -636,13 +656,13 @@ impl Context {
 
     /// Checks a buffer request against the adapter's limits before wgpu sees it.
     pub(crate) fn check_buffer_bytes(&self, what: &str, bytes: u64) -> Result<()> {
-        let l = &self.inner.limits;
-        if bytes > l.max_buffer_size {
+        let limit = self.buffer_limit();
+        if bytes > limit {
             return Err(Error::LimitExceeded {
                 what: what.to_string(),
                 requested: bytes,
                 limit_name: "max_buffer_size",
-                limit: l.max_buffer_size,
+                limit,
             });
         }
         Ok(())

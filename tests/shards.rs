@@ -274,3 +274,200 @@ fn sharded_checkpoints_load_and_their_inconsistencies_are_named() {
     assert!(e.contains("100000") && e.contains("need"), "{e}");
     assert_eq!(small.pool_stats().bytes_in_use, 0, "nothing was uploaded");
 }
+
+/// Deterministic values in about [-0.5, 0.5).
+fn vals(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+/// A Linear whose weight is past the binding limit keeps it as blocks of rows, and an x or y
+/// past it runs in blocks of rows: the outputs equal the unsplit ones and the f64 product, for a
+/// block of outputs that crosses weight blocks, with the folded norm, residual and gate (odd K
+/// in f16: rows that are not whole 4-byte words; K = 64: the CPU schedules' prepared Wᵀ per block).
+#[test]
+fn linear_weights_and_activations_past_the_binding_limit_run_in_blocks() {
+    use chunkwise::ops::gemm::{Fused, Linear, Slice};
+    let small = Context::new_blocking().unwrap();
+    small.set_binding_limit(Some(8_192));
+    for dtype in dtypes() {
+        for (n, k) in [(300, 37), (200, 64)] {
+            let w = vals(n * k, 1);
+            let build =
+                |c: &Context| Linear::new(c, c.upload(&w, &[n, k], dtype).unwrap()).unwrap();
+            let (whole, split) = (build(ctx()), build(&small));
+            assert_eq!(whole.blocks(), 1);
+            assert!(split.blocks() >= 2, "{n}×{k}: {} blocks", split.blocks());
+            let outs = 50..n - 10;
+            let cols = outs.len();
+            for m in [1, 5, 120] {
+                let x = vals(m * k, 2);
+                let res = vals(m * cols, 3);
+                let z = vals(m * (k + 3), 4);
+                let norm = vals(k, 5);
+                // The gate tensor is bound whole: only where it fits the lowered limit. Unfolded,
+                // its rows are copied, which needs whole 4-byte words (even K and offsets in f16).
+                let gated = m * (k + 3) * 4 <= 8_192 && k % 2 == 0;
+                let run = |c: &Context, lin: &Linear| {
+                    let lin = lin.rows(outs.clone()).unwrap();
+                    let xt = c.upload(&x, &[m, k], dtype).unwrap();
+                    let rt = c.upload(&res, &[m, cols], dtype).unwrap();
+                    let zt = c.upload(&z, &[m, k + 3], dtype).unwrap();
+                    let nt = c.upload(&norm, &[k], dtype).unwrap();
+                    let plain = c.run(|rec| lin.forward(rec, &xt)).unwrap();
+                    let fused = Fused {
+                        norm: Some((&nt, 1e-5)),
+                        residual: Some(&rt),
+                        gate: gated.then_some(Slice {
+                            tensor: &zt,
+                            offset: 2,
+                            ld: k + 2,
+                        }),
+                    };
+                    let folded = c.run(|rec| lin.forward_fused(rec, &xt, fused)).unwrap();
+                    (c.download(&plain).unwrap(), c.download(&folded).unwrap())
+                };
+                let (a, fa) = run(ctx(), &whole);
+                let (b, fb) = run(&small, &split);
+                let what = format!("{n}×{k} rows {outs:?}, m = {m}");
+                let tol = if dtype == DType::F16 { 1e-3 } else { 1e-6 };
+                let e = rel(&b, &a);
+                assert!(e < tol, "{what} {dtype:?} plain: rel-RMS {e:.3e}");
+                let e = rel(&fb, &fa);
+                assert!(e < tol, "{what} {dtype:?} fused: rel-RMS {e:.3e}");
+                // The plain product against f64 (the inputs as stored).
+                let q = |v: &[f32]| -> Vec<f64> {
+                    v.iter()
+                        .map(|&x| match dtype {
+                            DType::F16 => half::f16::from_f32(x).to_f64(),
+                            DType::F32 => x as f64,
+                        })
+                        .collect()
+                };
+                let (xq, wq) = (q(&x), q(&w));
+                let want: Vec<f64> = (0..m)
+                    .flat_map(|i| {
+                        let (xq, wq) = (&xq, &wq);
+                        outs.clone().map(move |j| {
+                            (0..k).map(|l| xq[i * k + l] * wq[j * k + l]).sum::<f64>()
+                        })
+                    })
+                    .collect();
+                assert_close(&b, &want, dtype, &what);
+            }
+        }
+    }
+}
+
+fn tiny_with(kind: &str, vocab: usize, max_seq_len: usize) -> (ModelConfig, Checkpoint) {
+    let json = serde_json::json!({
+        "model_kind": kind, "vocab_size": vocab, "d_model": 32, "num_layers": 2,
+        "num_head": 2, "d_head": 16, "ngroups": 2, "chunk_size": 8, "d_ffn": 1024,
+        "max_seq_len": max_seq_len,
+    });
+    let cfg = ModelConfig::from_json("<tiny>", &json, None).unwrap();
+    let ck = random_checkpoint(&cfg, 5);
+    (cfg, ck)
+}
+
+/// A limit below the models' weights, a batch's activations and caches, and the logits'
+/// buffer: weights run in row blocks, sequences in groups (prefill and every decode step),
+/// logits in blocks that each fit one buffer ([`Model::forward_blocks`]); nothing changes.
+#[test]
+fn a_limit_below_weights_batches_and_caches_splits_them_all() {
+    let small = Context::new_blocking().unwrap();
+    // Every FFN weight (1024 × 32 f32 = 128 KiB) is past the limits; a layer's widest activation
+    // (RAT and attention: 160 f32 values per token, 640 B, 62 rows in 40,000 B; MesaNet without
+    // an output gate: q, k, v and two gates per head, 100 values, 400 B, 50 rows in 20,000 B) takes 2 of the 3 sequences of 21 tokens.
+    for (kind, vocab, max_len, dtype, limit) in [
+        // RAT's chunk-key cache: 2 heads × 128 slots × 16 × 4 B = 16 KiB per sequence: 2 a group.
+        ("rat", 4096, 1024, DType::F32, 40_000),
+        // Attention's key cache: 256 × 32 × 4 B = 32 KiB per sequence: 1 a group.
+        ("attention", 4096, 256, DType::F32, 40_000),
+        ("mesanet", 4096, 64, DType::F32, 20_000),
+        ("rat", 4095, 2048, DType::F16, 40_000),
+    ] {
+        small.set_binding_limit(Some(limit));
+        let (cfg, ck) = tiny_with(kind, vocab, max_len);
+        let whole = Model::load(ctx(), cfg.clone(), &ck, dtype).unwrap();
+        let split = Model::load(&small, cfg, &ck, dtype).unwrap();
+        let what = format!("{kind} {dtype:?}");
+        assert_eq!(whole.new_cache(ctx(), 3).unwrap().groups(), 1);
+        let groups = split.new_cache(&small, 3).unwrap().groups();
+        if kind != "mesanet" {
+            assert!(groups >= 2, "{what}: {groups} cache groups");
+        }
+        let ids: Vec<u32> = (0..3 * 21).map(|i| (i * 977 % vocab) as u32).collect();
+        let run = |c: &Context, m: &Model| {
+            let t = m.tokens(c, &ids, 3).unwrap();
+            let all = c
+                .download(&c.run(|rec| m.forward(rec, &t)).unwrap())
+                .unwrap();
+            let (pre, cache) = c.run(|rec| m.prefill(rec, &t)).unwrap();
+            let (last, _) = c.run(|rec| m.prefill_last(rec, &t)).unwrap();
+            (
+                all,
+                c.download(&pre).unwrap(),
+                c.download(&last).unwrap(),
+                cache.groups(),
+            )
+        };
+        let (a, pa, la, ga) = run(ctx(), &whole);
+        let (b, pb, lb, gb) = run(&small, &split);
+        assert_eq!(ga, 1, "{what}");
+        assert!(
+            gb >= 2,
+            "{what}: the prefill ran {gb} group(s) of sequences"
+        );
+        let tol = if dtype == DType::F16 { 1e-3 } else { 1e-6 };
+        for (name, got, want) in [
+            ("forward", &b, &a),
+            ("prefill", &pb, &pa),
+            ("prefill_last", &lb, &la),
+        ] {
+            assert_eq!(got.len(), want.len(), "{what} {name}");
+            let e = rel(got, want);
+            assert!(e < tol, "{what} {name}: rel-RMS {e:.3e}");
+        }
+        // Three prompts decode together: each step runs the cache groups one after another.
+        let gen = |c: &Context, m: &Model| {
+            let p: Vec<Vec<u32>> = (0..3).map(|s| ids[s * 21..s * 21 + 9].to_vec()).collect();
+            generate(c, m, &p, 6, &mut Sampler::greedy(), |_, _| {})
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            gen(ctx(), &whole),
+            gen(&small, &split),
+            "{what}: greedy tokens"
+        );
+        // Logits past the buffer limit: one tensor is refused by name, blocks are handed out.
+        small.set_buffer_limit(Some(100_000));
+        let t = split.tokens(&small, &ids, 3).unwrap();
+        let e = small.run(|rec| split.forward(rec, &t)).err().unwrap();
+        assert!(e.to_string().contains("max_buffer_size"), "{what}: {e}");
+        let mut host = vec![f32::NAN; a.len()];
+        let mut blocks = 0;
+        small
+            .run(|rec| {
+                split.forward_blocks(rec, &t, |rec, rows, l| {
+                    assert!(
+                        l.bytes() <= 100_000,
+                        "{what}: a block of {} bytes",
+                        l.bytes()
+                    );
+                    rec.flush()?;
+                    let got = rec.context().download(l)?;
+                    host[rows.start * vocab..rows.end * vocab].copy_from_slice(&got);
+                    blocks += 1;
+                    Ok(())
+                })
+            })
+            .unwrap();
+        small.set_buffer_limit(None);
+        assert!(blocks >= 2, "{what}: {blocks} logit blocks");
+        let e = rel(&host, &a);
+        assert!(e < tol, "{what} forward_blocks: rel-RMS {e:.3e}");
+    }
+}

@@ -75,6 +75,20 @@ impl KvCache {
 }
 
 impl AttentionLayer {
+    /// Values per token of the widest activation it binds (the fused input projection's output).
+    pub fn token_width(&self) -> usize {
+        self.w_in.out_features()
+    }
+    /// Bytes per sequence of its largest cache tensor (the key cache).
+    pub fn cache_bytes_per_sequence(&self, dtype: DType) -> u64 {
+        (self.cache_capacity() * self.cfg.d_model * dtype.size()) as u64
+    }
+    fn cache_capacity(&self) -> usize {
+        match self.cfg.window {
+            Some(w) => (w + 1).min(self.cfg.max_positions),
+            None => self.cfg.max_positions,
+        }
+    }
     /// Builds the layer from a checkpoint; `prefix` is prepended to the parameter names
     /// (`""` for a standalone layer, `backbone.layers.{i}.seq_layer.` inside a model).
     pub fn load(
@@ -181,11 +195,12 @@ impl AttentionLayer {
     /// An empty cache whose zeroing is recorded into `rec` (no submit of its own).
     fn cache_in(&self, rec: &mut Recording, batch: usize, dtype: DType) -> Result<KvCache> {
         let ctx = rec.context().clone();
-        let cap = match self.cfg.window {
-            Some(w) => (w + 1).min(self.cfg.max_positions),
-            None => self.cfg.max_positions,
-        };
-        let shape = [batch, self.cfg.heads, cap, self.cfg.head_dim()];
+        let shape = [
+            batch,
+            self.cfg.heads,
+            self.cache_capacity(),
+            self.cfg.head_dim(),
+        ];
         let cache = KvCache {
             k: ctx.alloc(&shape, dtype)?,
             v: ctx.alloc(&shape, dtype)?,

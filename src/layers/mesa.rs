@@ -76,6 +76,18 @@ impl MesaCache {
 }
 
 impl MesaLayer {
+    /// Values per token of the widest activation it binds: all input projections together.
+    pub fn token_width(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.a, &self.b]
+            .into_iter()
+            .chain(self.g.as_ref())
+            .map(|l| l.out_features())
+            .sum()
+    }
+    /// Bytes per sequence of its largest cache tensor (one of the two f32 states).
+    pub fn cache_bytes_per_sequence(&self) -> u64 {
+        (self.cfg.heads * self.cfg.head_dim * self.cfg.head_dim * 4) as u64
+    }
     pub fn load(
         ctx: &Context,
         cfg: MesaConfig,

@@ -114,6 +114,24 @@ impl AnyCache {
 }
 
 impl AnyLayer {
+    /// Values per token of the widest activation the layer binds: how many sequences one pass
+    /// of a model can take within a binding.
+    pub fn token_width(&self) -> usize {
+        match self {
+            AnyLayer::Rat(l) => l.token_width(),
+            AnyLayer::Attention(l) => l.token_width(),
+            AnyLayer::Mesa(l) => l.token_width(),
+        }
+    }
+    /// Bytes per sequence of the layer's largest cache tensor: how many sequences one cache
+    /// can hold within a binding.
+    pub fn cache_bytes_per_sequence(&self, dtype: crate::DType) -> u64 {
+        match self {
+            AnyLayer::Rat(l) => l.cache_bytes_per_sequence(dtype),
+            AnyLayer::Attention(l) => l.cache_bytes_per_sequence(dtype),
+            AnyLayer::Mesa(l) => l.cache_bytes_per_sequence(),
+        }
+    }
     /// The forward, and for a Mesa layer the CG steps per row (`MesaLayer::forward_solved`).
     pub fn forward_solved(
         &self,

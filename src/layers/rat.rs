@@ -83,6 +83,15 @@ impl RatCache {
 }
 
 impl RatLayer {
+    /// Values per token of the widest activation it binds (the fused input projection's output).
+    pub fn token_width(&self) -> usize {
+        self.w_in.out_features()
+    }
+    /// Bytes per sequence of its largest cache tensor (the chunk-key cache).
+    pub fn cache_bytes_per_sequence(&self, dtype: DType) -> u64 {
+        let slots = self.cfg.max_positions.div_ceil(self.cfg.chunk).max(1);
+        (self.heads.heads * slots * self.heads.dh * dtype.size()) as u64
+    }
     /// Builds the layer from a checkpoint; `prefix` is prepended to the parameter names
     /// (`""` for a standalone layer, `backbone.layers.{i}.seq_layer.` inside a model).
     pub fn load(

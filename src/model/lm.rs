@@ -3,6 +3,7 @@
 //! final RMSNorm → tied head. MesaNet in the flash-linear-attention layout (spec/mesa.md §3.1):
 //! per block `h + attn(attn_norm(h))` then `h + down(silu(gate(u)) ⊙ up(u))` with `u = mlp_norm(h)`.
 
+use std::ops::Range;
 use std::path::Path;
 
 use crate::context::Context;
@@ -14,7 +15,7 @@ use crate::layers::{
 use crate::model::{Checkpoint, ModelConfig};
 use crate::ops::embedding::{embedding_sharded, gather_rows, TokenIds};
 use crate::ops::gemm::Linear;
-use crate::ops::shards::{RowShards, ShardedLinear};
+use crate::ops::shards::{copy_rows, row_blocks, rows_per_binding, RowShards};
 use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
@@ -49,17 +50,24 @@ pub struct Model {
     /// The embedding table and the LM head are stored as blocks of vocabulary rows that each
     /// fit a binding (one block unless the table is larger than the adapter binds at once).
     wte: RowShards,
-    head: ShardedLinear,
+    head: Linear,
     final_norm: Tensor,
     blocks: Vec<Block>,
     /// Bytes of the uploaded weights.
     weights: u64,
 }
 
-/// The decode state of a whole model.
+/// The decode state of a whole model: the layers' caches for groups of sequences, each group's
+/// largest cache tensor within one binding (one group unless a batch's caches are larger: the
+/// KV cache of 16 sequences of 4096 tokens at d_model 2048 is 268 MB per layer in f16).
 pub struct ModelCache {
-    layers: Vec<AnyCache>,
+    groups: Vec<CacheGroup>,
     position: usize,
+}
+
+struct CacheGroup {
+    seqs: Range<usize>,
+    layers: Vec<AnyCache>,
 }
 
 impl ModelCache {
@@ -68,13 +76,25 @@ impl ModelCache {
     }
     /// GPU bytes held by all layer caches.
     pub fn bytes(&self) -> u64 {
-        self.layers.iter().map(AnyCache::bytes).sum()
+        self.groups
+            .iter()
+            .flat_map(|g| &g.layers)
+            .map(AnyCache::bytes)
+            .sum()
+    }
+    /// Groups of sequences stepped one after another (1 unless the batch's caches would pass
+    /// one binding).
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+    fn batch(&self) -> usize {
+        self.groups.last().map_or(0, |g| g.seqs.end)
     }
     /// Moves every layer's cache to `position` without filling it (benchmarks: a step's cost
     /// depends on the cache length, not on its values).
     #[doc(hidden)]
     pub fn bench_seek(&mut self, position: usize) {
-        for l in &mut self.layers {
+        for l in self.groups.iter_mut().flat_map(|g| &mut g.layers) {
             l.bench_seek(position);
         }
         self.position = position;
@@ -294,15 +314,60 @@ impl Model {
 
     /// An empty (zeroed) cache for `batch` sequences at position 0.
     pub fn new_cache(&self, ctx: &Context, batch: usize) -> Result<ModelCache> {
-        let layers = self
-            .blocks
-            .iter()
-            .map(|b| b.mixer.new_cache(ctx, batch, self.dtype()))
+        let size = self.cache_group_size(ctx);
+        let groups = sequence_groups(batch, size)
+            .into_iter()
+            .map(|seqs| {
+                let layers = self
+                    .blocks
+                    .iter()
+                    .map(|b| b.mixer.new_cache(ctx, seqs.len(), self.dtype()))
+                    .collect::<Result<_>>()?;
+                Ok(CacheGroup { seqs, layers })
+            })
             .collect::<Result<_>>()?;
         Ok(ModelCache {
-            layers,
+            groups,
             position: 0,
         })
+    }
+
+    /// Sequences whose caches fit one binding (every layer's largest cache tensor).
+    fn cache_group_size(&self, ctx: &Context) -> usize {
+        let per = self
+            .blocks
+            .iter()
+            .map(|b| b.mixer.cache_bytes_per_sequence(self.dtype()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        self.word_aligned(((ctx.binding_limit() / per) as usize).max(1), 1)
+    }
+
+    /// `size` made even where a group's `[size, rows, V]` logits would not start on a 4-byte word
+    /// (f16 and an odd `rows · V`): groups' logits are placed by buffer copies.
+    fn word_aligned(&self, size: usize, rows: usize) -> usize {
+        let row_bytes = rows * self.cfg.vocab_size * self.dtype().size();
+        if size > 1 && !row_bytes.is_multiple_of(4) {
+            size / 2 * 2
+        } else {
+            size
+        }
+    }
+
+    /// Sequences of `t` tokens that one pass through the layers takes: as many as keep the
+    /// widest activation (counted in f32, which covers the layers' f32 intermediates) and every
+    /// cache tensor within one binding. Logits and FFN activations are blocked on their own.
+    fn group_size(&self, ctx: &Context, t: usize) -> usize {
+        let width = self
+            .blocks
+            .iter()
+            .map(|b| b.mixer.token_width())
+            .max()
+            .unwrap_or(0)
+            .max(self.cfg.d_model);
+        let by_activation = rows_per_binding(ctx, width, DType::F32) / t.max(1);
+        by_activation.min(self.cache_group_size(ctx)).max(1)
     }
 
     /// Token ids `[B, T]` checked against the vocabulary.
@@ -325,7 +390,9 @@ impl Model {
         if rows <= per {
             return self.ffn_rows(rec, f, h);
         }
-        let out = in_row_blocks(rec, h, h.last_dim(), per, |rec, x| self.ffn_rows(rec, f, x))?;
+        let out = row_blocks(rec, h, h.last_dim(), per, |rec, _, x| {
+            self.ffn_rows(rec, f, x)
+        })?;
         out.reshape(h.shape())
     }
 
@@ -370,23 +437,12 @@ impl Model {
         }
     }
 
-    /// Logits `[.., V]` of hidden states `h [.., D]`, in blocks of rows when the whole
-    /// `[rows, V]` would pass the binding limit (a 4096-token prompt with a 32,000-entry
-    /// vocabulary is 524 MB in f32): the result is then only read back or copied, never bound.
+    /// Logits `[.., V]` of hidden states `h [.., D]`. The head runs in blocks of rows when
+    /// the whole `[rows, V]` would pass the binding limit ([`Linear::forward`]): the result is
+    /// then only read back or copied, never bound.
     fn logits(&self, rec: &mut Recording, h: &Tensor) -> Result<Tensor> {
-        let v = self.cfg.vocab_size;
-        let rows = h.numel() / h.last_dim().max(1);
-        let per = rows_per_binding(rec.context(), v, h.dtype());
-        let mut shape = h.shape().to_vec();
-        *shape.last_mut().unwrap_or(&mut 0) = v;
-        let head = |rec: &mut Recording, x: &Tensor| -> Result<Tensor> {
-            let u = norm::rmsnorm(rec, x, &self.final_norm, self.cfg.norm_eps)?;
-            self.head.forward(rec, &u)
-        };
-        if rows <= per {
-            return head(rec, h);
-        }
-        in_row_blocks(rec, h, v, per, head)?.reshape(&shape)
+        let u = norm::rmsnorm(rec, h, &self.final_norm, self.cfg.norm_eps)?;
+        self.head.forward(rec, &u)
     }
 
     /// Blocks the embedding table is stored in (1 unless it is larger than one binding).
@@ -415,20 +471,113 @@ impl Model {
         Ok(())
     }
 
-    /// Logits `[B, T, V]` of the parallel forward. Each block's commands are submitted when the
-    /// block is recorded ([`Recording::flush`]), so that memory holds one block's intermediates.
-    pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
-        self.check_len(ids.shape()[1])?;
+    /// Hidden states after the last block for `ids`, and the layers' caches when `keep`.
+    /// Each block's commands are submitted when the block is recorded ([`Recording::flush`]),
+    /// so that memory holds one block's intermediates.
+    fn hidden(
+        &self,
+        rec: &mut Recording,
+        ids: &TokenIds,
+        keep: bool,
+    ) -> Result<(Tensor, Vec<AnyCache>)> {
         let mut h = embedding_sharded(rec, &self.wte, ids)?;
+        let mut layers = Vec::new();
         for b in &self.blocks {
             let u = self.mixer_input(rec, b, &h)?;
-            let y = b.mixer.forward(rec, &u)?;
+            let y = if keep {
+                let (y, c) = b.mixer.prefill(rec, &u)?;
+                layers.push(c);
+                y
+            } else {
+                b.mixer.forward(rec, &u)?
+            };
             h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
-            // One block's intermediates at a time (see Recording::flush).
             rec.flush()?;
         }
-        self.logits(rec, &h)
+        Ok((h, layers))
+    }
+
+    /// Groups of sequences of `ids [B, T]` one pass takes, each with its ids (the whole `ids`
+    /// when one group takes them all).
+    fn passes(
+        &self,
+        rec: &mut Recording,
+        ids: &TokenIds,
+        size: usize,
+    ) -> Result<Vec<(Range<usize>, Option<TokenIds>)>> {
+        let batch = ids.shape()[0];
+        if size >= batch {
+            return Ok(vec![(0..batch, None)]);
+        }
+        sequence_groups(batch, size)
+            .into_iter()
+            .map(|g| Ok((g.clone(), Some(ids.sequences(rec, g)?))))
+            .collect()
+    }
+
+    /// The parallel forward's logits, handed to `sink` block by block: `sink(rows, logits)`
+    /// with `rows` a range of the flattened `[B·T]` positions and logits `[rows.len(), V]`.
+    /// Sequences go through the layers in groups that fit one binding, and each group's logits
+    /// in blocks that fit one buffer, so any batch and length runs whatever the logits of all
+    /// positions would take (4096 positions of a 32,000-entry vocabulary are 524 MB in f32).
+    pub fn forward_blocks(
+        &self,
+        rec: &mut Recording,
+        ids: &TokenIds,
+        mut sink: impl FnMut(&mut Recording, Range<usize>, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let t = ids.shape()[1];
+        self.check_len(t)?;
+        let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
+        let es = self.dtype().size();
+        let mut per = ((rec.context().buffer_limit() / (v.max(1) * es) as u64) as usize).max(1);
+        if !(v * es).is_multiple_of(4) {
+            per = (per / 2 * 2).max(2);
+        }
+        let size = self.word_aligned(self.group_size(rec.context(), t), t);
+        for (g, sub) in self.passes(rec, ids, size)? {
+            let (h, _) = self.hidden(rec, sub.as_ref().unwrap_or(ids), false)?;
+            let rows = g.len() * t;
+            let h = h.reshape(&[rows, d])?;
+            let first = g.start * t;
+            if rows <= per {
+                let l = self.logits(rec, &h)?;
+                sink(rec, first..first + rows, &l)?;
+                continue;
+            }
+            for start in (0..rows).step_by(per) {
+                let r = start..(start + per).min(rows);
+                let hb = copy_rows(rec, &h, r.clone())?;
+                let l = self.logits(rec, &hb)?;
+                sink(rec, first + r.start..first + r.end, &l)?;
+                rec.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logits `[B, T, V]` of the parallel forward (one tensor: past the adapter's
+    /// `max_buffer_size`, use [`Model::forward_blocks`]).
+    pub fn forward(&self, rec: &mut Recording, ids: &TokenIds) -> Result<Tensor> {
+        let (b, t, v) = (ids.shape()[0], ids.shape()[1], self.cfg.vocab_size);
+        let mut whole = None;
+        let mut out: Option<Tensor> = None;
+        self.forward_blocks(rec, ids, |rec, rows, l| {
+            if rows == (0..b * t) {
+                whole = Some(l.clone());
+                return Ok(());
+            }
+            if out.is_none() {
+                out = Some(rec.context().alloc(&[b * t, v], l.dtype())?);
+            }
+            let o = out.as_ref().expect("allocated above");
+            rec.copy_region(l, 0, o, (rows.start * v) as u64, (rows.len() * v) as u64)
+        })?;
+        whole
+            .or(out)
+            .ok_or_else(|| Error::shape("model", "no logits (an empty batch)"))?
+            .reshape(&[b, t, v])
     }
 
     /// Logits of the prompt `[B, P, V]` and the cache to decode from position P (submitted block by
@@ -453,27 +602,39 @@ impl Model {
         ids: &TokenIds,
         last_only: bool,
     ) -> Result<(Tensor, ModelCache)> {
-        self.check_len(ids.shape()[1])?;
-        let mut h = embedding_sharded(rec, &self.wte, ids)?;
-        let mut layers = Vec::with_capacity(self.blocks.len());
-        for b in &self.blocks {
-            let u = self.mixer_input(rec, b, &h)?;
-            let (y, c) = b.mixer.prefill(rec, &u)?;
-            layers.push(c);
-            h = self.mix(rec, b, &h, y)?;
-            h = self.ffn(rec, &b.ffn, &h)?;
-            rec.flush()?;
-        }
         let (batch, p) = (ids.shape()[0], ids.shape()[1]);
-        if last_only {
-            let last: Vec<usize> = (0..batch).map(|b| b * p + p - 1).collect();
-            h = gather_rows(rec, &h, &last)?.reshape(&[batch, 1, self.cfg.d_model])?;
+        self.check_len(p)?;
+        let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
+        let width = if last_only { 1 } else { p };
+        let size = self.word_aligned(self.group_size(rec.context(), p), width);
+        let mut groups = Vec::new();
+        let mut out: Option<Tensor> = None;
+        for (g, sub) in self.passes(rec, ids, size)? {
+            let (mut h, layers) = self.hidden(rec, sub.as_ref().unwrap_or(ids), true)?;
+            let n = g.len();
+            if last_only {
+                let last: Vec<usize> = (0..n).map(|b| b * p + p - 1).collect();
+                h = gather_rows(rec, &h, &last)?.reshape(&[n, 1, d])?;
+            }
+            let l = self.logits(rec, &h)?;
+            if n == batch {
+                out = Some(l);
+            } else {
+                if out.is_none() {
+                    out = Some(rec.context().alloc(&[batch, width, v], l.dtype())?);
+                }
+                let o = out.as_ref().expect("allocated above");
+                let per_seq = (width * v) as u64;
+                rec.copy_region(&l, 0, o, g.start as u64 * per_seq, n as u64 * per_seq)?;
+            }
+            groups.push(CacheGroup { seqs: g, layers });
         }
+        let logits = out.ok_or_else(|| Error::shape("model", "no logits (an empty batch)"))?;
         Ok((
-            self.logits(rec, &h)?,
+            logits,
             ModelCache {
-                layers,
-                position: ids.shape()[1],
+                groups,
+                position: p,
             },
         ))
     }
@@ -485,72 +646,57 @@ impl Model {
         cache: &mut ModelCache,
         ids: &TokenIds,
     ) -> Result<Tensor> {
-        if ids.shape().len() != 2 || ids.shape()[1] != 1 {
+        if ids.shape().len() != 2 || ids.shape()[1] != 1 || ids.shape()[0] != cache.batch() {
             return Err(Error::shape(
                 "model step",
-                format!("ids must be [B, 1], got {:?}", ids.shape()),
+                format!(
+                    "ids must be [B, 1] with B = {} (the cache's batch), got {:?}",
+                    cache.batch(),
+                    ids.shape()
+                ),
             ));
         }
         self.check_len(cache.position + 1)?;
+        let (batch, v) = (cache.batch(), self.cfg.vocab_size);
+        let logits = if let [g] = cache.groups.as_mut_slice() {
+            self.step_group(rec, &mut g.layers, ids)?
+        } else {
+            let out = rec.context().alloc(&[batch, 1, v], self.dtype())?;
+            for g in &mut cache.groups {
+                let sub = ids.sequences(rec, g.seqs.clone())?;
+                let l = self.step_group(rec, &mut g.layers, &sub)?;
+                let n = g.seqs.len() as u64;
+                rec.copy_region(&l, 0, &out, g.seqs.start as u64 * v as u64, n * v as u64)?;
+            }
+            out
+        };
+        cache.position += 1;
+        Ok(logits)
+    }
+
+    fn step_group(
+        &self,
+        rec: &mut Recording,
+        layers: &mut [AnyCache],
+        ids: &TokenIds,
+    ) -> Result<Tensor> {
         let mut h = embedding_sharded(rec, &self.wte, ids)?;
-        for (b, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (b, c) in self.blocks.iter().zip(layers.iter_mut()) {
             let u = self.mixer_input(rec, b, &h)?;
             let y = b.mixer.step(rec, c, &u)?;
             h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
         }
-        cache.position += 1;
         self.logits(rec, &h)
     }
 }
 
-/// Rows of `width` values of `dtype` that one binding holds (at least 1).
-fn rows_per_binding(ctx: &Context, width: usize, dtype: DType) -> usize {
-    ((ctx.binding_limit() / (width.max(1) * dtype.size()) as u64) as usize).max(1)
-}
-
-/// `f` over blocks of at most `per` rows of `x [.., D]`, each block's `[rows, width]` result
-/// copied into one `[rows(x), width]` output (which may be larger than a binding: it is only
-/// copied into, never bound). Copies move whole 4-byte words: where a row of the output is not
-/// (f16 with an odd width), blocks have an even number of rows, so every block starts on a word
-/// and only the last may end inside one (copied into the buffers' padding, see
-/// `Recording::copy_region`).
-fn in_row_blocks(
-    rec: &mut Recording,
-    x: &Tensor,
-    width: usize,
-    per: usize,
-    mut f: impl FnMut(&mut Recording, &Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let d = x.last_dim();
-    let rows = x.numel() / d.max(1);
-    let odd_rows = !(width * x.dtype().size()).is_multiple_of(4);
-    let per = if odd_rows { (per / 2 * 2).max(2) } else { per };
-    let out = rec.context().alloc(&[rows, width], x.dtype())?;
-    let mut start = 0;
-    while start < rows {
-        let r = start..(start + per).min(rows);
-        let idx: Vec<usize> = r.clone().collect();
-        let xb = gather_rows(rec, x, &idx)?;
-        let yb = f(rec, &xb)?;
-        if yb.numel() != r.len() * width {
-            return Err(Error::shape(
-                "row blocks",
-                format!("a block of {} rows gave {:?}", r.len(), yb.shape()),
-            ));
-        }
-        rec.copy_region(
-            &yb,
-            0,
-            &out,
-            (r.start * width) as u64,
-            (r.len() * width) as u64,
-        )?;
-        // A block's intermediates are freed before the next is recorded.
-        rec.flush()?;
-        start = r.end;
-    }
-    Ok(out)
+/// `0..batch` in consecutive groups of `size` (the last may be shorter).
+fn sequence_groups(batch: usize, size: usize) -> Vec<Range<usize>> {
+    (0..batch)
+        .step_by(size.max(1))
+        .map(|s| s..(s + size.max(1)).min(batch))
+        .collect()
 }
 
 /// The embedding table `[V, D]` in vocabulary blocks and the LM head: `head` when the checkpoint
@@ -565,7 +711,7 @@ fn table_and_head(
     [v, d]: [usize; 2],
     dtype: DType,
     tied: bool,
-) -> Result<(RowShards, ShardedLinear)> {
+) -> Result<(RowShards, Linear)> {
     if !tied && !ckpt.contains(head) {
         return Err(Error::Checkpoint {
             file: ckpt.file().to_string(),

@@ -34,6 +34,21 @@ impl TokenIds {
     pub fn shape(&self) -> &[usize] {
         self.tensor.shape()
     }
+    /// Sequences `r` of ids `[B, T]`: `[r.len(), T]` (a model runs a large batch in groups).
+    pub fn sequences(&self, rec: &mut Recording, r: std::ops::Range<usize>) -> Result<TokenIds> {
+        let s = self.tensor.shape();
+        if s.len() != 2 || r.start > r.end || r.end > s[0] {
+            return Err(Error::shape(
+                "token ids",
+                format!("sequences {r:?} of ids {s:?}"),
+            ));
+        }
+        let rows = super::shards::copy_rows(rec, &self.tensor, r.clone())?;
+        Ok(TokenIds {
+            tensor: rows,
+            vocab: self.vocab,
+        })
+    }
 }
 
 #[repr(C)]

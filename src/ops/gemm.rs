@@ -306,12 +306,35 @@ pub fn gemm_with(
 /// the direct schedule runs (CPU adapters), Wᵀ is made at construction instead of on every call,
 /// which matters for decode steps (few rows of x, the same W every step). A layer keeps its
 /// projections as one concatenated weight; [`Linear::rows`] gives a block of its outputs without
-/// a copy.
+/// a copy. A weight larger than one storage binding is kept as blocks of rows that each fit
+/// (one product per block, placed in its columns of y), and an x or y larger than one binding is
+/// processed in blocks of rows ([`super::shards::row_blocks`]).
 #[derive(Clone)]
 pub struct Linear {
+    parts: Vec<Part>,
+    out: usize,
+}
+
+/// Outputs `first … first + rows.len() − 1` of a Linear: rows `rows` of `w`.
+#[derive(Clone)]
+struct Part {
+    first: usize,
     w: Tensor,
     wt: Option<Tensor>,
     rows: Range<usize>,
+}
+
+impl Part {
+    fn new(ctx: &crate::Context, first: usize, w: Tensor) -> Result<Part> {
+        let direct = GemmSchedule::Auto.resolve(ctx).is_direct() && w.shape()[1].is_multiple_of(4);
+        let wt = if direct {
+            Some(ctx.run(|rec| super::transpose::transpose_padded(rec, &w, 4))?)
+        } else {
+            None
+        };
+        let rows = 0..w.shape()[0];
+        Ok(Part { first, w, wt, rows })
+    }
 }
 
 impl Linear {
@@ -322,40 +345,88 @@ impl Linear {
                 format!("weight must be [out, in], got {:?}", w.shape()),
             ));
         }
-        let direct = GemmSchedule::Auto.resolve(ctx).is_direct() && w.shape()[1].is_multiple_of(4);
-        let wt = if direct {
-            Some(ctx.run(|rec| super::transpose::transpose_padded(rec, &w, 4))?)
-        } else {
-            None
-        };
-        let rows = 0..w.shape()[0];
-        Ok(Linear { w, wt, rows })
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        if w.padded_bytes() <= ctx.binding_limit() {
+            return Ok(Linear {
+                parts: vec![Part::new(ctx, 0, w)?],
+                out: n,
+            });
+        }
+        // Copied into blocks that each fit one binding; `w` itself is freed when the caller drops it.
+        let blocks = super::shards::RowShards::build(ctx, n, k, w.dtype(), |r| {
+            let t = ctx.alloc(&[r.len(), k], w.dtype())?;
+            ctx.run(|rec| rec.copy_region(&w, (r.start * k) as u64, &t, 0, (r.len() * k) as u64))?;
+            Ok(t)
+        })?;
+        Linear::from_blocks(ctx, blocks.blocks())
     }
+
+    /// The Linear whose weight is the row blocks `(first row, [n, in])`, in order (a tied LM head
+    /// shares the embedding table's blocks).
+    pub fn from_blocks(ctx: &crate::Context, blocks: &[(usize, Tensor)]) -> Result<Linear> {
+        let mut parts = Vec::with_capacity(blocks.len());
+        let mut next = 0;
+        for (first, w) in blocks {
+            let fits = w.shape().len() == 2
+                && *first == next
+                && w.shape()[1] == blocks[0].1.shape()[1]
+                && w.dtype() == blocks[0].1.dtype();
+            if !fits {
+                return Err(Error::shape(
+                    "linear",
+                    format!(
+                        "weight block {:?} {:?} at row {first} does not continue the blocks \
+                         before it (next row {next})",
+                        w.dtype(),
+                        w.shape()
+                    ),
+                ));
+            }
+            next += w.shape()[0];
+            parts.push(Part::new(ctx, *first, w.clone())?);
+        }
+        Ok(Linear { parts, out: next })
+    }
+
     /// Outputs `range` of this weight (rows of W) as a Linear of its own, sharing the prepared
     /// weight (the direct schedules read a block from a multiple of 4 in place; others run tiled).
     pub fn rows(&self, range: Range<usize>) -> Result<Linear> {
-        let rows = self.rows.start + range.start..self.rows.start + range.end;
-        if range.start > range.end || rows.end > self.rows.end {
+        if range.start > range.end || range.end > self.out {
             return Err(Error::invalid(
                 "linear",
                 format!(
                     "rows {range:?} are not a block of this weight's {} outputs",
-                    self.rows.len()
+                    self.out
                 ),
             ));
         }
+        let parts = self
+            .parts
+            .iter()
+            .filter_map(|p| {
+                let (lo, hi) = (
+                    p.first.max(range.start),
+                    (p.first + p.rows.len()).min(range.end),
+                );
+                (lo < hi).then(|| Part {
+                    first: lo - range.start,
+                    rows: p.rows.start + lo - p.first..p.rows.start + hi - p.first,
+                    ..p.clone()
+                })
+            })
+            .collect();
         Ok(Linear {
-            rows,
-            ..self.clone()
+            parts,
+            out: range.len(),
         })
-    }
-    /// The whole weight tensor `[N_total, in]` (of which this Linear may be a block).
-    pub fn weight(&self) -> &Tensor {
-        &self.w
     }
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.rows.len()
+        self.out
+    }
+    /// Weight blocks (1 unless the weight is larger than one binding).
+    pub fn blocks(&self) -> usize {
+        self.parts.len()
     }
     /// `y = x · Wᵀ` for `x [..., in]`, returning `[..., out]`.
     pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
@@ -364,8 +435,89 @@ impl Linear {
     /// [`Linear::forward`] with a residual and/or an input gate folded into the product where
     /// its kernel takes them (few rows of x), else applied by separate maps.
     pub fn forward_fused(&self, rec: &mut Recording, x: &Tensor, fused: Fused) -> Result<Tensor> {
-        linear_impl(rec, x, &self.w, self.wt.as_ref(), self.rows.clone(), fused)
+        let k = x.last_dim();
+        let m = x.numel() / k.max(1);
+        let width = k.max(self.out);
+        let per = super::shards::rows_per_binding(rec.context(), width, x.dtype());
+        if m <= per {
+            return self.forward_rows(rec, x, fused);
+        }
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = self.out;
+        let x2 = x.reshape(&[m, k])?;
+        let residual = fused
+            .residual
+            .map(|r| r.reshape(&[m, self.out]))
+            .transpose()?;
+        let y = super::shards::row_blocks(rec, &x2, self.out, per, |rec, r, xb| {
+            let rb = match &residual {
+                Some(res) => Some(super::shards::copy_rows(rec, res, r.clone())?),
+                None => None,
+            };
+            let gate = fused.gate.map(|g| Slice {
+                offset: g.offset + r.start * g.ld,
+                ..g
+            });
+            let f = Fused {
+                norm: fused.norm,
+                residual: rb.as_ref(),
+                gate,
+            };
+            self.forward_rows(rec, xb, f)
+        })?;
+        y.reshape(&shape)
     }
+
+    /// `forward_fused` for an x and y within one binding: one product per weight block.
+    fn forward_rows(&self, rec: &mut Recording, x: &Tensor, fused: Fused) -> Result<Tensor> {
+        if let [p] = self.parts.as_slice() {
+            return linear_impl(rec, x, &p.w, p.wt.as_ref(), p.rows.clone(), fused);
+        }
+        let k = x.last_dim();
+        let m = x.numel() / k.max(1);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = self.out;
+        // The folds apply to all of x or y; with several blocks they run once, as maps.
+        let mut x = x.reshape(&[m, k])?;
+        if let Some((nw, eps)) = fused.norm {
+            x = super::norm::rmsnorm(rec, &x, nw, eps)?;
+        }
+        if let Some(g) = &fused.gate {
+            x = gate_input(rec, &x, g, m, k)?;
+        }
+        let y = rec.context().alloc(&[m, self.out], x.dtype())?;
+        for p in &self.parts {
+            let part = linear_impl(
+                rec,
+                &x,
+                &p.w,
+                p.wt.as_ref(),
+                p.rows.clone(),
+                Fused::default(),
+            )?;
+            super::shards::place_columns(rec, &part, &y, p.first)?;
+        }
+        let y = match fused.residual {
+            Some(r) => super::elementwise::add(rec, &y, &r.reshape(&[m, self.out])?)?,
+            None => y,
+        };
+        y.reshape(&shape)
+    }
+}
+
+/// `x ⊙ sigmoid(z)` with z's rows gathered from the slice `g` (`rows` rows of `k`).
+fn gate_input(rec: &mut Recording, x: &Tensor, g: &Slice, rows: usize, k: usize) -> Result<Tensor> {
+    let z = rec.context().alloc(x.shape(), x.dtype())?;
+    for r in 0..rows {
+        rec.copy_region(
+            g.tensor,
+            (g.offset + r * g.ld) as u64,
+            &z,
+            (r * k) as u64,
+            k as u64,
+        )?;
+    }
+    super::elementwise::sigmoid_mul(rec, &z, x)
 }
 
 /// `y = x · W[rows]ᵀ` with an optional prepared Wᵀ (`transpose_padded(w, 4)`, what [`Linear`]
@@ -497,17 +649,7 @@ pub(crate) fn gemm_impl(
     let x = match (&fused.gate, gate_folded) {
         (Some(g), false) => {
             // Unfolded: gather the gate's rows and apply sigmoid(z) ⊙ x first.
-            let z = ctx.alloc(x.shape(), dtype)?;
-            for r in 0..b * m {
-                rec.copy_region(
-                    g.tensor,
-                    (g.offset + r * g.ld) as u64,
-                    &z,
-                    (r * k) as u64,
-                    k as u64,
-                )?;
-            }
-            x_in = super::elementwise::sigmoid_mul(rec, &z, x)?;
+            x_in = gate_input(rec, x, g, b * m, k)?;
             &x_in
         }
         _ => x,

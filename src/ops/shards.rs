@@ -2,7 +2,7 @@
 //! table or LM head of 32,000 × 2048 f32 is 262 MB, twice what lavapipe, browsers and some laptop
 //! GPUs bind at once (128 MiB). The embedding gathers from each block
 //! ([`super::embedding::embedding_sharded`]); the head runs one product per block and places
-//! each block's logits in its columns ([`ShardedLinear`]).
+//! each block's logits in its columns ([`RowShards::linear`]).
 
 use std::ops::Range;
 
@@ -116,52 +116,81 @@ impl RowShards {
 
     /// The Linear layer with this matrix as its weight `[out, in]` (a tied LM head shares the
     /// embedding's buffers).
-    pub fn linear(&self, ctx: &Context) -> Result<ShardedLinear> {
-        let parts = self
-            .blocks
-            .iter()
-            .map(|(first, t)| Ok((*first, Linear::new(ctx, t.clone())?)))
-            .collect::<Result<_>>()?;
-        Ok(ShardedLinear {
-            parts,
-            out: self.rows,
-        })
+    pub fn linear(&self, ctx: &Context) -> Result<Linear> {
+        Linear::from_blocks(ctx, &self.blocks)
     }
 }
 
-/// `y = x · Wᵀ` with W `[out, in]` split into row blocks ([`RowShards::linear`]).
-pub struct ShardedLinear {
-    parts: Vec<(usize, Linear)>,
-    out: usize,
+/// Rows of `width` values of `dtype` that one binding holds (at least 1).
+pub fn rows_per_binding(ctx: &Context, width: usize, dtype: DType) -> usize {
+    let row = (width.max(1) * ctx.resolve_dtype(dtype).size()) as u64;
+    ((ctx.binding_limit() / row) as usize).max(1)
 }
 
-impl ShardedLinear {
-    pub fn out_features(&self) -> usize {
-        self.out
-    }
-    /// Weight blocks.
-    pub fn parts(&self) -> usize {
-        self.parts.len()
-    }
-    /// `x [..., in]` → `[..., out]`: one product per block, each placed in its columns.
-    pub fn forward(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
-        if let [(_, lin)] = self.parts.as_slice() {
-            return lin.forward(rec, x);
+/// Rows `r` of `x [rows, D]` as a tensor of their own `[r.len(), D]`, by a buffer copy (no
+/// binding, so `x` may be larger than one). With f16 and an odd D, `r.start` must be even.
+pub fn copy_rows(rec: &mut Recording, x: &Tensor, r: Range<usize>) -> Result<Tensor> {
+    let d = x.last_dim();
+    let out = rec.context().alloc(&[r.len(), d], x.dtype())?;
+    rec.copy_region(x, (r.start * d) as u64, &out, 0, (r.len() * d) as u64)?;
+    Ok(out)
+}
+
+/// `f(rows, block)` over blocks of at most `per` rows of `x [.., D]`, each block's
+/// `[rows, width]` result copied into one `[rows(x), width]` output. Blocks move by buffer
+/// copies, never bindings, so `x` and the output may be larger than one binding (a long
+/// prompt's logits, a wide activation). Copies move whole 4-byte words: where a row is not one
+/// (f16 with an odd D or width), blocks have an even number of rows, so every block starts on a
+/// word and only the last may end inside one (copied into the buffers' padding, see
+/// `Recording::copy_region`). Each block is submitted before the next is recorded, so memory
+/// holds one block's intermediates.
+pub fn row_blocks(
+    rec: &mut Recording,
+    x: &Tensor,
+    width: usize,
+    per: usize,
+    mut f: impl FnMut(&mut Recording, Range<usize>, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let d = x.last_dim();
+    let rows = x.numel() / d.max(1);
+    let es = x.dtype().size();
+    let odd = !(width * es).is_multiple_of(4) || !(d * es).is_multiple_of(4);
+    let per = if odd {
+        (per / 2 * 2).max(2)
+    } else {
+        per.max(1)
+    };
+    let x = x.reshape(&[rows, d])?;
+    let out = rec.context().alloc(&[rows, width], x.dtype())?;
+    let mut start = 0;
+    while start < rows {
+        let r = start..(start + per).min(rows);
+        let xb = copy_rows(rec, &x, r.clone())?;
+        let yb = f(rec, r.clone(), &xb)?;
+        if yb.numel() != r.len() * width || yb.dtype() != out.dtype() {
+            return Err(Error::shape(
+                "row blocks",
+                format!(
+                    "a block of {} rows gave {:?} {:?}, expected {:?} [{}, {width}]",
+                    r.len(),
+                    yb.dtype(),
+                    yb.shape(),
+                    out.dtype(),
+                    r.len()
+                ),
+            ));
         }
-        let k = x.last_dim();
-        let m = x.numel() / k.max(1);
-        let mut shape = x.shape().to_vec();
-        *shape
-            .last_mut()
-            .ok_or_else(|| Error::shape("linear", "x must have at least one dimension"))? =
-            self.out;
-        let y = rec.context().alloc(&[m, self.out], x.dtype())?;
-        for (first, lin) in &self.parts {
-            let part = lin.forward(rec, &x.reshape(&[m, k])?)?;
-            place_columns(rec, &part, &y, *first)?;
-        }
-        y.reshape(&shape)
+        rec.copy_region(
+            &yb,
+            0,
+            &out,
+            (r.start * width) as u64,
+            (r.len() * width) as u64,
+        )?;
+        rec.flush()?;
+        start = r.end;
     }
+    Ok(out)
 }
 
 #[repr(C)]
