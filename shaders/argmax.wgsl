@@ -22,7 +22,7 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let row = flat_group(wid, nwg);
     let base = min(row, p.rows - 1u) * p.d;
-    var m = -3.4028235e38;
+    var m = -3.4028234663852886e38;
     for (var i = lid; i < p.d; i += WG) {
         let v = f32(x[base + i]);
         if (v > m) {
@@ -31,7 +31,7 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let row_max = wg_max(m, lid);
     // The smallest index holding the maximum, as a max over negated indices.
-    var first = -3.4028235e38;
+    var first = -3.4028234663852886e38;
     for (var i = lid; i < p.d; i += WG) {
         if (f32(x[base + i]) == row_max) {
             first = -f32(i);
@@ -40,6 +40,6 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let best = wg_max(first, lid);
     if (row < p.rows && lid == 0u) {
-        y[row] = select(0.0, -best, best > -3.4028235e38);
+        y[row] = select(0.0, -best, best > -3.4028234663852886e38);
     }
 }

@@ -16,7 +16,7 @@ var<workgroup> qs: array<vec4<f32>, MAX_DH4>;
 var<workgroup> sc: array<f32, WG>;          // the tile's scores, then its weights
 var<workgroup> accs: array<vec4<f32>, WG>;  // each lane's partial value sum
 
-const NEG: f32 = -3.4028235e38; // "no key yet": finite, so NEG − NEG is 0, not NaN
+const NEG: f32 = -3.4028234663852886e38; // "no key yet": finite, so NEG − NEG is 0, not NaN
 
 // Sum of the key groups' partials for vec4 `c` (lanes 0 … DH4 − 1 call it after a barrier).
 fn group_sum(c: u32) -> vec4<f32> {

@@ -23,12 +23,12 @@ fn attention_decode_cpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     workgroupBarrier();
     let k_begin = sp * p.split;
     let k_end = min(k_begin + p.split, p.len);
-    var m = -3.4028235e38;
+    var m = -3.4028234663852886e38;
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     for (var kt = k_begin; kt < k_end; kt += WG) {
         let j = kt + lid;
-        var s = -3.4028235e38;
+        var s = -3.4028234663852886e38;
         if (j < k_end) {
             var d = 0.0;
             for (var i = 0u; i < dh4; i++) {
@@ -39,7 +39,7 @@ fn attention_decode_cpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         sc[lid] = s;
         workgroupBarrier();
         let n = min(WG, k_end - kt);
-        var tile_max = -3.4028235e38;
+        var tile_max = -3.4028234663852886e38;
         for (var jj = 0u; jj < n; jj++) {
             tile_max = max(tile_max, sc[jj]);
         }

@@ -22,7 +22,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let row = flat_group(wid, nwg);
     let live = row < p.rows;
     let base = min(row, p.rows - 1u) * p.d;
-    var m = -3.4028235e38;
+    var m = -3.4028234663852886e38;
     for (var i = lid; i < p.d; i += WG) {
         m = max(m, f32(x[base + i]) * p.inv_temp);
     }

@@ -845,6 +845,7 @@ fn layer_result(
     }
 }
 
+#[cfg(feature = "cli")]
 /// Writes an SVG of forward latency against sequence length, log–log, one line per layer.
 pub fn plot_forward(path: &std::path::Path, title: &str, results: &[LayerResult]) -> Result<()> {
     use plotters::prelude::*;

@@ -188,6 +188,50 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// The first error a browser reported late, kept until the context's next check reads it.
+#[derive(Clone, Default)]
+pub(crate) struct LateError(Arc<Mutex<Option<Error>>>);
+
+impl LateError {
+    fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What an error scope caught, as a `Result`. Natively wgpu validates on the calling thread, so the
+/// answer is ready and read at once. A browser answers through a promise that a page must not block
+/// on: there the answer is read when it arrives and kept in `late`, and the context's next check
+/// ([`Context::check_alive`], run by every submit and read-back) returns it.
+pub(crate) fn settle(
+    scope: wgpu::ErrorScopeGuard,
+    late: &LateError,
+    during: impl FnOnce() -> String,
+) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = late;
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(Error::from_wgpu(during(), e)),
+            None => Ok(()),
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let answer = scope.pop();
+        let late = late.clone();
+        let during = during();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(e) = answer.await {
+                let mut slot = late.0.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(Error::from_wgpu(during, e));
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
     if let Some(b) = backends {
@@ -205,6 +249,7 @@ fn backends_from_env() -> Option<wgpu::Backends> {
 }
 
 /// Every adapter wgpu finds for the backends in `WGPU_BACKEND` (all when unset).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
     let backends = backends_from_env().unwrap_or(wgpu::Backends::all());
     pollster::block_on(instance(Some(backends)).enumerate_adapters(backends))
@@ -217,6 +262,7 @@ impl Context {
     }
 
     /// Blocking twin of [`Context::new`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking() -> Result<Context> {
         pollster::block_on(Self::new())
     }
@@ -600,10 +646,13 @@ impl Context {
 
     /// Fails with `DeviceLost` once the device is gone.
     pub fn check_alive(&self) -> Result<()> {
-        match &*self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(reason) => Err(Error::DeviceLost {
+        if let Some(reason) = &*self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(Error::DeviceLost {
                 reason: reason.clone(),
-            }),
+            });
+        }
+        match self.inner.registry.late.take() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -644,6 +693,7 @@ impl Context {
         Ok(out)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Waits until all submitted work has finished.
     pub fn sync(&self) -> Result<()> {
         self.check_alive()?;
@@ -710,12 +760,9 @@ impl Context {
             .device
             .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.inner.pool.get(BufferKind::Storage, bytes);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(
-                format!("allocating tensor {shape:?} ({bytes} bytes)"),
-                e,
-            ));
-        }
+        settle(scope, &self.inner.registry.late, || {
+            format!("allocating tensor {shape:?} ({bytes} bytes)")
+        })?;
         Ok(Tensor {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
@@ -778,6 +825,7 @@ impl Context {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Reads a tensor back as f32, waiting for the GPU.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         let staging = self.stage(t)?;
@@ -793,33 +841,50 @@ impl Context {
         self.unstage(&staging, t)
     }
 
-    /// Reads a tensor back as f32 without blocking the calling thread's executor: the future
-    /// polls the device each time it is polled, so it works under any executor (pollster included).
+    /// Reads a tensor back as f32 without blocking the calling thread's executor. The map's
+    /// callback wakes the future; natively the future also polls the device each time it is
+    /// polled (nothing else would drive the map), so it works under any executor, pollster
+    /// included. In a browser the callback comes from the page's event loop.
     pub fn download_async(
         &self,
         t: &Tensor,
     ) -> impl std::future::Future<Output = Result<Vec<f32>>> + '_ {
+        type Slot = (
+            Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+            Option<std::task::Waker>,
+        );
         let t = t.clone();
         async move {
             let staging = self.stage(&t)?;
-            let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-                Arc::new(Mutex::new(None));
-            let d = done.clone();
+            let slot: Arc<Mutex<Slot>> = Arc::new(Mutex::new((None, None)));
+            let s = slot.clone();
             staging
                 .buffer()
                 .slice(..t.padded_bytes())
                 .map_async(wgpu::MapMode::Read, move |r| {
-                    *d.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+                    g.0 = Some(r);
+                    if let Some(w) = g.1.take() {
+                        w.wake();
+                    }
                 });
             std::future::poll_fn(|cx| {
-                if let Some(r) = done.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    return std::task::Poll::Ready(r.map_err(|e| Error::Readback(e.to_string())));
+                {
+                    let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(r) = g.0.take() {
+                        return std::task::Poll::Ready(
+                            r.map_err(|e| Error::Readback(e.to_string())),
+                        );
+                    }
+                    g.1 = Some(cx.waker().clone());
                 }
                 if let Err(e) = self.check_alive() {
                     return std::task::Poll::Ready(Err(e));
                 }
-                let _ = self.inner.device.poll(wgpu::PollType::Poll);
-                cx.waker().wake_by_ref();
+                if cfg!(not(target_arch = "wasm32")) {
+                    let _ = self.inner.device.poll(wgpu::PollType::Poll);
+                    cx.waker().wake_by_ref();
+                }
                 std::task::Poll::Pending
             })
             .await?;
@@ -843,9 +908,9 @@ impl Context {
             .device
             .push_error_scope(wgpu::ErrorFilter::Validation);
         self.inner.queue.submit([enc.finish()]);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu("copying a tensor for read-back", e));
-        }
+        settle(scope, &self.inner.registry.late, || {
+            "copying a tensor for read-back".into()
+        })?;
         Ok(staging)
     }
 

@@ -78,6 +78,7 @@ impl<'a> Keys<'a> {
     }
 
     /// A required integer within `range`.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // only the golden cases use it
     pub fn require_usize_in(&self, k: &str, range: RangeInclusive<usize>) -> Result<usize> {
         self.usize_in(k, range)?
             .ok_or_else(|| self.err(format!("required key '{}{k}' is missing", self.prefix)))

@@ -11,9 +11,15 @@
 //! # Ok::<(), chunkwise::Error>(())
 //! ```
 
+// wgpu's handles are neither Send nor Sync in a browser (one thread); the Arcs are for native.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
+// Blocking, file-reading tools for the CLI and tests; a page has none of either.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod context;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod golden;
 mod input;
 pub mod kernels;
@@ -25,6 +31,7 @@ pub mod record;
 pub mod reference;
 pub mod tensor;
 pub mod tune;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod verify;
 
 pub use context::{AdapterSummary, Context, ContextOptions, Schedule};

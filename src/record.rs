@@ -336,12 +336,13 @@ impl Recording {
         self.submit_inner(None)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Submits and waits, timing the recording with GPU timestamps where the adapter has them
     /// (else wall clock after a full sync). Returns seconds.
     pub fn submit_timed(self) -> Result<f64> {
         let ctx = self.ctx.clone();
         if !ctx.supports_timestamps() {
-            let t0 = std::time::Instant::now();
+            let t0 = web_time::Instant::now();
             self.submit()?;
             ctx.sync()?;
             return Ok(t0.elapsed().as_secs_f64());
@@ -490,11 +491,11 @@ impl Recording {
             enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         }
         ctx.queue().submit([enc.finish()]);
-        let val = pollster::block_on(val.pop());
-        let oom = pollster::block_on(oom.pop());
-        if let Some(e) = oom.or(val) {
-            return Err(Error::from_wgpu("submitting a recording", e));
-        }
+        // Inner scope first. Out of memory wins: the validation errors that follow from it say less.
+        let late = &ctx.inner.registry.late;
+        let val = crate::context::settle(val, late, || "submitting a recording".into());
+        let oom = crate::context::settle(oom, late, || "submitting a recording".into());
+        oom.and(val)?;
         ctx.check_alive()
     }
 }

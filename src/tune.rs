@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::gemm::{self, GemmSchedule, Tile};
-use crate::tensor::{DType, Tensor};
+use crate::ops::gemm::Tile;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::ops::gemm::{self, GemmSchedule};
+use crate::tensor::DType;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::tensor::Tensor;
 
 /// The environment variable naming the cache file (`off` disables tuning).
 pub const ENV: &str = "CHUNKWISE_TUNE_CACHE";
@@ -306,6 +310,7 @@ pub fn gemm_shapes(ctx: &Context, quick: bool) -> Vec<GemmShape> {
     out
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs the check cases of a tile on this adapter (the `chunkwise check` cases that force it:
 /// ragged M, N and K, both loaders, f32 and, where the adapter has it, f16). `Err` says why the
 /// tile is not a candidate here.
@@ -337,6 +342,7 @@ pub fn check_tile(ctx: &Context, tile: Tile) -> std::result::Result<(), String> 
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Median milliseconds of `x · wᵀ` with a forced tile (after one warm-up), timed as `bench` times:
 /// GPU timestamps where the adapter has them, wall time otherwise.
 fn time_tile(ctx: &Context, x: &Tensor, w: &Tensor, tile: Tile, samples: usize) -> Result<f64> {
@@ -352,6 +358,7 @@ fn time_tile(ctx: &Context, x: &Tensor, w: &Tensor, tile: Tile, samples: usize) 
     Ok(crate::bench::summarize(&times).median_ms)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Tunes the GPU GEMM tile on `ctx` at `shapes`: every tile is checked once, then timed at each
 /// shape; `progress` hears each shape's result. Returns the choices (not yet saved).
 pub fn tune_gemm(

@@ -18,7 +18,7 @@ const LP: u32 = 4u;      // lanes per query
 const BQ: u32 = 64u;     // queries per workgroup
 const MAX_PART: u32 = 8u; // vec4s per lane at dh = 128
 const MAX_KT: u32 = 16u;
-const NEG_BIG: f32 = -3.4028235e38;
+const NEG_BIG: f32 = -3.4028234663852886e38;
 // vec4s of the head dim lane part π holds: π + 4·ii for ii < NPART (the last may be absent).
 override NPART: u32 = (DH4 + LP - 1u) / LP;
 

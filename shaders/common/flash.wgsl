@@ -24,7 +24,7 @@ override QL: u32 = 1u;
 const BK: u32 = 16u;
 const MAX_QL: u32 = 2u;
 const MAX_DH4: u32 = 32u; // head dims up to 128, in vec4s
-const NEG_BIG: f32 = -3.4028235e38;
+const NEG_BIG: f32 = -3.4028234663852886e38;
 // The head dimension in vec4s, fixed per pipeline: loops over it get a constant trip count, so
 // compilers unroll them (and llvmpipe's loop-iteration limiter, which silently stops loops after
 // ~65k iterations per invocation, all loops counted together, is never reached).

@@ -30,6 +30,7 @@
 //! strided streams also outgrow the TLB (attention reads each head's keys contiguously for that).
 //! GPUs keep the workgroup-memory kernels.
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod translate;
 pub mod variants;
 
@@ -247,8 +248,18 @@ pub enum BindingKind {
 pub struct EntryInfo {
     pub bindings: Vec<(u32, BindingKind)>,
     pub workgroup_bytes: u64,
+    /// Invocations per workgroup, with the key's override constants.
+    pub invocations: u32,
     /// The entry point takes a subgroup builtin (it runs subgroup operations).
     pub uses_subgroups: bool,
+}
+
+/// What a kernel needs of a device (bindings, workgroup memory and size), from its source and
+/// the key's constants alone: no device is needed.
+pub fn entry_info(key: &KernelKey) -> Result<EntryInfo> {
+    let assembled = assemble(key.file, key.dtype)?;
+    let (module, info) = validate(&assembled)?;
+    reflect(&module, &info, key.entry, key.file, &key.constants)
 }
 
 fn reflect(
@@ -293,6 +304,11 @@ fn reflect(
         .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
         .map(|(_, var)| layouter[var.ty].size as u64)
         .sum();
+    let invocations = resolved
+        .entry_points
+        .iter()
+        .find(|e| e.name == entry)
+        .map_or(0, |e| e.workgroup_size.iter().product());
     let mut bindings = Vec::new();
     for (handle, var) in module.global_variables.iter() {
         if fi[handle].is_empty() {
@@ -342,6 +358,7 @@ fn reflect(
     Ok(EntryInfo {
         bindings: bindings.into_iter().map(|b| (b.1, b.2)).collect(),
         workgroup_bytes,
+        invocations,
         uses_subgroups,
     })
 }
@@ -410,6 +427,9 @@ type CompiledModule = (wgpu::ShaderModule, naga::Module, naga::valid::ModuleInfo
 pub struct Registry {
     modules: Mutex<HashMap<(&'static str, DType), Arc<CompiledModule>>>,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Where a browser's late answers about these shaders and pipelines go (the owning
+    /// context reads it in `check_alive`).
+    pub(crate) late: crate::context::LateError,
 }
 
 impl Registry {
@@ -417,6 +437,7 @@ impl Registry {
         Registry {
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
+            late: crate::context::LateError::default(),
         }
     }
 
@@ -443,6 +464,7 @@ impl Registry {
         limits: &wgpu::Limits,
         key: &KernelKey,
     ) -> Result<Arc<Kernel>> {
+        let late = &self.late;
         if let Some(k) = self
             .kernels
             .lock()
@@ -459,7 +481,7 @@ impl Registry {
                 why,
             });
         }
-        let module = self.module(device, key.file, key.dtype)?;
+        let module = self.module(device, late, key.file, key.dtype)?;
         let (shader, naga_module, naga_info) = &*module;
         let info = reflect(naga_module, naga_info, key.entry, key.file, &key.constants)?;
         let limit = limits.max_compute_workgroup_storage_size as u64;
@@ -535,9 +557,7 @@ impl Registry {
             },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(format!("creating pipeline {name}"), e));
-        }
+        crate::context::settle(scope, late, || format!("creating pipeline {name}"))?;
         let kernel = Arc::new(Kernel {
             key: key.clone(),
             pipeline,
@@ -554,6 +574,7 @@ impl Registry {
     fn module(
         &self,
         device: &wgpu::Device,
+        late: &crate::context::LateError,
         file: &'static str,
         dtype: DType,
     ) -> Result<Arc<CompiledModule>> {
@@ -573,12 +594,9 @@ impl Registry {
             source: wgpu::ShaderSource::Wgsl(assembled.source.clone().into()),
         };
         let shader = device.create_shader_module(desc);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(
-                format!("compiling shader {file} ({dtype:?})"),
-                e,
-            ));
-        }
+        crate::context::settle(scope, late, || {
+            format!("compiling shader {file} ({dtype:?})")
+        })?;
         let m = Arc::new((shader, naga_module, naga_info));
         self.modules
             .lock()

@@ -17,6 +17,7 @@ pub type Fill = Arc<dyn Fn(Range<usize>) -> Vec<f32> + Send + Sync>;
 
 /// The bytes of the files a checkpoint reads from.
 enum Image {
+    #[cfg(not(target_arch = "wasm32"))]
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
 }
@@ -24,6 +25,7 @@ enum Image {
 impl Image {
     fn bytes(&self) -> &[u8] {
         match self {
+            #[cfg(not(target_arch = "wasm32"))]
             Image::Mapped(m) => m,
             Image::Owned(v) => v,
         }
@@ -490,15 +492,22 @@ fn map_file(path: &Path) -> Result<Image> {
         path: path.display().to_string(),
         source,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: the map is read-only and lives as long as the checkpoint; chunkwise never writes
-    // the file. The slices read from it assume nobody else does either: a file modified in
-    // place while mapped is undefined behaviour for those reads, and one truncated under them
-    // ends the process with SIGBUS. Both hold for any program mapping model weights (llama.cpp,
-    // safetensors' own loaders); writers that replace the file (a new file renamed over it, as
-    // scripts/convert_checkpoint.py does) are safe. See `Checkpoint::open`.
-    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
-    Ok(Image::Mapped(m))
+    // A page has no files to map: it fetches them and passes the bytes (`Checkpoint::from_bytes`).
+    #[cfg(target_arch = "wasm32")]
+    return std::fs::read(path).map(Image::Owned).map_err(io);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let f = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and lives as long as the checkpoint; chunkwise never
+        // writes the file. The slices read from it assume nobody else does either: a file
+        // modified in place while mapped is undefined behaviour for those reads, and one
+        // truncated under them ends the process with SIGBUS. Both hold for any program mapping
+        // model weights (llama.cpp, safetensors' own loaders); writers that replace the file (a
+        // new file renamed over it, as scripts/convert_checkpoint.py does) are safe. See
+        // `Checkpoint::open`.
+        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+        Ok(Image::Mapped(m))
+    }
 }
 
 /// Writes f32 tensors to a safetensors file.

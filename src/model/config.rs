@@ -200,6 +200,15 @@ fn one_of<T: PartialEq + std::fmt::Debug>(
 }
 
 impl ModelConfig {
+    /// A config from the text of a `config.json` (`file` names it in errors).
+    pub fn parse(file: &str, text: &str) -> Result<ModelConfig> {
+        let json: Value = serde_json::from_str(text).map_err(|e| Error::Case {
+            file: file.to_string(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        Self::from_json(file, &json, None)
+    }
+
     /// Parses a config object; `file` names it in errors. `kind` overrides `model_kind` (the golden
     /// cases keep it outside their `config`).
     pub fn from_json(file: &str, v: &Value, kind: Option<&str>) -> Result<ModelConfig> {

@@ -131,15 +131,35 @@ impl Model {
             path: cfg_path.display().to_string(),
             source,
         })?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Case {
-            file: cfg_path.display().to_string(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
-        let mut cfg = ModelConfig::from_json(&cfg_path.display().to_string(), &json, None)?;
+        let mut cfg = ModelConfig::parse(&cfg_path.display().to_string(), &text)?;
         edit(&mut cfg);
-        let dtype = dtype.or(cfg.dtype).unwrap_or(DType::F32);
         let ckpt = Checkpoint::open_dir(dir)?;
-        let model = Self::load(ctx, cfg, &ckpt, dtype)?;
+        Self::load_all(ctx, cfg, &ckpt, dtype)
+    }
+
+    /// A model from files already in memory (what a web page fetched): the text of its
+    /// `config.json` and the bytes of its `model.safetensors`. `dtype: None` as in
+    /// [`Model::open_as`].
+    pub fn from_memory(
+        ctx: &Context,
+        config_json: &str,
+        safetensors: &[u8],
+        dtype: Option<DType>,
+    ) -> Result<Model> {
+        let cfg = ModelConfig::parse("config.json", config_json)?;
+        let ckpt = Checkpoint::from_bytes("model.safetensors", safetensors)?;
+        Self::load_all(ctx, cfg, &ckpt, dtype)
+    }
+
+    /// [`Model::load`], refusing a checkpoint with tensors the config does not use.
+    fn load_all(
+        ctx: &Context,
+        cfg: ModelConfig,
+        ckpt: &Checkpoint,
+        dtype: Option<DType>,
+    ) -> Result<Model> {
+        let dtype = dtype.or(cfg.dtype).unwrap_or(DType::F32);
+        let model = Self::load(ctx, cfg, ckpt, dtype)?;
         // Tensors the config did not ask for mean the config describes another model (more
         // layers, another kind): running it would silently drop weights.
         let extra = ckpt.unused();

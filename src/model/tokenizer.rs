@@ -17,11 +17,29 @@ impl Tokenizer {
     /// `"tokenizer": "bytes"` (or a vocab-256 model has no tokenizer file).
     pub fn open(dir: &Path, cfg: &ModelConfig) -> Result<Tokenizer> {
         let file = dir.join("tokenizer.json");
-        let bytes_model = cfg.tokenizer.as_deref() == Some("bytes");
-        if bytes_model || (!file.exists() && cfg.vocab_size == 256) {
+        let text = if Self::is_bytes(cfg, file.exists()) {
+            None
+        } else {
+            Some(std::fs::read_to_string(&file).map_err(|source| Error::Io {
+                path: file.display().to_string(),
+                source,
+            })?)
+        };
+        Self::from_memory(cfg, text.as_deref(), &file.display().to_string())
+    }
+
+    /// Whether a model's ids are bytes: its config says so, or a vocab-256 model has no tokenizer.
+    pub fn is_bytes(cfg: &ModelConfig, has_tokenizer_json: bool) -> bool {
+        cfg.tokenizer.as_deref() == Some("bytes") || (!has_tokenizer_json && cfg.vocab_size == 256)
+    }
+
+    /// The tokenizer from the text of a `tokenizer.json` already in memory (`None` where the model
+    /// has none); `name` says where it came from in errors.
+    pub fn from_memory(cfg: &ModelConfig, json: Option<&str>, name: &str) -> Result<Tokenizer> {
+        if Self::is_bytes(cfg, json.is_some()) {
             if cfg.vocab_size < 256 {
                 return Err(Error::Checkpoint {
-                    file: dir.join("config.json").display().to_string(),
+                    file: "config.json".into(),
                     msg: format!(
                         "a byte-level model needs vocab_size ≥ 256, got {}",
                         cfg.vocab_size
@@ -30,8 +48,8 @@ impl Tokenizer {
             }
             return Ok(Tokenizer::Bytes);
         }
-        let name = file.display().to_string();
-        if !file.exists() {
+        let name = name.to_string();
+        let Some(json) = json else {
             return Err(Error::Checkpoint {
                 file: name,
                 msg: format!(
@@ -40,8 +58,8 @@ impl Tokenizer {
                     cfg.vocab_size
                 ),
             });
-        }
-        let tok = tokenizers::Tokenizer::from_file(&file).map_err(|e| Error::Checkpoint {
+        };
+        let tok: tokenizers::Tokenizer = json.parse().map_err(|e| Error::Checkpoint {
             file: name.clone(),
             msg: format!("not a valid tokenizer.json: {e}"),
         })?;

@@ -143,6 +143,7 @@ pub struct IterationStats {
 }
 
 impl IterationStats {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read(ctx: &Context, iterations: &Tensor) -> Result<IterationStats> {
         let v = ctx.download(iterations)?;
         Ok(IterationStats {

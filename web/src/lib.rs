@@ -1,0 +1,230 @@
+//! chunkwise in a web page: the page fetches a model folder's files, opens a [`Session`] on the
+//! browser's WebGPU adapter, and generates with the text streamed to a callback. `web/main.js`
+//! is the page that uses it; `web/build.sh` builds both into `web/dist/`.
+
+use std::rc::Rc;
+
+use chunkwise::model::generate::generate_async;
+use chunkwise::model::sampling::Sampler;
+use chunkwise::model::{Model, Tokenizer};
+use chunkwise::{Context, ContextOptions};
+use wasm_bindgen::prelude::*;
+
+/// An open adapter and a loaded model.
+#[wasm_bindgen]
+pub struct Session {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    ctx: Context,
+    model: Model,
+    tok: Tokenizer,
+}
+
+/// How to generate: the command line's `generate` options, with its defaults.
+#[wasm_bindgen]
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    /// 1 is greedy; 0 means no top-k cut.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub seed: u32,
+}
+
+#[wasm_bindgen]
+impl Options {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Options {
+        Options {
+            max_tokens: 200,
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Opens the browser's adapter (with its own limits, as natively) and loads a model from the
+    /// contents of its `config.json`, `model.safetensors` and, where it has one, `tokenizer.json`.
+    /// The weights are stored in the config's dtype where the adapter has f16, else f32.
+    pub async fn open(
+        config_json: String,
+        weights: Vec<u8>,
+        tokenizer_json: Option<String>,
+    ) -> Result<Session, JsValue> {
+        // No environment and no files in a page: the defaults, not `ContextOptions::from_env`.
+        let ctx = Context::with_options(ContextOptions::default())
+            .await
+            .map_err(js_error)?;
+        let model = Model::from_memory(&ctx, &config_json, &weights, None).map_err(js_error)?;
+        let tok =
+            Tokenizer::from_memory(model.config(), tokenizer_json.as_deref(), "tokenizer.json")
+                .map_err(js_error)?;
+        // Loading submitted uploads and compiled nothing yet; errors the browser reports late
+        // (a refused buffer) surface here rather than at the first generation.
+        ctx.check_alive().map_err(js_error)?;
+        Ok(Session {
+            inner: Rc::new(Inner { ctx, model, tok }),
+        })
+    }
+
+    /// The adapter as JSON: `name`, `backend`, `features` (the ones chunkwise uses) and the
+    /// limits that decide which kernels fit.
+    pub fn adapter(&self) -> String {
+        let ctx = &self.inner.ctx;
+        let info = ctx.adapter_info();
+        let limits = ctx.limits();
+        let features: Vec<String> = ctx
+            .features()
+            .iter_names()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        serde_json::json!({
+            "name": info.name,
+            "backend": format!("{:?}", info.backend),
+            "features": features,
+            "max_storage_buffers_per_shader_stage": limits.max_storage_buffers_per_shader_stage,
+            "max_storage_buffer_binding_size": limits.max_storage_buffer_binding_size,
+            "max_compute_workgroup_storage_size": limits.max_compute_workgroup_storage_size,
+            "dtype": format!("{:?}", self.inner.model.dtype()),
+        })
+        .to_string()
+    }
+
+    /// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_text(piece)` with
+    /// each piece of the continuation as it is decoded (whole UTF-8 characters only). Resolves to
+    /// JSON with `text` (the continuation), `tokens`, `prefill_tokens_per_s` and
+    /// `decode_tokens_per_s`.
+    pub fn generate(
+        &self,
+        prompt: String,
+        opts: &Options,
+        on_text: js_sys::Function,
+    ) -> js_sys::Promise {
+        let Options {
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } = *opts;
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let Inner { ctx, model, tok } = &*inner;
+            let ids = tok.encode(&prompt).map_err(js_error)?;
+            let mut sampler = Sampler::new(temperature, top_k, top_p, u64::from(seed));
+            let mut stream = tok.stream_after(&ids).map_err(js_error)?;
+            let mut held = Vec::new();
+            let mut text = String::new();
+            let mut failed = None;
+            let mut emit = |bytes: Vec<u8>, end: bool, text: &mut String| {
+                held.extend(bytes);
+                let piece = whole_chars(&mut held, end);
+                if !piece.is_empty() {
+                    text.push_str(&piece);
+                    let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(&piece));
+                }
+            };
+            let prompts = [ids];
+            let (outs, stats) =
+                generate_async(ctx, model, &prompts, max_tokens, &mut sampler, |_, id| {
+                    if failed.is_none() {
+                        match stream.step(id) {
+                            Ok(bytes) => emit(bytes, false, &mut text),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                })
+                .await
+                .map_err(js_error)?;
+            if let Some(e) = failed {
+                return Err(js_error(e));
+            }
+            let rest = stream.finish().map_err(js_error)?;
+            emit(rest, true, &mut text);
+            Ok(JsValue::from_str(
+                &serde_json::json!({
+                    "text": text,
+                    "tokens": outs[0].len(),
+                    "prefill_tokens_per_s": stats.prefill_tokens_per_s(),
+                    "decode_tokens_per_s": stats.decode_tokens_per_s(),
+                })
+                .to_string(),
+            ))
+        })
+    }
+}
+
+/// Takes the whole UTF-8 characters from the front of `held`, leaving an unfinished one for the
+/// next token; bytes that can never be UTF-8 become U+FFFD, as `String::from_utf8_lossy` would.
+/// At `end` nothing is held back.
+pub fn whole_chars(held: &mut Vec<u8>, end: bool) -> String {
+    let mut out = String::new();
+    loop {
+        match std::str::from_utf8(held) {
+            Ok(s) => {
+                out.push_str(s);
+                held.clear();
+                return out;
+            }
+            Err(e) => {
+                let ok = e.valid_up_to();
+                out.push_str(std::str::from_utf8(&held[..ok]).unwrap_or_default());
+                match e.error_len() {
+                    Some(bad) => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        held.drain(..ok + bad);
+                    }
+                    None if end => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        held.clear();
+                        return out;
+                    }
+                    None => {
+                        held.drain(..ok);
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_chars;
+
+    #[test]
+    fn pieces_hold_unfinished_characters_and_match_lossy_decoding() {
+        let text = "a→ü😀b".as_bytes();
+        let mut held = Vec::new();
+        let mut out = String::new();
+        for &b in text {
+            held.push(b);
+            let piece = whole_chars(&mut held, false);
+            // Nothing is emitted in the middle of a character.
+            assert!(piece.is_empty() || text.starts_with((out.clone() + &piece).as_bytes()));
+            out.push_str(&piece);
+        }
+        assert_eq!(out, "a→ü😀b");
+        let bad = [b'x', 0xff, b'y', 0xe2, 0x86];
+        let mut held = bad.to_vec();
+        assert_eq!(whole_chars(&mut held, true), String::from_utf8_lossy(&bad));
+    }
+}
