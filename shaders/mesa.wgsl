@@ -21,9 +21,7 @@
 @group(0) @binding(1) var<storage, read> q: array<ST>;     // [B, T, H, D]
 @group(0) @binding(2) var<storage, read> k: array<ST>;     // [B, T, H, D]
 @group(0) @binding(3) var<storage, read> v: array<ST>;     // [B, T, H, D]
-@group(0) @binding(4) var<storage, read> g: array<f32>;    // [B, T, H] log decay
-@group(0) @binding(5) var<storage, read> beta: array<f32>; // [B, T, H]
-@group(0) @binding(6) var<storage, read> lamb: array<f32>; // [H, D]
+@group(0) @binding(4) var<storage, read> gates: array<f32>; // g, β, λ (common/mesa_gates.wgsl)
 @group(0) @binding(7) var<storage, read_write> starts: array<f32>;   // [B·H, nseg, 2, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kk: array<f32>; // running [B·H, D, D]
 @group(0) @binding(9) var<storage, read_write> state_kv: array<f32>;
@@ -73,8 +71,8 @@ fn mesa_chunk_updates(@builtin(workgroup_id) wid: vec3<u32>,
             var w = 0.0;
             if (s - 1u < len) {
                 let gi = gate_index(b, first + s - 1u, hh);
-                w = beta[gi] * exp(suffix);
-                suffix += g[gi];
+                w = gate_beta(gi) * exp(suffix);
+                suffix += gate_g(gi);
             }
             uw[s - 1u] = w;
         }
@@ -236,7 +234,7 @@ fn apply_rows(row: u32, col: u32, ipr: u32, et: f32, sbase: u32, hh: u32) -> f32
                 acc += ww[row * CH + s] * kw[s * RS + j];
             }
             let pj = pw[row * RS + j];
-            acc += lamb[hh * DIM + j] * pj;
+            acc += lambda_at(hh * DIM + j) * pj;
             ca[m] = acc;
             pa += pj * acc;
         }
@@ -277,7 +275,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         var gam = 0.0;
         for (var s = 0u; s < CH; s++) {
             if (first + s < p.t) {
-                gam += g[gate_index(b, first + s, hh)];
+                gam += gate_g(gate_index(b, first + s, hh));
             }
             ew[s] = gam; // Γ_s for now
         }
@@ -288,7 +286,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let s = u % CH;
         var m = 0.0;
         if (s <= t && first + s < p.t) {
-            m = exp(ew[t] - ew[s]) * beta[gate_index(b, first + s, hh)];
+            m = exp(ew[t] - ew[s]) * gate_beta(gate_index(b, first + s, hh));
         }
         mw[u] = m;
     }
@@ -307,7 +305,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             }
             var x0 = 0.0;
             if (cg_paper()) {
-                var dg = et * skk_at(sbase, j, j) + lamb[hh * DIM + j];
+                var dg = et * skk_at(sbase, j, j) + lambda_at(hh * DIM + j);
                 for (var s = 0u; s < CH; s++) {
                     let kj = kw[s * RS + j];
                     dg += mw[row * CH + s] * kj * kj;
@@ -475,7 +473,7 @@ fn mesa_cg_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         }
         var x0 = 0.0;
         if (cg_paper()) {
-            var dg = et * starts[sbase + i * DIM + i] + lamb[hh * DIM + i];
+            var dg = et * starts[sbase + i * DIM + i] + lambda_at(hh * DIM + i);
             for (var s = 0u; s < CH; s++) {
                 let ks = chunk_k(b, first, hh, s, i);
                 dg += lm[s] * ks * ks;
@@ -582,7 +580,7 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase: u32, et: f32, solving: bool) {
                     a += c[s] * w;
                 }
                 if (solving) {
-                    a += lamb[hh * DIM + j] * lp[j];
+                    a += lambda_at(hh * DIM + j) * lp[j];
                 }
                 la[j] = a;
             }

@@ -19,9 +19,7 @@
 @group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;   // [B, T, H, D]
 @group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;   // [B, T, H, D]
 @group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;   // [B, T, H, D]
-@group(0) @binding(4) var<storage, read> g: array<f32>;        // [B, T, H] log decay
-@group(0) @binding(5) var<storage, read> beta: array<f32>;     // [B, T, H]
-@group(0) @binding(6) var<storage, read> lamb: array<vec4<f32>>; // [H, D]
+@group(0) @binding(4) var<storage, read> gates: array<f32>;    // g, β, λ (common/mesa_gates.wgsl)
 @group(0) @binding(7) var<storage, read_write> starts: array<vec4<f32>>; // [B·H, nseg, 2, D, D]
 @group(0) @binding(10) var<storage, read_write> o: array<vec4<ST>>; // [B, T, H, D]
 @group(0) @binding(11) var<storage, read_write> iters_out: array<f32>; // [B, T, H]
@@ -212,9 +210,9 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase4: u32, et: f32, solving: bool) 
     }
     if (solving) {
         var r: Row;
-        r.a = lamb[hh * DIM4 + lane_vec(sg_lane)];
+        r.a = lambda4_at(hh * DIM4 + lane_vec(sg_lane));
         if (DIM4 > 8u) {
-            r.b = lamb[hh * DIM4 + lane_vec(8u + sg_lane)];
+            r.b = lambda4_at(hh * DIM4 + lane_vec(8u + sg_lane));
         }
         cg_a[0] += subgroupBroadcast(r.a, 0u) * cg_p[0];
         if (DIM4 > 1u) {
@@ -301,9 +299,9 @@ fn mesa_cg_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             axpy_row(lm[s], r);
         }
         var lr: Row;
-        lr.a = lamb[hh * DIM4 + lane_vec(sg_lane)];
+        lr.a = lambda4_at(hh * DIM4 + lane_vec(sg_lane));
         if (DIM4 > 8u) {
-            lr.b = lamb[hh * DIM4 + lane_vec(8u + sg_lane)];
+            lr.b = lambda4_at(hh * DIM4 + lane_vec(8u + sg_lane));
         }
         axpy_row(1.0, lr);
         for (var i = 0u; i < DIM4; i++) {

@@ -24,9 +24,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;     // [B, H, D]
 @group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;     // [B, H, D]
 @group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;     // [B, H, D]
-@group(0) @binding(4) var<storage, read> g: array<f32>;          // [B, H]
-@group(0) @binding(5) var<storage, read> beta: array<f32>;       // [B, H]
-@group(0) @binding(6) var<storage, read> lamb: array<vec4<f32>>; // [H, D]
+@group(0) @binding(4) var<storage, read> gates: array<f32>;      // g, β [B, H], λ (common/mesa_gates.wgsl)
 @group(0) @binding(7) var<storage, read_write> state_kk: array<vec4<f32>>; // [B, H, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kv: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> o: array<vec4<ST>>; // [B, H, D]
@@ -37,6 +35,11 @@ override DIM4: u32 = DIM / 4u;
 const LANES: u32 = 8u;
 
 #include "common/cg_rule.wgsl"
+#include "common/mesa_gates.wgsl"
+
+fn gate_count() -> u32 {
+    return p.b * p.h;
+}
 #include "common/cg_vec4.wgsl"
 
 // λ, k and v of the (batch, head), as vec4s (the CG's vectors are in cg_vec4.wgsl).
@@ -193,12 +196,12 @@ fn mesa_decode_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let hh = bh % p.h;
     let base4 = bh * DIM * DIM4;
-    let gamma = exp(g[bh]);
-    let bt = beta[bh];
+    let gamma = exp(gate_g(bh));
+    let bt = gate_beta(bh);
     for (var j = 0u; j < DIM4; j++) {
         kv4[j] = vec4<f32>(k[bh * DIM4 + j]);
         vv4[j] = vec4<f32>(v[bh * DIM4 + j]);
-        lam[j] = lamb[hh * DIM4 + j];
+        lam[j] = lambda4_at(hh * DIM4 + j);
     }
     for (var i4 = 0u; i4 < DIM4; i4++) {
         let wk = bt * kv4[i4];

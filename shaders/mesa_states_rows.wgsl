@@ -11,8 +11,7 @@
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;   // [B, T, H, D]
 @group(0) @binding(3) var<storage, read> v: array<vec4<ST>>;   // [B, T, H, D]
-@group(0) @binding(4) var<storage, read> g: array<f32>;        // [B, T, H] log decay
-@group(0) @binding(5) var<storage, read> beta: array<f32>;     // [B, T, H]
+@group(0) @binding(4) var<storage, read> gates: array<f32>;    // g, β, λ (common/mesa_gates.wgsl)
 @group(0) @binding(7) var<storage, read_write> starts: array<vec4<f32>>;   // [B·H, nseg, 2, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kk: array<vec4<f32>>; // running [B·H, D, D]
 @group(0) @binding(9) var<storage, read_write> state_kv: array<vec4<f32>>;
@@ -60,7 +59,7 @@ fn mesa_states_rows(@builtin(workgroup_id) wid: vec3<u32>,
         var add_kv = array<vec4<f32>, 4>();
         for (var s = last; s > first; s--) {
             let gi = gate_index(b, s - 1u, hh);
-            let w = beta[gi] * exp(suffix);
+            let w = gate_beta(gi) * exp(suffix);
             let base = row4(b, s - 1u, hh);
             let ki = w * vec4<f32>(k[base + i4]);
             let kj = vec4<f32>(k[base + j4]);
@@ -73,7 +72,7 @@ fn mesa_states_rows(@builtin(workgroup_id) wid: vec3<u32>,
             add_kv[1] += ki.y * vj;
             add_kv[2] += ki.z * vj;
             add_kv[3] += ki.w * vj;
-            suffix += g[gi];
+            suffix += gate_g(gi);
         }
         let decay = exp(suffix);
         for (var r = 0u; r < 4u; r++) {

@@ -1,7 +1,9 @@
 // What the Mesa core kernels share (mesa.wgsl, mesa_cg_sg.wgsl, mesa_states_rows.wgsl):
 // parameters, the pipeline constants, the layout of the chunk-start states, and each lane's view
-// of its chunk's decays. The including file declares the bindings (`p`, `g`, `beta`, ...), whose
+// of its chunk's decays. The including file declares the bindings (`p`, `gates`, ...), whose
 // element types differ between them.
+
+#include "common/mesa_gates.wgsl"
 
 struct Params {
     b: u32,
@@ -17,6 +19,10 @@ struct Params {
 // Head dim and chunk length are pipeline constants: every inner loop has a constant trip count.
 override DIM: u32 = 64u;
 override CH: u32 = 16u;
+
+fn gate_count() -> u32 {
+    return p.b * p.t * p.h;
+}
 
 fn gate_index(b: u32, t: u32, hh: u32) -> u32 {
     return (b * p.t + t) * p.h + hh;
@@ -39,7 +45,7 @@ fn lane_decays(b: u32, first: u32, hh: u32, lid: u32) -> f32 {
     var gams: array<f32, 16>;
     for (var s = 0u; s < CH; s++) {
         if (first + s < p.t) {
-            gam += g[gate_index(b, first + s, hh)];
+            gam += gate_g(gate_index(b, first + s, hh));
         }
         gams[s] = gam;
         if (s == lid) {
@@ -49,7 +55,7 @@ fn lane_decays(b: u32, first: u32, hh: u32, lid: u32) -> f32 {
     for (var s = 0u; s < CH; s++) {
         var m = 0.0;
         if (s <= lid && first + s < p.t) {
-            m = exp(gam_t - gams[s]) * beta[gate_index(b, first + s, hh)];
+            m = exp(gam_t - gams[s]) * gate_beta(gate_index(b, first + s, hh));
         }
         lm[s] = m;
     }

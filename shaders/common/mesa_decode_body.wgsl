@@ -24,15 +24,19 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<ST>;     // [B, H, D]
 @group(0) @binding(2) var<storage, read> k: array<ST>;     // [B, H, D]
 @group(0) @binding(3) var<storage, read> v: array<ST>;     // [B, H, D]
-@group(0) @binding(4) var<storage, read> g: array<f32>;    // [B, H]
-@group(0) @binding(5) var<storage, read> beta: array<f32>; // [B, H]
-@group(0) @binding(6) var<storage, read> lamb: array<f32>; // [H, D]
+@group(0) @binding(4) var<storage, read> gates: array<f32>; // g, β [B, H], λ (common/mesa_gates.wgsl)
 @group(0) @binding(7) var<storage, read_write> state_kk: array<f32>; // [B, H, D, D]
 @group(0) @binding(8) var<storage, read_write> state_kv: array<f32>;
 @group(0) @binding(9) var<storage, read_write> o: array<ST>; // [B, H, D]
 @group(0) @binding(10) var<storage, read_write> iters_out: array<f32>; // [B, H] CG steps run
 
 override DIM: u32 = 64u;
+
+#include "common/mesa_gates.wgsl"
+
+fn gate_count() -> u32 {
+    return p.b * p.h;
+}
 override WG: u32 = (DIM + 63u) / 64u * 64u;
 const MAX_D: u32 = 128u;
 
@@ -54,8 +58,8 @@ fn decode_step(bh: u32, lid: u32) {
     let j = min(lid, DIM - 1u);
     let hh = bh % p.h;
     let base = bh * DIM * DIM;
-    let gamma = exp(g[bh]);
-    let bt = beta[bh];
+    let gamma = exp(gate_g(bh));
+    let bt = gate_beta(bh);
     let kj = f32(k[bh * DIM + j]);
     let vj = f32(v[bh * DIM + j]);
     for (var i = 0u; i < DIM; i++) {
@@ -68,7 +72,7 @@ fn decode_step(bh: u32, lid: u32) {
         }
     }
     storageBarrier();
-    let lam = lamb[hh * DIM + j];
+    let lam = lambda_at(hh * DIM + j);
     let qj = select(0.0, f32(q[bh * DIM + j]), live);
     var x = qj / (col[j] + lam + cg_guard());
     if (live) {

@@ -494,6 +494,7 @@ pub fn core_with(
         });
     }
     let bh = check_u32("mesa", b * h)?;
+    let gates = pack_gates(rec, g, beta, lamb)?;
     let starts = ctx.alloc(&[b * h, nseg_max, 2, d, d], DType::F32)?;
     let key = |file, entry| {
         KernelKey::new(file, entry, q.dtype())
@@ -537,7 +538,7 @@ pub fn core_with(
             (Some(kr), _, _, _) => rec.dispatch(
                 kr,
                 pb,
-                &[k, v, g, beta, &starts, &state.kk, &state.kv],
+                &[k, v, &gates, &starts, &state.kk, &state.kv],
                 [(d / 4 * (d / 4)).div_ceil(64) as u32, bh, 1],
             )?,
             (None, Some(ku), Some(ks), Some(dec)) => {
@@ -545,7 +546,7 @@ pub fn core_with(
                 rec.dispatch(
                     ku,
                     pb,
-                    &[k, v, g, beta, &starts, dec],
+                    &[k, v, &gates, &starts, dec],
                     [tiles as u32, nseg as u32, bh],
                 )?;
                 let elems = (b * h * 2 * d * d) as u64;
@@ -557,13 +558,26 @@ pub fn core_with(
         rec.dispatch(
             &cg.kernel,
             pb,
-            &[q, k, v, g, beta, lamb, &starts, &o, &iterations],
+            &[q, k, v, &gates, &starts, &o, &iterations],
             [nseg as u32, bh, 1],
         )?;
         n0 += nseg;
     }
     debug_assert!(cg.lanes || !ctx.cpu_schedules() || c == chunk_len(d));
     Ok(Solved { o, iterations })
+}
+
+/// `g`, `beta` and `lamb` in the one buffer every Mesa kernel reads them from,
+/// `[g (B·T·H) | β (B·T·H) | λ (H·D)]` (shaders/common/mesa_gates.wgsl): one binding instead of
+/// three keeps the kernels within WebGPU's default 8 storage buffers per stage. The copies move
+/// 2·B·T·H + H·D floats, nothing next to the kernels' D² work per token.
+fn pack_gates(rec: &mut Recording, g: &Tensor, beta: &Tensor, lamb: &Tensor) -> Result<Tensor> {
+    let (n, l) = (g.numel() as u64, lamb.numel() as u64);
+    let gates = rec.context().alloc(&[(2 * n + l) as usize], DType::F32)?;
+    rec.copy_region(g, 0, &gates, 0, n)?;
+    rec.copy_region(beta, 0, &gates, n, n)?;
+    rec.copy_region(lamb, 0, &gates, 2 * n, l)?;
+    Ok(gates)
 }
 
 #[repr(C)]
@@ -640,6 +654,7 @@ pub fn decode_step_with(
     };
     let o = ctx.alloc(q.shape(), q.dtype())?;
     let iterations = ctx.alloc(&[b, 1, h], DType::F32)?;
+    let gates = pack_gates(rec, g, beta, lamb)?;
     let (paper, tol2) = solver.params();
     let params = DecodeParams {
         b: b as u32,
@@ -653,18 +668,7 @@ pub fn decode_step_with(
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[
-            q,
-            k,
-            v,
-            g,
-            beta,
-            lamb,
-            &state.kk,
-            &state.kv,
-            &o,
-            &iterations,
-        ],
+        &[q, k, v, &gates, &state.kk, &state.kv, &o, &iterations],
         [check_u32("mesa", groups)?, 1, 1],
     )?;
     Ok(Solved { o, iterations })
