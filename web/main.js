@@ -2,7 +2,9 @@
 // and generates. URL parameters (prompt, max_tokens, top_k, top_p, temperature, seed, model,
 // autorun=1, close=1) fill the form; each run ends with exactly one console line,
 // `CHUNKWISE_RESULT {json}` or `CHUNKWISE_ERROR message`, which the headless tests read.
-import init, { Options, Session } from "./pkg/chunkwise_web.js";
+// `?kernels=1` instead compiles every kernel variant with the browser's own WGSL compiler and
+// logs the outcome the same way (its `errors` list must be empty).
+import init, { Options, Session, check_kernels } from "./pkg/chunkwise_web.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -113,6 +115,23 @@ $("form").addEventListener("submit", (ev) => {
   generate();
 });
 
-load().then(() => {
-  if (params.get("autorun") === "1") generate();
-}, fail);
+async function checkKernels() {
+  if (!navigator.gpu) throw new Error("this browser has no WebGPU (navigator.gpu is missing)");
+  await init();
+  $("adapter").textContent = "Compiling every kernel variant with this browser's WGSL compiler…";
+  const r = JSON.parse(await check_kernels());
+  r.adapter = r.adapter || await describeAdapter();
+  $("adapter").textContent = `${r.adapter}: ${r.modules} shader modules (${r.dtypes.join(", ")}), ` +
+    `${r.pipelines} pipelines, ${r.errors.length} errors.`;
+  $("output").textContent = r.errors.join("\n");
+  console.log("CHUNKWISE_RESULT " + JSON.stringify(r));
+  if (params.get("close") === "1") setTimeout(() => window.close(), 50);
+}
+
+if (params.get("kernels") === "1") {
+  checkKernels().catch(fail);
+} else {
+  load().then(() => {
+    if (params.get("autorun") === "1") generate();
+  }, fail);
+}

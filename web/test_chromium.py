@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The page in headless Chromium (WebGPU on SwiftShader) against the native CLI.
 
-For each prompt, the page is opened with `top_k=1&autorun=1` and its `CHUNKWISE_RESULT` line must
+Every kernel variant must compile in Chromium's WGSL compiler (`?kernels=1`). For each prompt,
+the page is opened with `top_k=1&autorun=1` and its `CHUNKWISE_RESULT` line must
 hold the same continuation as `chunkwise generate --top-k 1` prints for that prompt. Besides one
 fixed prompt, the prompts are made up at random for each run (the seed is printed; `--seed N`
 repeats a run), so they are not in the repository. A page pointed at a missing model must log
@@ -111,6 +112,15 @@ def main():
               f"{got['decode_tokens_per_s']:.1f} tok/s; native: {speed.splitlines()[-1]}")
         if not same:
             print(f"  native:  {want!r}\n  browser: {got['text']!r}")
+    # Every kernel variant through Chromium's own WGSL compiler (Tint), not naga.
+    kind, got = page(base + "?kernels=1&close=1", args.timeout)
+    if kind == "RESULT" and not got["errors"] and got["pipelines"] > 100:
+        print(f"ok kernels: {got['modules']} modules ({', '.join(got['dtypes'])}), "
+              f"{got['pipelines']} pipelines compiled by {got['adapter']}")
+    else:
+        shown = "\n  ".join(got["errors"][:20]) if kind == "RESULT" else got
+        print(f"FAIL kernels: {shown}")
+        failed += 1
     # Bad input: a model folder that is not there is reported in the page, not a hang.
     query = urllib.parse.urlencode({"model": "models/not-there", "autorun": 1, "close": 1})
     kind, got = page(base + "?" + query, args.timeout)

@@ -171,6 +171,118 @@ impl Session {
     }
 }
 
+/// Compiles every kernel variant on the browser's adapter, as its own compiler sees them (Tint
+/// in Chromium and Dawn, not naga): each kernel file's assembled WGSL in every dtype the adapter
+/// has, its compilation messages, then a pipeline for each of the variant table's sample keys
+/// that fits the device (tensor-core and subgroup variants only where the device has them, as
+/// the selection would pick them). Resolves to JSON with `adapter`, `dtypes`, `modules`,
+/// `pipelines` and `errors` (each naming file, entry, dtype, constants and the message, with
+/// the line mapped back to the file under `shaders/`).
+#[wasm_bindgen]
+pub async fn check_kernels() -> Result<String, JsValue> {
+    use chunkwise::kernels::{assemble, entry_info, kernel_files, variants};
+    use chunkwise::DType;
+    let ctx = Context::with_options(ContextOptions::default())
+        .await
+        .map_err(js_error)?;
+    let device = ctx.device();
+    let limits = ctx.limits();
+    let dtypes: Vec<DType> = if ctx.supports_f16() {
+        vec![DType::F32, DType::F16]
+    } else {
+        vec![DType::F32]
+    };
+    let (mut modules, mut pipelines, mut errors) = (0, 0, Vec::new());
+    for file in kernel_files() {
+        let rows: Vec<&variants::Variant> = variants::TABLE
+            .iter()
+            .filter(|v| v.file == file)
+            .filter(|v| {
+                !v.coop
+                    || ctx
+                        .features()
+                        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            })
+            .filter(|v| !v.subgroups || ctx.subgroups_enabled())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        for &dtype in &dtypes {
+            let a = assemble(file, dtype).map_err(js_error)?;
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl(a.source.clone().into()),
+            });
+            modules += 1;
+            let info = module.get_compilation_info().await;
+            let mut failed = false;
+            for m in info.messages {
+                if m.message_type != wgpu::CompilationMessageType::Error {
+                    continue;
+                }
+                failed = true;
+                let at = m.location.map_or(String::new(), |l| {
+                    let (f, line) = a.origin(l.line_number);
+                    format!(" at {f}:{line}")
+                });
+                errors.push(format!("{file} {dtype:?}{at}: {}", m.message));
+            }
+            if failed {
+                continue;
+            }
+            for v in &rows {
+                for key in v.sample_keys(dtype) {
+                    let fits = entry_info(&key).map_err(js_error)?;
+                    let storage = fits
+                        .bindings
+                        .iter()
+                        .filter(|(_, k)| !matches!(k, chunkwise::kernels::BindingKind::Uniform))
+                        .count() as u32;
+                    if fits.workgroup_bytes > limits.max_compute_workgroup_storage_size as u64
+                        || storage > limits.max_storage_buffers_per_shader_stage
+                    {
+                        continue; // the device refuses it by name; the plans pick another
+                    }
+                    let constants: Vec<(&str, f64)> = key
+                        .constants
+                        .iter()
+                        .map(|(n, b)| (*n, f64::from_bits(*b)))
+                        .collect();
+                    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+                    let _pipeline =
+                        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(key.entry),
+                            layout: None,
+                            module: &module,
+                            entry_point: Some(key.entry),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &constants,
+                                zero_initialize_workgroup_memory: false,
+                            },
+                            cache: None,
+                        });
+                    pipelines += 1;
+                    if let Some(e) = scope.pop().await {
+                        errors.push(format!(
+                            "{file}::{} {dtype:?} {constants:?}: {e}",
+                            key.entry
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "adapter": ctx.adapter_info().name,
+        "dtypes": dtypes.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>(),
+        "modules": modules,
+        "pipelines": pipelines,
+        "errors": errors,
+    })
+    .to_string())
+}
+
 /// Takes the whole UTF-8 characters from the front of `held`, leaving an unfinished one for the
 /// next token; bytes that can never be UTF-8 become U+FFFD, as `String::from_utf8_lossy` would.
 /// At `end` nothing is held back.
