@@ -556,7 +556,9 @@ fn lane_apply(b: u32, first: u32, hh: u32, sbase: u32, et: f32, solving: bool) {
     }
     let base = sbase + select(DIM * DIM, 0u, solving);
     for (var j0 = 0u; j0 < DIM; j0 += 8u) {
-        var acc: array<f32, 8>;
+        // Zeroed by an explicit initializer: WGSL re-zeroes a declaration each pass, but Tint
+        // (Chromium, Dawn) zeroes an uninitialised one only on function entry.
+        var acc = array<f32, 8>();
         for (var i = 0u; i < DIM; i++) {
             let pi = lp[i];
             let row = base + i * DIM + j0;

@@ -31,7 +31,6 @@ pub mod record;
 pub mod reference;
 pub mod tensor;
 pub mod tune;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod verify;
 
 pub use context::{AdapterSummary, Context, ContextOptions, Schedule};

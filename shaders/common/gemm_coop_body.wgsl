@@ -44,7 +44,7 @@ fn gemm_coop(@builtin(workgroup_id) wid: vec3<u32>,
         let inside = blk < BLOCKS && tm + bm < p.m && tn + bn < p.n;
         let rm = select(0u, tm + bm, inside);
         let rn = select(0u, tn + bn, inside);
-        var c: MC;
+        var c = MC(); // explicit zero each round (see the note on `acc` in mesa.wgsl's lane_apply)
         for (var k0 = 0u; k0 < p.k; k0 += CM) {
             let a = coopLoadT<MA>(&x[xb + rm * p.k + k0], kstride);
             let bt = coopLoad<MB>(&w[wb + rn * p.k + k0], kstride);

@@ -5,7 +5,7 @@ use super::{rand, stored, Case, Check};
 use crate::error::Result;
 use crate::ops::attention as attn;
 use crate::reference::attention as ra;
-use crate::{Context, DType};
+use crate::{Context, DType, Tensor};
 
 pub(super) fn cases(dtype: DType) -> Vec<Case> {
     let mut all = Vec::new();
@@ -116,14 +116,14 @@ impl Fwd {
 }
 
 impl Check for Fwd {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let [q, k, v] = self.inputs();
         let shape = [self.b, self.t, self.h * self.dh];
         let up = |x: &[f32]| ctx.upload(x, &shape, self.dtype);
         let (qt, kt, vt) = (up(&q)?, up(&k)?, up(&v)?);
-        ctx.download(
-            &ctx.run(|rec| attn::attention(rec, &qt, &kt, &vt, self.h, self.window, None))?,
-        )
+        Ok(vec![ctx.run(|rec| {
+            attn::attention(rec, &qt, &kt, &vt, self.h, self.window, None)
+        })?])
     }
     fn reference(&self) -> Vec<f64> {
         let [q, k, v] = self.inputs();
@@ -159,12 +159,12 @@ impl KvWrite {
 }
 
 impl Check for KvWrite {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (cache, src) = self.inputs();
         let ct = ctx.upload(&cache, &[self.b, self.h, self.cap, self.dh], self.dtype)?;
         let st = ctx.upload(&src, &[self.b, self.n, self.h * self.dh], self.dtype)?;
         ctx.run(|rec| attn::kv_write(rec, &st, 0, &ct, self.pos0))?;
-        ctx.download(&ct)
+        Ok(vec![ct])
     }
     fn reference(&self) -> Vec<f64> {
         let (cache, src) = self.inputs();
@@ -201,13 +201,15 @@ impl Decode {
 }
 
 impl Check for Decode {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let ra::DecodeShape { b, h, cap, dh, len } = self.s;
         let [q, k, v] = self.inputs();
         let qt = ctx.upload(&q, &[b, 1, h * dh], self.dtype)?;
         let kc = ctx.upload(&k, &[b, h, cap, dh], self.dtype)?;
         let vc = ctx.upload(&v, &[b, h, cap, dh], self.dtype)?;
-        ctx.download(&ctx.run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None))?)
+        Ok(vec![
+            ctx.run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None))?
+        ])
     }
     fn reference(&self) -> Vec<f64> {
         let [q, k, v] = self.inputs();

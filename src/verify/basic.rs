@@ -5,7 +5,7 @@ use super::{rand, stored, to_f64, Case, Check};
 use crate::error::Result;
 use crate::ops::{elementwise as ew, embedding, gemm, norm, rope, sample, softmax, transpose};
 use crate::reference as r;
-use crate::{Context, DType};
+use crate::{Context, DType, Tensor};
 
 pub(super) fn cases(dtype: DType) -> Vec<Case> {
     let mut all = Vec::new();
@@ -346,7 +346,7 @@ impl Gemm {
 }
 
 impl Check for Gemm {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (x, w) = self.inputs();
         let xt = ctx.upload(&x, &[self.b, self.m, self.k], self.dtype)?;
         let ws: Vec<usize> = if self.wb {
@@ -358,7 +358,9 @@ impl Check for Gemm {
         let schedule = self
             .tile
             .map_or(gemm::GemmSchedule::Auto, gemm::GemmSchedule::TiledAs);
-        ctx.download(&ctx.run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))?)
+        Ok(vec![
+            ctx.run(|rec| gemm::gemm_with(rec, &xt, &wt, schedule))?
+        ])
     }
     fn reference(&self) -> Vec<f64> {
         let (x, w) = self.inputs();
@@ -399,7 +401,7 @@ impl Fused {
 }
 
 impl Check for Fused {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (m, n, k) = (self.m, self.n, self.k);
         let [x, w, z, r] = self.inputs();
         let xt = ctx.upload(&x, &[1, m, k], self.dtype)?;
@@ -425,7 +427,7 @@ impl Check for Fused {
                 }),
             }
         };
-        ctx.download(&ctx.run(|rec| lin.forward_fused(rec, &xt, fused))?)
+        Ok(vec![ctx.run(|rec| lin.forward_fused(rec, &xt, fused))?])
     }
     fn reference(&self) -> Vec<f64> {
         let (m, n, k) = (self.m, self.n, self.k);
@@ -466,11 +468,11 @@ impl RmsNorm {
 }
 
 impl Check for RmsNorm {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (x, w) = self.inputs();
         let xt = ctx.upload(&x, &[self.rows, self.d], self.dtype)?;
         let wt = ctx.upload(&w, &[self.d], self.dtype)?;
-        ctx.download(&ctx.run(|rec| norm::rmsnorm(rec, &xt, &wt, 1e-6))?)
+        Ok(vec![ctx.run(|rec| norm::rmsnorm(rec, &xt, &wt, 1e-6))?])
     }
     fn reference(&self) -> Vec<f64> {
         let (x, w) = self.inputs();
@@ -501,7 +503,7 @@ impl PlaceColumns {
 }
 
 impl Check for PlaceColumns {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let x = self.input();
         let xt = ctx.upload(&x, &[self.rows, self.n], self.dtype)?;
         let y = ctx.upload(
@@ -510,7 +512,7 @@ impl Check for PlaceColumns {
             self.dtype,
         )?;
         ctx.run(|rec| crate::ops::shards::place_columns(rec, &xt, &y, self.off))?;
-        ctx.download(&y)
+        Ok(vec![y])
     }
     fn reference(&self) -> Vec<f64> {
         let x = self.input();
@@ -533,14 +535,14 @@ impl Unary {
 }
 
 impl Check for Unary {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let x = self.input();
         let xt = ctx.upload(&x, &[x.len()], self.dtype)?;
         if self.f32_out {
             let y = ctx.run(|rec| ew::unary_f32(rec, &xt, self.op))?;
-            return ctx.download(&y);
+            return Ok(vec![y]);
         }
-        ctx.download(&ctx.run(|rec| ew::unary(rec, &xt, self.op))?)
+        Ok(vec![ctx.run(|rec| ew::unary(rec, &xt, self.op))?])
     }
     fn reference(&self) -> Vec<f64> {
         let f: fn(f64) -> f64 = match self.op {
@@ -573,7 +575,7 @@ impl Binary {
 }
 
 impl Check for Binary {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (a, b) = self.inputs();
         let at = ctx.upload(&a, &[6, self.cols], self.dtype)?;
         let bs: Vec<usize> = if self.row {
@@ -582,7 +584,7 @@ impl Check for Binary {
             vec![6, self.cols]
         };
         let bt = ctx.upload(&b, &bs, self.dtype)?;
-        ctx.download(&ctx.run(|rec| ew::binary(rec, &at, &bt, self.op))?)
+        Ok(vec![ctx.run(|rec| ew::binary(rec, &at, &bt, self.op))?])
     }
     fn reference(&self) -> Vec<f64> {
         let (a, b) = self.inputs();
@@ -614,10 +616,10 @@ impl Softmax {
 }
 
 impl Check for Softmax {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let x = self.input();
         let xt = ctx.upload(&x, &[self.rows, self.d], self.dtype)?;
-        ctx.download(&ctx.run(|rec| softmax::softmax(rec, &xt, self.temp))?)
+        Ok(vec![ctx.run(|rec| softmax::softmax(rec, &xt, self.temp))?])
     }
     fn reference(&self) -> Vec<f64> {
         r::softmax(&self.input(), self.d, self.temp as f64)
@@ -645,12 +647,12 @@ impl Rope {
 }
 
 impl Check for Rope {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (x, pos) = self.inputs();
         let table = rope::RopeTable::new(ctx, self.dh, ROPE_POSITIONS, 10000.0)?;
         let xt = ctx.upload(&x, &[self.b, self.t, self.h * self.dh], self.dtype)?;
         let p = table.positions(ctx, &pos)?;
-        ctx.download(&ctx.run(|rec| rope::rope(rec, &xt, &table, &p))?)
+        Ok(vec![ctx.run(|rec| rope::rope(rec, &xt, &table, &p))?])
     }
     fn reference(&self) -> Vec<f64> {
         let (x, pos) = self.inputs();
@@ -667,11 +669,13 @@ struct Transpose {
 }
 
 impl Check for Transpose {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (b, rows, cols) = (self.b, self.rows, self.cols);
         let x = stored(&rand(b * rows * cols, 5, 1.0), self.dtype);
         let xt = ctx.upload(&x, &[b, rows, cols], self.dtype)?;
-        ctx.download(&ctx.run(|rec| transpose::transpose_padded(rec, &xt, 4))?)
+        Ok(vec![
+            ctx.run(|rec| transpose::transpose_padded(rec, &xt, 4))?
+        ])
     }
     fn reference(&self) -> Vec<f64> {
         let (b, rows, cols) = (self.b, self.rows, self.cols);
@@ -712,11 +716,11 @@ impl Embedding {
 }
 
 impl Check for Embedding {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let (table, ids) = self.inputs();
         let tt = ctx.upload(&table, &[self.v, self.d], self.dtype)?;
         let it = embedding::TokenIds::new(ctx, &ids, &[1, self.n], self.v)?;
-        ctx.download(&ctx.run(|rec| embedding::embedding(rec, &tt, &it))?)
+        Ok(vec![ctx.run(|rec| embedding::embedding(rec, &tt, &it))?])
     }
     fn reference(&self) -> Vec<f64> {
         let (table, ids) = self.inputs();
@@ -747,10 +751,10 @@ impl Argmax {
 }
 
 impl Check for Argmax {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let x = self.input();
         let xt = ctx.upload(&x, &[self.rows, self.v], self.dtype)?;
-        ctx.download(&ctx.run(|rec| sample::argmax(rec, &xt))?)
+        Ok(vec![ctx.run(|rec| sample::argmax(rec, &xt))?])
     }
     fn reference(&self) -> Vec<f64> {
         to_f64(

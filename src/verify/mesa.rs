@@ -261,18 +261,16 @@ fn init_ref(init: &Option<(Vec<f32>, Vec<f32>)>) -> Option<(&[f32], &[f32])> {
 }
 
 impl Check for Core {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let st = initial(ctx, self.host.s, self.init.as_ref())?;
         let up = self.host.upload(ctx, self.dtype)?;
         let o = ctx
             .run(|rec| mops::core_with(rec, &up.inputs(), &st, 30, self.solver))?
             .o;
         if self.states {
-            let mut out = ctx.download(&st.kk)?;
-            out.extend(ctx.download(&st.kv)?);
-            Ok(out)
+            Ok(vec![st.kk, st.kv])
         } else {
-            ctx.download(&o)
+            Ok(vec![o])
         }
     }
     fn reference(&self) -> Vec<f64> {
@@ -296,16 +294,13 @@ struct Decode {
 }
 
 impl Check for Decode {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let st = initial(ctx, self.host.s, Some(&self.init))?;
         let up = self.host.upload(ctx, self.dtype)?;
         let o = ctx
             .run(|rec| mops::decode_step_with(rec, &up.inputs(), &st, 30, self.solver))?
             .o;
-        let mut out = ctx.download(&o)?;
-        out.extend(ctx.download(&st.kk)?);
-        out.extend(ctx.download(&st.kv)?);
-        Ok(out)
+        Ok(vec![o, st.kk, st.kv])
     }
     fn reference(&self) -> Vec<f64> {
         let init = Some((self.init.0.as_slice(), self.init.1.as_slice()));

@@ -13,14 +13,16 @@ pub use basic::tile_label;
 mod mesa;
 mod rat;
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::record::trace_kernels;
 use crate::reference::{max_abs, rel_rms};
-use crate::{Context, DType};
+use crate::{Context, DType, Tensor};
 
 pub use mesa::{random_states, MesaHost, MesaTensors, CG30, CG30_DECODE};
 
@@ -67,8 +69,9 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
 
 /// One op at one shape: what runs on the GPU and what the reference says it must give.
 pub trait Check: Send + Sync {
-    /// Runs the op and returns its outputs (several outputs concatenated).
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>>;
+    /// Runs the op and returns its outputs, read back and concatenated by the caller (so that
+    /// a page can await the read-backs where the CLI blocks on them).
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>>;
     /// The float64 reference of the same outputs.
     fn reference(&self) -> Vec<f64>;
 }
@@ -109,15 +112,48 @@ impl Case {
         self
     }
 
-    /// Runs the case on `ctx` (no timeout; [`run_cases`] adds one).
+    /// Runs the case on `ctx`, blocking on the read-backs (no timeout; [`run_cases`] adds one).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&self, ctx: &Context) -> Outcome {
+        let read = |ts: Vec<Tensor>| {
+            std::future::ready(
+                ts.iter()
+                    .map(|t| ctx.download(t))
+                    .collect::<Result<Vec<_>>>(),
+            )
+        };
+        // Every await is ready at once: the downloads above block.
+        pollster::block_on(self.run_with(ctx, read))
+    }
+
+    /// [`Case::run`] for an async caller (a web page, Node with Dawn): read-backs are awaited.
+    pub async fn run_async(&self, ctx: &Context) -> Outcome {
+        let read = |ts: Vec<Tensor>| async move {
+            let mut parts = Vec::with_capacity(ts.len());
+            for t in &ts {
+                parts.push(ctx.download_async(t).await?);
+            }
+            Ok(parts)
+        };
+        self.run_with(ctx, read).await
+    }
+
+    async fn run_with<F: std::future::Future<Output = Result<Vec<Vec<f32>>>>>(
+        &self,
+        ctx: &Context,
+        read: impl FnOnce(Vec<Tensor>) -> F,
+    ) -> Outcome {
         let mut out = Outcome::blank(self.family, &self.shape, self.dtype, self.bound, ctx);
         if self.dtype == DType::F16 && !ctx.supports_f16() {
             out.skipped = Some("the adapter has no SHADER_F16".into());
             return out;
         }
-        let t0 = Instant::now();
-        let (got, trace) = trace_kernels(|| self.check.gpu(ctx));
+        let t0 = web_time::Instant::now();
+        let (made, trace) = trace_kernels(|| self.check.gpu(ctx));
+        let got = match made {
+            Ok(ts) => read(ts).await.map(|parts| parts.concat()),
+            Err(e) => Err(e),
+        };
         out.ms = t0.elapsed().as_secs_f64() * 1e3;
         out.variant = trace.joined();
         out.schedule = schedule_label(ctx, trace.subgroups);
@@ -325,6 +361,7 @@ pub fn select(names: &[String], scope: Scope) -> Result<Vec<Arc<Case>>> {
         }))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs one case with a deadline: a case that panics, or does not finish within `timeout`, is a
 /// failure. The flag is true when the case timed out (its thread may still hold the GPU: the
 /// caller should stop).
@@ -334,6 +371,7 @@ pub fn run_with_timeout(ctx: &Context, case: &Arc<Case>, timeout: Duration) -> (
     with_deadline(blank, timeout, move || k.run(&c))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs `f` on a thread of its own and waits at most `timeout`; a panic, a thread that ends
 /// without a result, or the deadline give `blank` with the error filled in.
 fn with_deadline(
@@ -378,6 +416,7 @@ fn with_deadline(
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Whether a JSON file is a case (it names a `layer` or `kind`), not an index or notes. A file
 /// that does not parse counts as a case, so that the runner reports it.
 fn is_case(path: &Path) -> bool {
@@ -387,6 +426,7 @@ fn is_case(path: &Path) -> bool {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every case (`*.json` naming a `layer` or `kind`) under `dir` and its sub-folders, sorted.
 pub fn golden_cases(dir: &Path) -> Result<Vec<PathBuf>> {
     let io = |e| Error::Io {
@@ -415,6 +455,7 @@ pub fn golden_cases(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// A golden case through `chunkwise run`'s path: one row whose error is the worst output's
 /// max|ours − expected| against that output's bound (shared/golden/README.md).
 pub fn run_golden(ctx: &Context, path: &Path, root: &Path, timeout: Duration) -> (Outcome, bool) {
@@ -458,6 +499,7 @@ pub fn run_golden(ctx: &Context, path: &Path, root: &Path, timeout: Duration) ->
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs `cases` on `ctx`, each with `timeout`; then, where the device has subgroups and a case
 /// ran subgroup kernels, runs that case again with the subgroup kernels off (the kernels an
 /// adapter without them gets). Calls `report` with every outcome as it comes. Stops after a

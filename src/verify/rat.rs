@@ -5,7 +5,7 @@ use super::{rand, stored, to_f64, Case, Check};
 use crate::error::Result;
 use crate::ops::rat::{self as rops, Heads};
 use crate::reference::rat::{self as rr, RatDims};
-use crate::{Context, DType};
+use crate::{Context, DType, Tensor};
 
 pub(super) fn cases(dtype: DType) -> Vec<Case> {
     let mut all = Vec::new();
@@ -94,7 +94,7 @@ struct Scan {
 }
 
 impl Check for Scan {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let s = &self.s;
         let [v, g, bias, k] = scan_inputs(s, 5, self.dtype);
         let (d, dg) = (s.heads * s.dh, s.groups * s.dh);
@@ -102,9 +102,7 @@ impl Check for Scan {
         let (vt, gt) = (up(&v, &[s.b, s.t, d])?, up(&g, &[s.b, s.t, d])?);
         let (bt, kt) = (up(&bias, &[d])?, up(&k, &[s.b, s.t, dg])?);
         let (sv, sk) = ctx.run(|rec| rops::scan(rec, &vt, &gt, &bt, &kt, heads(s)?, s.chunk))?;
-        let mut out = ctx.download(&sv)?;
-        out.extend(ctx.download(&sk)?);
-        Ok(out)
+        Ok(vec![sv, sk])
     }
     fn reference(&self) -> Vec<f64> {
         let [v, g, bias, k] = scan_inputs(&self.s, 5, self.dtype);
@@ -141,7 +139,7 @@ impl Attention {
 }
 
 impl Check for Attention {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let s = &self.s;
         let [q, k, v] = self.inputs();
         let (d, dg) = (s.heads * s.dh, s.groups * s.dh);
@@ -150,7 +148,7 @@ impl Check for Attention {
         let vt = ctx.upload(&v, &[s.b, s.t, d], self.dtype)?;
         let o = ctx
             .run(|rec| rops::inter_chunk_attention(rec, &qt, &kt, &vt, heads(s)?, s.chunk, None))?;
-        ctx.download(&o)
+        Ok(vec![o])
     }
     fn reference(&self) -> Vec<f64> {
         let [q, k, v] = self.inputs();
@@ -173,7 +171,7 @@ impl Step {
 }
 
 impl Check for Step {
-    fn gpu(&self, ctx: &Context) -> Result<Vec<f32>> {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
         let s = &self.s;
         let [v, g, bias, k] = scan_inputs(s, 9, self.dtype);
         let [sv0, sk0] = self.states();
@@ -183,9 +181,7 @@ impl Check for Step {
         let (bt, kt) = (up(&bias, &[d])?, up(&k, &[s.b, 1, dg])?);
         let (sv, sk) = (up(&sv0, &[s.b, 1, d])?, up(&sk0, &[s.b, 1, d])?);
         ctx.run(|rec| rops::step(rec, &vt, &gt, &bt, &kt, &sv, &sk, heads(s)?, self.reset))?;
-        let mut out = ctx.download(&sv)?;
-        out.extend(ctx.download(&sk)?);
-        Ok(out)
+        Ok(vec![sv, sk])
     }
     fn reference(&self) -> Vec<f64> {
         let [v, g, bias, k] = scan_inputs(&self.s, 9, self.dtype);

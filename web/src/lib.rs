@@ -283,6 +283,53 @@ pub async fn check_kernels() -> Result<String, JsValue> {
     .to_string())
 }
 
+/// Runs the `chunkwise check` cases (`scope`: `smoke`, `quick` or `full`; `families` empty for
+/// all; `schedule`: `auto`, `gpu` or `cpu`, as `CHUNKWISE_SCHEDULE`) on the browser's adapter, each against the crate's float64 reference, as the CLI does
+/// natively. Resolves to JSON with `adapter`, `ran`, `skipped` and `failed` (the failed and
+/// skipped cases described as in `check`'s table).
+#[wasm_bindgen]
+pub async fn check_cases(
+    scope: String,
+    families: Vec<String>,
+    schedule: String,
+) -> Result<String, JsValue> {
+    use chunkwise::verify::{select, Scope};
+    let scope = match scope.as_str() {
+        "smoke" => Scope::Smoke,
+        "quick" => Scope::Quick,
+        "full" => Scope::Full,
+        other => {
+            return Err(js_error(format!(
+                "scope must be smoke, quick or full, got '{other}'"
+            )))
+        }
+    };
+    let ctx = Context::with_options(ContextOptions::default())
+        .await
+        .map_err(js_error)?;
+    ctx.set_schedule(schedule.parse().map_err(js_error)?);
+    let cases = select(&families, scope).map_err(js_error)?;
+    let (mut ran, mut skipped, mut failed) = (0, Vec::new(), Vec::new());
+    for case in &cases {
+        let out = case.run_async(&ctx).await;
+        if out.failed() {
+            failed.push(out.describe());
+        } else if out.skipped.is_some() {
+            skipped.push(out.describe());
+        } else {
+            ran += 1;
+        }
+    }
+    Ok(serde_json::json!({
+        "adapter": ctx.adapter_info().name,
+        "schedule": if ctx.cpu_schedules() { "cpu" } else { "gpu" },
+        "ran": ran,
+        "skipped": skipped,
+        "failed": failed,
+    })
+    .to_string())
+}
+
 /// Takes the whole UTF-8 characters from the front of `held`, leaving an unfinished one for the
 /// next token; bytes that can never be UTF-8 become U+FFFD, as `String::from_utf8_lossy` would.
 /// At `end` nothing is held back.
