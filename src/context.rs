@@ -232,6 +232,16 @@ pub(crate) fn settle(
     }
 }
 
+/// A read-back for code shared by the blocking CLI and the async web build: natively it blocks
+/// (the future is ready when first polled, so `pollster::block_on` around the caller costs
+/// nothing); in a browser it awaits the buffer map.
+pub(crate) async fn read_back(ctx: &Context, t: &Tensor) -> Result<Vec<f32>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return ctx.download(t);
+    #[cfg(target_arch = "wasm32")]
+    return ctx.download_async(t).await;
+}
+
 fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
     if let Some(b) = backends {

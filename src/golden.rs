@@ -2,10 +2,12 @@
 //! path that reads a case, builds the layer from its weights by their upstream names, runs it on
 //! the GPU, and compares each output with the expected tensor of the same name.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use serde_json::Value;
 
+use crate::context::read_back;
 use crate::error::{Error, Result};
 use crate::input::Keys;
 use crate::layers::{AttentionConfig, AttentionLayer, RatConfig, RatLayer, SequenceLayer};
@@ -65,12 +67,11 @@ struct StepTally {
 }
 
 impl StepTally {
-    fn add(&mut self, ctx: &Context, iterations: &crate::Tensor) -> Result<()> {
-        let s = IterationStats::read(ctx, iterations)?;
-        let rows = iterations.numel();
-        self.max = self.max.max(s.max);
-        self.sum += s.mean * rows as f64;
-        self.rows += rows;
+    async fn add(&mut self, ctx: &Context, iterations: &crate::Tensor) -> Result<()> {
+        let v = read_back(ctx, iterations).await?;
+        self.max = self.max.max(v.iter().fold(0.0f32, |m, &x| m.max(x)) as u32);
+        self.sum += v.iter().map(|&x| x as f64).sum::<f64>();
+        self.rows += v.len();
         Ok(())
     }
     fn stats(&self) -> IterationStats {
@@ -125,22 +126,36 @@ impl Case {
     }
 }
 
+/// A case from its JSON file and the safetensors file beside it (the `file` key, else the
+/// JSON's stem).
+#[cfg(not(target_arch = "wasm32"))]
 fn load(json_path: &Path) -> Result<Case> {
     let text = std::fs::read_to_string(json_path).map_err(|source| Error::Io {
         path: json_path.display().to_string(),
         source,
     })?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| Error::Case {
-        file: json_path.display().to_string(),
+    parse(
+        json_path.display().to_string(),
+        &text,
+        |named| match named {
+            Some(f) => Checkpoint::open(&json_path.with_file_name(f)),
+            None => Checkpoint::open(&json_path.with_extension("safetensors")),
+        },
+    )
+}
+
+/// A case from its JSON text (`file` names it in errors); `open(file key)` gives its tensors.
+fn parse(
+    file: String,
+    text: &str,
+    open: impl FnOnce(Option<&str>) -> Result<Checkpoint>,
+) -> Result<Case> {
+    let json: Value = serde_json::from_str(text).map_err(|e| Error::Case {
+        file: file.clone(),
         msg: format!("not valid JSON: {e}"),
     })?;
-    let file = json_path.display().to_string();
     let top = Keys::new(&file, "", &json)?;
-    let st = match top.str("file")? {
-        Some(f) => json_path.with_file_name(f),
-        None => json_path.with_extension("safetensors"),
-    };
-    let ckpt = Checkpoint::open(&st)?;
+    let ckpt = open(top.str("file")?)?;
     let solver = Solver::parse(
         top.str("solver")?.unwrap_or("reference"),
         top.f64("cg_tolerance")?,
@@ -158,6 +173,7 @@ fn load(json_path: &Path) -> Result<Case> {
 }
 
 /// Runs the case at `json_path` and checks every output that has an expected tensor.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
     run_case_with(ctx, json_path, RunOptions::default())
 }
@@ -165,8 +181,29 @@ pub fn run_case(ctx: &Context, json_path: &Path) -> Result<CaseRun> {
 /// [`run_case`] with overrides. With the paper's CG rule, Mesa cases write (and check) the
 /// exact-solve outputs, `o_exact_f64` / `y_exact_f64` over all positions, within 1e-4 of their
 /// scale.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_case_with(ctx: &Context, json_path: &Path, opts: RunOptions) -> Result<CaseRun> {
-    let mut case = load(json_path)?;
+    // The read-backs block here, so every await in `run_loaded` is ready at once.
+    pollster::block_on(run_loaded(ctx, load(json_path)?, opts))
+}
+
+/// [`run_case_with`] for a case already in memory (a page or Node fetched it): its JSON text,
+/// named `file` in errors, and the bytes of the safetensors file it names. Read-backs are
+/// awaited in a browser.
+pub async fn run_case_in_memory(
+    ctx: &Context,
+    file: &str,
+    json: &str,
+    safetensors: &[u8],
+    opts: RunOptions,
+) -> Result<CaseRun> {
+    let case = parse(file.to_string(), json, |named| {
+        Checkpoint::from_bytes(named.unwrap_or("(the case's safetensors)"), safetensors)
+    })?;
+    run_loaded(ctx, case, opts).await
+}
+
+async fn run_loaded(ctx: &Context, mut case: Case, opts: RunOptions) -> Result<CaseRun> {
     if let Some(solver) = opts.solver {
         case.solver = solver;
     }
@@ -177,13 +214,13 @@ pub fn run_case_with(ctx: &Context, json_path: &Path, opts: RunOptions) -> Resul
         None => top.str("kind")?.map(str::to_string),
     };
     let outputs = match kind.as_deref() {
-        Some("local_attention") => run_attention_layer(ctx, &case)?,
-        Some("rat") => run_rat_layer(ctx, &case)?,
-        Some("model") => run_model(ctx, &case)?,
-        Some("core_op") => run_mesa_core(ctx, &case, false, &mut tally)?,
-        Some("core_decode") => run_mesa_core(ctx, &case, true, &mut tally)?,
-        Some("layer") => run_mesa_layer(ctx, &case, false, &mut tally)?,
-        Some("layer_decode") => run_mesa_layer(ctx, &case, true, &mut tally)?,
+        Some("local_attention") => run_attention_layer(ctx, &case).await?,
+        Some("rat") => run_rat_layer(ctx, &case).await?,
+        Some("model") => run_model(ctx, &case).await?,
+        Some("core_op") => run_mesa_core(ctx, &case, false, &mut tally).await?,
+        Some("core_decode") => run_mesa_core(ctx, &case, true, &mut tally).await?,
+        Some("layer") => run_mesa_layer(ctx, &case, false, &mut tally).await?,
+        Some("layer_decode") => run_mesa_layer(ctx, &case, true, &mut tally).await?,
         Some(other) => return Err(case.err(format!("unknown case kind '{other}'"))),
         None => {
             return Err(case.err("the JSON names no case kind (expected a `layer` or `kind` field)"))
@@ -285,7 +322,7 @@ fn layer_input(case: &Case, d: usize) -> Result<(Vec<f32>, Vec<usize>)> {
 /// The layer protocol of the golden README: forward over `x` → `y`; with `config.prefill_len` P,
 /// prefill `x[:, :P]` (nothing when P = 0: an empty cache) then one step per remaining token →
 /// `y_decode`.
-fn run_layer<L: SequenceLayer>(
+async fn run_layer<L: SequenceLayer>(
     ctx: &Context,
     case: &Case,
     layer: &L,
@@ -295,7 +332,7 @@ fn run_layer<L: SequenceLayer>(
     let (b, t, d) = (xs[0], xs[1], xs[2]);
     let xt = ctx.upload(x, xs, DType::F32)?;
     let y = ctx.run(|rec| layer.forward(rec, &xt))?;
-    let mut out = vec![("y".to_string(), xs.to_vec(), ctx.download(&y)?)];
+    let mut out = vec![("y".to_string(), xs.to_vec(), read_back(ctx, &y).await?)];
     if let Some(p) = case.prefill("config", "prefill_len", t)? {
         let tokens = |lo: usize, hi: usize| -> Vec<f32> {
             (0..b)
@@ -312,7 +349,7 @@ fn run_layer<L: SequenceLayer>(
         for i in p..t {
             let xi = ctx.upload(&tokens(i, i + 1), &[b, 1, d], DType::F32)?;
             let y = ctx.run(|rec| layer.step(rec, &mut cache, &xi))?;
-            for (bi, row) in ctx.download(&y)?.chunks(d).enumerate() {
+            for (bi, row) in read_back(ctx, &y).await?.chunks(d).enumerate() {
                 steps[bi].extend_from_slice(row);
             }
         }
@@ -321,7 +358,7 @@ fn run_layer<L: SequenceLayer>(
     Ok(out)
 }
 
-fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+async fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     let c = case.keys("config")?;
     let d = case.cfg_usize("d_model")?;
     let (x, xs) = layer_input(case, d)?;
@@ -335,10 +372,10 @@ fn run_attention_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
         scale: c.positive_f64("softmax_scale")?.map(|s| s as f32),
     };
     let layer = AttentionLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
-    run_layer(ctx, case, &layer, &x, &xs)
+    run_layer(ctx, case, &layer, &x, &xs).await
 }
 
-fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+async fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     let c = case.keys("config")?;
     let d = case.cfg_usize("d_model")?;
     let (x, xs) = layer_input(case, d)?;
@@ -353,10 +390,10 @@ fn run_rat_layer(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
         scale: c.positive_f64("softmax_scale")?.map(|s| s as f32),
     };
     let layer = RatLayer::load(ctx, cfg, &case.ckpt, "", DType::F32)?;
-    run_layer(ctx, case, &layer, &x, &xs)
+    run_layer(ctx, case, &layer, &x, &xs).await
 }
 
-fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
+async fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     let kind = case.keys("")?.str("model_kind")?;
     let cfg = crate::model::ModelConfig::from_json(&case.file, &case.json["config"], kind)?;
     let (ids, shape) = case.ckpt.numbers("input_ids", None)?;
@@ -375,7 +412,11 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
     let model = crate::model::Model::load(ctx, cfg, &case.ckpt, DType::F32)?;
     let all = model.tokens(ctx, &ids, b)?;
     let logits = ctx.run(|rec| model.forward(rec, &all))?;
-    let mut out = vec![("logits".to_string(), vec![b, t, v], ctx.download(&logits)?)];
+    let mut out = vec![(
+        "logits".to_string(),
+        vec![b, t, v],
+        read_back(ctx, &logits).await?,
+    )];
     if let Some(p) = case.prefill("config", "prefill_len", t)? {
         if p == 0 {
             return Err(case.err(
@@ -393,7 +434,7 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
         for i in p..t {
             let tok = model.tokens(ctx, &cols(i, i + 1), b)?;
             let l = ctx.run(|rec| model.step(rec, &mut cache, &tok))?;
-            for (bi, row) in ctx.download(&l)?.chunks(v).enumerate() {
+            for (bi, row) in read_back(ctx, &l).await?.chunks(v).enumerate() {
                 steps[bi].extend_from_slice(row);
             }
         }
@@ -409,7 +450,7 @@ fn run_model(ctx: &Context, case: &Case) -> Result<Vec<Output>> {
 /// Mesa core cases: q k v g beta lamb (+ h_kk_init h_kv_init) → o_cg30_f64 and the final states;
 /// with `decode`, the first `shapes.T_prefill` tokens run the parallel path and the rest one decode
 /// step each → o_decode_cg30_f64.
-fn run_mesa_core(
+async fn run_mesa_core(
     ctx: &Context,
     case: &Case,
     decode: bool,
@@ -487,8 +528,8 @@ fn run_mesa_core(
                 case.solver,
             )
         })?;
-        tally.add(ctx, &solved.iterations)?;
-        Some(ctx.download(&solved.o)?)
+        tally.add(ctx, &solved.iterations).await?;
+        Some(read_back(ctx, &solved.o).await?)
     };
     let mut out = Vec::new();
     if decode {
@@ -520,8 +561,8 @@ fn run_mesa_core(
                     case.solver,
                 )
             })?;
-            tally.add(ctx, &oi.iterations)?;
-            for (bi, row) in ctx.download(&oi.o)?.chunks(hd).enumerate() {
+            tally.add(ctx, &oi.iterations).await?;
+            for (bi, row) in read_back(ctx, &oi.o).await?.chunks(hd).enumerate() {
                 steps[bi].extend_from_slice(row);
             }
         }
@@ -548,19 +589,19 @@ fn run_mesa_core(
     out.push((
         "h_kk_final".into(),
         vec![b, h, d, d],
-        ctx.download(&state.kk)?,
+        read_back(ctx, &state.kk).await?,
     ));
     out.push((
         "h_kv_final".into(),
         vec![b, h, d, d],
-        ctx.download(&state.kv)?,
+        read_back(ctx, &state.kv).await?,
     ));
     Ok(out)
 }
 
 /// Mesa layer cases: x → y_cg30_f64; with `decode`, prefill `shapes.T_prefill` tokens then one step
 /// per token → y_prefill_decode_cg30_f64 over all positions, plus the final states and conv caches.
-fn run_mesa_layer(
+async fn run_mesa_layer(
     ctx: &Context,
     case: &Case,
     decode: bool,
@@ -591,11 +632,11 @@ fn run_mesa_layer(
     if !decode {
         let xt = ctx.upload(&x, &xs, DType::F32)?;
         let (y, its) = ctx.run(|rec| layer.forward_solved(rec, &xt))?;
-        tally.add(ctx, &its)?;
+        tally.add(ctx, &its).await?;
         return Ok(vec![(
             mesa_output(case, "y", "y", iters),
             xs.clone(),
-            ctx.download(&y)?,
+            read_back(ctx, &y).await?,
         )]);
     }
     let p = case
@@ -612,7 +653,7 @@ fn run_mesa_layer(
     } else {
         let pt = ctx.upload(&rows(0, p), &[b, p, dm], DType::F32)?;
         let (yp, cache) = ctx.run(|rec| layer.prefill(rec, &pt))?;
-        let yp = ctx.download(&yp)?;
+        let yp = read_back(ctx, &yp).await?;
         let ys = (0..b)
             .map(|bi| yp[bi * p * dm..(bi + 1) * p * dm].to_vec())
             .collect();
@@ -621,8 +662,8 @@ fn run_mesa_layer(
     for i in p..t {
         let xi = ctx.upload(&rows(i, i + 1), &[b, 1, dm], DType::F32)?;
         let (y, its) = ctx.run(|rec| layer.step_solved(rec, &mut cache, &xi))?;
-        tally.add(ctx, &its)?;
-        for (bi, row) in ctx.download(&y)?.chunks(dm).enumerate() {
+        tally.add(ctx, &its).await?;
+        for (bi, row) in read_back(ctx, &y).await?.chunks(dm).enumerate() {
             ys[bi].extend_from_slice(row);
         }
     }
@@ -636,22 +677,22 @@ fn run_mesa_layer(
         (
             "h_kk_final".into(),
             vec![b, h, d, d],
-            ctx.download(&cache.state().kk)?,
+            read_back(ctx, &cache.state().kk).await?,
         ),
         (
             "h_kv_final".into(),
             vec![b, h, d, d],
-            ctx.download(&cache.state().kv)?,
+            read_back(ctx, &cache.state().kv).await?,
         ),
         (
             "conv_state_q_final".into(),
             vec![b, h * d, 4],
-            ctx.download(cq)?,
+            read_back(ctx, cq).await?,
         ),
         (
             "conv_state_k_final".into(),
             vec![b, h * d, 4],
-            ctx.download(ck)?,
+            read_back(ctx, ck).await?,
         ),
     ])
 }

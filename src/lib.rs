@@ -19,7 +19,6 @@
 pub mod bench;
 pub mod context;
 pub mod error;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod golden;
 mod input;
 pub mod kernels;

@@ -330,6 +330,34 @@ pub async fn check_cases(
     .to_string())
 }
 
+/// Runs one golden case (`shared/golden`: the JSON's text, named `file` in errors, and the bytes
+/// of the safetensors file it names) as `chunkwise run --check` does, on the `schedule` given
+/// (`auto`, `gpu` or `cpu`). Resolves to JSON with `checks` (name, max_abs, rel_rms, tol, ok per
+/// compared output) and `ok` (every check passed, and there was at least one).
+#[wasm_bindgen]
+pub async fn run_golden(
+    file: String,
+    json: String,
+    safetensors: Vec<u8>,
+    schedule: String,
+) -> Result<String, JsValue> {
+    let ctx = Context::with_options(ContextOptions::default())
+        .await
+        .map_err(js_error)?;
+    ctx.set_schedule(schedule.parse().map_err(js_error)?);
+    let run = chunkwise::golden::run_case_in_memory(
+        &ctx,
+        &file,
+        &json,
+        &safetensors,
+        chunkwise::golden::RunOptions::default(),
+    )
+    .await
+    .map_err(js_error)?;
+    let ok = !run.checks.is_empty() && run.checks.iter().all(|c| c.ok);
+    Ok(serde_json::json!({ "checks": run.checks, "ok": ok }).to_string())
+}
+
 /// Takes the whole UTF-8 characters from the front of `held`, leaving an unfinished one for the
 /// next token; bytes that can never be UTF-8 become U+FFFD, as `String::from_utf8_lossy` would.
 /// At `end` nothing is held back.
