@@ -2,13 +2,25 @@
 
 use crate::tensor::DType;
 
+/// What to do about a missing adapter: natively a driver or the variables that pick one; in a
+/// page, the browser's WebGPU.
+fn no_adapter_advice() -> &'static str {
+    if cfg!(target_arch = "wasm32") {
+        "The browser offers no WebGPU adapter: use one with WebGPU enabled (Chrome or Edge 113+, \
+         Safari 26; on Linux start Chromium with --enable-unsafe-webgpu) and check that its GPU \
+         is not blocklisted (chrome://gpu)"
+    } else {
+        "On headless Linux install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`); pick \
+         an adapter with WGPU_BACKEND=vulkan|metal|dx12|gl and WGPU_ADAPTER_NAME=<part of the name \
+         shown by `chunkwise info`>"
+    }
+}
+
 /// Everything that can go wrong in chunkwise. Library code never panics on bad input: it returns one of these.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No adapter matched the request (no driver, wrong `WGPU_BACKEND`, wrong `WGPU_ADAPTER_NAME`).
-    #[error("no GPU adapter found: {reason}. On headless Linux install Mesa's lavapipe \
-             (`apt-get install mesa-vulkan-drivers`); pick an adapter with WGPU_BACKEND=vulkan|metal|dx12|gl \
-             and WGPU_ADAPTER_NAME=<part of the name shown by `chunkwise info`>")]
+    #[error("no GPU adapter found: {reason}. {}", no_adapter_advice())]
     NoAdapter { reason: String },
 
     /// `request_device` failed.

@@ -5,8 +5,8 @@ Every kernel variant must compile in Chromium's WGSL compiler (`?kernels=1`). Fo
 the page is opened with `top_k=1&autorun=1` and its `CHUNKWISE_RESULT` line must
 hold the same continuation as `chunkwise generate --top-k 1` prints for that prompt. Besides one
 fixed prompt, the prompts are made up at random for each run (the seed is printed; `--seed N`
-repeats a run), so they are not in the repository. A page pointed at a missing model must log
-`CHUNKWISE_ERROR` naming the file, not hang.
+repeats a run), so they are not in the repository. A page pointed at a missing model, and one in a
+browser that grants no WebGPU adapter, must log `CHUNKWISE_ERROR` saying so, not hang.
 
 Run from the repository root after `web/build.sh` and `cargo build --release`:
     python3 web/test_chromium.py
@@ -48,11 +48,12 @@ def serve():
     return server
 
 
-def page(url, timeout):
-    """Opens `url` in headless Chromium; returns ('RESULT', dict) or ('ERROR', message)."""
+def page(url, timeout, webgpu=True):
+    """Opens `url` in headless Chromium; returns ('RESULT', dict) or ('ERROR', message).
+    Without `webgpu`, Chromium runs headless with no WebGPU adapter."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [os.environ.get("CHROMIUM", "chromium"), "--headless=new", "--no-sandbox",
-               "--enable-unsafe-webgpu", "--enable-logging=stderr", "--v=0",
+               *(["--enable-unsafe-webgpu"] if webgpu else []), "--enable-logging=stderr", "--v=0",
                "--no-first-run", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--disable-quic", f"--user-data-dir={profile}", url]
         try:
@@ -128,6 +129,14 @@ def main():
         print(f"ok missing model: {got}")
     else:
         print(f"FAIL missing model: expected CHUNKWISE_ERROR naming the file, got {kind} {got}")
+        failed += 1
+    # Bad input: a browser that grants no adapter (headless Chromium without
+    # --enable-unsafe-webgpu) is reported in the page, not a hang.
+    kind, got = page(base + "?autorun=1&close=1", args.timeout, webgpu=False)
+    if kind == "ERROR" and "adapter" in got.lower():
+        print(f"ok no adapter: {got}")
+    else:
+        print(f"FAIL no adapter: expected CHUNKWISE_ERROR about the adapter, got {kind} {got}")
         failed += 1
     server.shutdown()
     if failed:
