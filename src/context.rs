@@ -654,7 +654,8 @@ impl Context {
         dtype
     }
 
-    /// Fails with `DeviceLost` once the device is gone.
+    /// Fails with `DeviceLost` once the device is gone, and (in a browser) with the first error
+    /// the browser reported late since the last check (see `settle`).
     pub fn check_alive(&self) -> Result<()> {
         if let Some(reason) = &*self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()) {
             return Err(Error::DeviceLost {
