@@ -125,8 +125,8 @@ fn main() -> Result<()> {
         ctx.schedule_summary()
     );
     println!("RAT (L = {l}, 2 groups):");
-    print_breakdown(&ctx, 5, &rat);
+    print_breakdown(&ctx, 15, &rat);
     println!("attention:");
-    print_breakdown(&ctx, 5, &att);
+    print_breakdown(&ctx, 15, &att);
     Ok(())
 }

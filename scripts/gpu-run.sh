@@ -6,11 +6,11 @@
 #
 # Writes into OUT_DIR: info.txt, info.json, check.txt + check.jsonl (every kernel family against
 # the float64 reference, and the golden cases when GOLDEN_DIR is given), tune.txt + tune.json (the
-# tuned GEMM tiles, used by the steps after it), gemm.jsonl, gemm-TILE.txt, layers.txt +
+# tuned GEMM tiles, attention kernels and Mesa plans, used by the steps after it), gemm.jsonl, gemm-TILE.txt, layers.txt +
 # layers.jsonl (`bench layers --preset paper`), model.txt + model.jsonl, and each step's stderr.
 # A step that fails or runs past its time limit is recorded in steps.txt and the rest still run,
 # so one broken kernel does not cost the whole (short) GPU session; JSON Lines are written row by
-# row, so a step cut short keeps the rows it finished. The limits add up to about 10.5 minutes.
+# row, so a step cut short keeps the rows it finished. The limits add up to about 10.75 minutes.
 set -uo pipefail
 bin=${1:?usage: gpu-run.sh BINARY OUT_DIR [GOLDEN_DIR]}
 out=${2:?usage: gpu-run.sh BINARY OUT_DIR [GOLDEN_DIR]}
@@ -40,10 +40,11 @@ if [ -n "$golden" ]; then
 else
     step check 120 "$bin" check --json "$out/check.jsonl"
 fi
-# Tune the GPU GEMM tiles (each checked against float64 first; tensor-core tiles where the device
-# has cooperative matrices) into a cache the later steps read.
+# Tune the GPU GEMM tiles, flash-forward kernels and Mesa CG plans (each checked against float64
+# first; tensor-core variants where the device has cooperative matrices) into a cache the later
+# steps read; it is written after each family, so a cut-short tune keeps the families it finished.
 export CHUNKWISE_TUNE_CACHE="$out/tune.json"
-step tune 45 "$bin" tune
+step tune 60 "$bin" tune
 # `bench gemm --json` prints its rows on stdout: the tuned choice, then every tile at 4096³.
 step gemm 45 "$bin" bench gemm --json --samples 5 \
     --sizes 1024x1024x1024,4096x4096x4096,16384x2048x2048,1x4096x4096,16x4096x4096

@@ -26,17 +26,27 @@ pub type Part<'a> = (
     Box<dyn Fn(&mut crate::Recording) -> Result<crate::Tensor> + 'a>,
 );
 
-/// Times each part alone (`reps` timed runs, GPU timestamps where the adapter has them) and prints
-/// a line per part, its mean and how often the layer runs it, then the layer's sum.
+/// Times each part alone (one untimed warm-up that compiles its pipelines, then `reps` timed runs,
+/// GPU timestamps where the adapter has them) and prints a line per part, its median and minimum
+/// and how often the layer runs it, then the layer's sums of both.
 pub fn print_breakdown(ctx: &Context, reps: u64, parts: &[Part]) {
     let width = parts.iter().map(|p| p.0.chars().count()).max().unwrap_or(0) + 2;
-    let mut total = 0.0;
+    let (mut total, mut total_min) = (0.0, 0.0);
+    println!("{:<width$} {:>10} {:>10}", "", "median ms", "min ms");
     for (name, times, f) in parts {
-        let ms = gpu_time(ctx, reps, f.as_ref()).as_secs_f64() * 1e3 / reps as f64;
-        total += ms * *times as f64;
-        println!("{name:<width$} {ms:>9.1} ms × {times}");
+        gpu_time(ctx, 1, f.as_ref());
+        let samples: Vec<f64> = (0..reps.max(1))
+            .map(|_| gpu_time(ctx, 1, f.as_ref()).as_secs_f64())
+            .collect();
+        let s = summarize(&samples);
+        total += s.median_ms * *times as f64;
+        total_min += s.min_ms * *times as f64;
+        println!(
+            "{name:<width$} {:>10.3} {:>10.3} × {times}",
+            s.median_ms, s.min_ms
+        );
     }
-    println!("{:<width$} {total:>9.1} ms", "sum");
+    println!("{:<width$} {total:>10.3} {total_min:>10.3}", "sum");
 }
 
 /// Median, min and max of a set of samples, in milliseconds.

@@ -92,15 +92,17 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
-    /// Tune the selected adapter: check every candidate variant (today the GPU GEMM's tile
-    /// shapes) against the float64 reference, time those that pass at the benchmarked layers'
-    /// projection shapes, and write the fastest per shape class to the tune cache, which later
-    /// runs on this adapter read (table headers name it).
+    /// Tune the selected adapter: check every candidate variant (the GPU GEMM's tile shapes, the
+    /// GPU flash forward's kernels, the GPU Mesa CG's chunk plans) against the float64
+    /// reference, time those that pass at the benchmarked layers' shapes, and write the fastest
+    /// per shape class to the tune cache, which later runs on this adapter read (table headers
+    /// name it).
     Tune {
         /// The cache file (default: CHUNKWISE_TUNE_CACHE, else the user's cache directory).
         #[arg(long)]
         cache: Option<std::path::PathBuf>,
-        /// D = 256 only, two sequence lengths, f32 only.
+        /// f32 only: GEMMs at D = 256 and two sequence lengths, attention at 1024 tokens, Mesa
+        /// at 512.
         #[arg(long)]
         quick: bool,
         /// Timed runs per candidate and shape (median taken, after one warm-up).
@@ -760,6 +762,7 @@ fn info(json: bool) -> Result<(), Box<dyn std::error::Error>> {
                     "  flash forward: {}",
                     chunkwise::ops::attention::forward_rule(ctx)
                 );
+                println!("  mesa cg: {}", chunkwise::ops::mesa::cg_rule(ctx));
                 println!("  features used: {}", v["features"]);
                 for (k, val) in v["limits"].as_object().into_iter().flatten() {
                     println!("  {k}: {val}");
@@ -793,26 +796,47 @@ fn tune(
     );
     println!("| family | shape class | timed at | candidates (median ms) | choice |");
     println!("|---|---|---|---|---|");
-    let shapes = tune::gemm_shapes(&ctx, quick);
-    let bar = indicatif::ProgressBar::new(shapes.len() as u64);
+    let gemm_shapes = tune::gemm_shapes(&ctx, quick);
+    let attention_shapes = tune::attention_shapes(&ctx, quick);
+    let cg_shapes = tune::cg_shapes(&ctx, quick);
+    let bar = indicatif::ProgressBar::new(
+        (gemm_shapes.len() + attention_shapes.len() + cg_shapes.len()) as u64,
+    );
     let mut reasons = std::collections::BTreeMap::new();
-    let tuning = tune::tune_gemm(&ctx, &shapes, samples, |class, c| {
+    let mut report = |family: &str, class: &str, c: &tune::Choice| {
         let mut cands: Vec<String> = c.ms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
         cands.extend(c.rejected.keys().map(|k| format!("{k} rejected")));
-        reasons.extend(c.rejected.clone());
+        for (name, why) in &c.rejected {
+            reasons.insert(format!("{family} {name}"), why.clone());
+        }
         bar.suspend(|| {
             println!(
-                "| gemm | {class} | {} | {} | {} |",
+                "| {family} | {class} | {} | {} | {} |",
                 c.shape,
                 cands.join(", "),
                 c.choice
             )
         });
         bar.inc(1);
+    };
+    // Saved after each family: a tune cut short keeps what it finished.
+    let mut tuning = tune::tune_gemm(&ctx, &gemm_shapes, samples, |class, c| {
+        report("gemm", class, c)
     })?;
+    tuning.save(&path, &info)?;
+    tuning.extend(tune::tune_attention(
+        &ctx,
+        &attention_shapes,
+        samples,
+        |class, c| report("attention", class, c),
+    )?);
+    tuning.save(&path, &info)?;
+    tuning.extend(tune::tune_mesa(&ctx, &cg_shapes, samples, |class, c| {
+        report("mesa_cg", class, c)
+    })?);
     bar.finish_and_clear();
-    for (tile, why) in &reasons {
-        println!("rejected {tile}: {why}");
+    for (what, why) in &reasons {
+        println!("rejected {what}: {why}");
     }
     tuning.save(&path, &info)?;
     println!(
@@ -948,6 +972,7 @@ fn selected_json(ctx: &Context) -> serde_json::Value {
         "schedule_summary": ctx.schedule_summary(),
         "gemm": chunkwise::tune::gemm_rule(ctx),
         "flash_forward": chunkwise::ops::attention::forward_rule(ctx),
+        "mesa_cg": chunkwise::ops::mesa::cg_rule(ctx),
         "features": features,
         "limits": {
             "max_buffer_size": l.max_buffer_size,

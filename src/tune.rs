@@ -6,8 +6,11 @@
 //! cache lacks, and contexts without a cache, take the defaults per device class (GPUs:
 //! [`crate::ops::gemm::Tile::default_for`]; CPU adapters: the 64×64 tile).
 //!
-//! Families tuned today: the GPU GEMM's tile shape (`gemm`). A variant that failed its check
-//! on the adapter is written with its error and is never chosen.
+//! Families tuned today: the GPU GEMM's tile shape (`gemm`, per product shape class), the GPU
+//! flash forward's kernel (`attention`: key tile, score reduction, the blocked-product and
+//! tensor-core kernels; per sequence length, head dim and dtype) and the GPU Mesa CG's plan
+//! (`mesa_cg`: chunk length and whether S_kk stays in workgroup memory; per head dim and dtype).
+//! A variant that failed its check on the adapter is written with its error and is never chosen.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,12 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::ops::attention::{self as attn, FwdVariant};
 use crate::ops::gemm::Tile;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::ops::gemm::{self, GemmSchedule};
 use crate::tensor::DType;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::tensor::Tensor;
 
 /// The environment variable naming the cache file (`off` disables tuning).
 pub const ENV: &str = "CHUNKWISE_TUNE_CACHE";
@@ -164,6 +166,15 @@ impl Tuning {
         self.choices.len()
     }
 
+    /// How many shape classes of `family` are tuned.
+    pub fn classes(&self, family: &str) -> usize {
+        let prefix = format!("{family}/");
+        self.choices
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.choices.is_empty()
     }
@@ -175,6 +186,11 @@ impl Tuning {
 
     pub fn insert(&mut self, family: &str, class: &str, choice: Choice) {
         self.choices.insert(format!("{family}/{class}"), choice);
+    }
+
+    /// Adds `other`'s choices (another family's), replacing classes both hold.
+    pub fn extend(&mut self, other: Tuning) {
+        self.choices.extend(other.choices);
     }
 
     /// Writes these choices for `info`'s adapter into `path`, keeping other adapters' entries.
@@ -217,14 +233,53 @@ fn bucket(v: usize) -> usize {
     v.max(1).next_power_of_two()
 }
 
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+    }
+}
+
 /// The GEMM shape class of `[rows, k] · [n, k]ᵀ` (rows of x over all batches) in `dtype` (the
 /// storage dtype decides which tensor-core sizes exist: NVIDIA's take f16 inputs only).
 pub fn gemm_class(rows: usize, n: usize, k: usize, dtype: DType) -> String {
-    let dt = match dtype {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-    };
+    let dt = dtype_name(dtype);
     format!("r{} n{} k{} {dt}", bucket(rows), bucket(n), bucket(k))
+}
+
+/// The flash forward's shape class: sequence length (bucketed), head dim and dtype.
+pub fn attention_class(t: usize, dh: usize, dtype: DType) -> String {
+    format!("t{} dh{dh} {}", bucket(t), dtype_name(dtype))
+}
+
+/// The Mesa CG's shape class: head dim and dtype (the plan's workgroup memory and the state
+/// reads it saves depend on these, not on T).
+pub fn mesa_class(d: usize, dtype: DType) -> String {
+    format!("d{d} {}", dtype_name(dtype))
+}
+
+/// The tuned GPU CG plan (chunk length, S_kk kept) for head dim `d`, if the cache has one;
+/// `ops::mesa` still checks that the device holds it.
+pub fn mesa_plan(ctx: &Context, d: usize, dtype: DType) -> Option<(usize, bool)> {
+    ctx.tuning().and_then(|tu| {
+        tu.get("mesa_cg", &mesa_class(d, ctx.resolve_dtype(dtype)))
+            .and_then(|c| crate::ops::mesa::parse_plan(&c.choice))
+    })
+}
+
+/// The GPU flash forward's kernel for `t` tokens of head dim `dh`: the tuned choice for its
+/// class where it can run here, else the default rule ([`attn::default_fwd_variant`]).
+pub fn attention_variant(ctx: &Context, dtype: DType, t: usize, dh: usize) -> FwdVariant {
+    ctx.tuning()
+        .and_then(|tu| {
+            tu.get(
+                "attention",
+                &attention_class(t, dh, ctx.resolve_dtype(dtype)),
+            )
+            .and_then(|c| FwdVariant::parse(&c.choice))
+        })
+        .filter(|v| v.usable(ctx, dtype, dh).is_ok())
+        .unwrap_or_else(|| attn::default_fwd_variant(ctx, dtype, dh))
 }
 
 /// The GPU GEMM tile for a product: the tuned choice for its shape class, else the default.
@@ -259,11 +314,10 @@ pub fn gemm_rule(ctx: &Context) -> String {
     } else {
         "tiles above 16 rows of x (GEMV below): "
     };
-    match ctx.tuning() {
-        Some(t) if !t.is_empty() => format!(
-            "{schedule}tuned per shape class ({} classes); other classes {default}",
-            t.len()
-        ),
+    match ctx.tuning().map_or(0, |t| t.classes("gemm")) {
+        n if n > 0 => {
+            format!("{schedule}tuned per shape class ({n} classes); other classes {default}")
+        }
         _ => format!("{schedule}{default}; untuned (`chunkwise tune`)"),
     }
 }
@@ -315,12 +369,38 @@ pub fn gemm_shapes(ctx: &Context, quick: bool) -> Vec<GemmShape> {
 /// ragged M, N and K, both loaders, f32 and, where the adapter has it, f16). `Err` says why the
 /// tile is not a candidate here.
 pub fn check_tile(ctx: &Context, tile: Tile) -> std::result::Result<(), String> {
-    let label = crate::verify::tile_label(tile);
+    check_forced(
+        ctx,
+        |family| family == "gemm",
+        &crate::verify::tile_label(tile),
+    )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Runs the check cases that force a flash-forward kernel (causal and windowed, ragged T, the
+/// head dims it takes, f32 and f16 where the adapter has it). `Err` says why it is not a
+/// candidate here.
+pub fn check_fwd_variant(ctx: &Context, v: FwdVariant) -> std::result::Result<(), String> {
+    check_forced(
+        ctx,
+        |family| family.starts_with("attention"),
+        &crate::verify::fwd_variant_label(v),
+    )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Runs the check cases of the families `family` admits whose shape label ends with `label`
+/// (the cases forcing one variant).
+fn check_forced(
+    ctx: &Context,
+    family: impl Fn(&str) -> bool,
+    label: &str,
+) -> std::result::Result<(), String> {
     let cases: Vec<_> = crate::verify::registry()
         .into_iter()
-        .filter(|c| c.family == "gemm" && c.shape.ends_with(&label))
+        .filter(|c| family(c.family) && c.shape.ends_with(label))
         .collect();
-    debug_assert!(!cases.is_empty());
+    debug_assert!(!cases.is_empty(), "no check case forces {label}");
     let mut passed = 0;
     let mut skipped = None;
     for case in cases {
@@ -334,7 +414,7 @@ pub fn check_tile(ctx: &Context, tile: Tile) -> std::result::Result<(), String> 
             skipped = out.skipped;
         }
     }
-    // A tile none of whose cases could run here (a tensor-core tile without the device's
+    // A variant none of whose cases could run here (a tensor-core kernel without the device's
     // cooperative matrices) is not a candidate.
     match (passed, skipped) {
         (0, Some(why)) => Err(format!("not available here: {why}")),
@@ -343,17 +423,42 @@ pub fn check_tile(ctx: &Context, tile: Tile) -> std::result::Result<(), String> 
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-/// Median milliseconds of `x · wᵀ` with a forced tile (after one warm-up), timed as `bench` times:
-/// GPU timestamps where the adapter has them, wall time otherwise.
-fn time_tile(ctx: &Context, x: &Tensor, w: &Tensor, tile: Tile, samples: usize) -> Result<f64> {
-    let run = || -> Result<f64> {
+/// Files one candidate's timing into `choice`: its median, or (for a size this adapter cannot
+/// take) why it was left out of this class. Other errors end the tuning.
+fn record_timing(choice: &mut Choice, name: String, timed: Result<f64>) -> Result<()> {
+    match timed {
+        Ok(ms) => {
+            choice.ms.insert(name, ms);
+            Ok(())
+        }
+        Err(
+            e @ (Error::LimitExceeded { .. }
+            | Error::OutOfMemory { .. }
+            | Error::MissingFeature { .. }
+            | Error::Shape { .. }),
+        ) => {
+            choice.rejected.insert(name, e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Median milliseconds of `run` (one recording per call), after one warm-up.
+fn time_median(
+    ctx: &Context,
+    samples: usize,
+    run: impl Fn(&mut crate::Recording) -> Result<()>,
+) -> Result<f64> {
+    let once = || -> Result<f64> {
         let mut rec = ctx.record();
-        gemm::gemm_with(&mut rec, x, w, GemmSchedule::TiledAs(tile))?;
+        run(&mut rec)?;
         rec.submit_timed()
     };
-    run()?;
+    once()?;
     let times = (0..samples.max(1))
-        .map(|_| run())
+        .map(|_| once())
         .collect::<Result<Vec<_>>>()?;
     Ok(crate::bench::summarize(&times).median_ms)
 }
@@ -390,23 +495,10 @@ pub fn tune_gemm(
             if rejected.contains_key(tile.name()) {
                 continue;
             }
-            match time_tile(ctx, &x, &w, tile, samples) {
-                Ok(ms) => {
-                    choice.ms.insert(tile.name().to_string(), ms);
-                }
-                // A size over the adapter's limits leaves the tile out of this class only.
-                Err(
-                    e @ (Error::LimitExceeded { .. }
-                    | Error::OutOfMemory { .. }
-                    | Error::MissingFeature { .. }
-                    | Error::Shape { .. }),
-                ) => {
-                    choice
-                        .rejected
-                        .insert(tile.name().to_string(), e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
+            let timed = time_median(ctx, samples, |rec| {
+                gemm::gemm_with(rec, &x, &w, GemmSchedule::TiledAs(tile)).map(drop)
+            });
+            record_timing(&mut choice, tile.name().to_string(), timed)?;
         }
         let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
             continue;
@@ -415,6 +507,206 @@ pub fn tune_gemm(
         let class = gemm_class(shape.rows, shape.n, shape.k, shape.dtype);
         progress(&class, &choice);
         tuning.insert("gemm", &class, choice);
+    }
+    Ok(tuning)
+}
+
+/// A flash-forward shape `chunkwise tune` times: causal attention over `t` tokens of `heads`
+/// heads of `dh`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub t: usize,
+    pub heads: usize,
+    pub dh: usize,
+    pub dtype: DType,
+}
+
+/// The flash-forward shapes tuned by default: the benchmarked layers' heads (4 of 64, as at
+/// D = 256; 2 of 128) at 1024, 4096 and 16384 tokens, in f32 and, where the adapter has it, f16.
+/// `quick`: 4 heads of 64 at 1024 tokens, f32.
+pub fn attention_shapes(ctx: &Context, quick: bool) -> Vec<AttentionShape> {
+    if quick {
+        return vec![AttentionShape {
+            t: 1024,
+            heads: 4,
+            dh: 64,
+            dtype: DType::F32,
+        }];
+    }
+    let dtypes: &[DType] = if ctx.supports_f16() {
+        &[DType::F32, DType::F16]
+    } else {
+        &[DType::F32]
+    };
+    let mut out = vec![];
+    for &dtype in dtypes {
+        for (heads, dh) in [(4, 64), (2, 128)] {
+            for t in [1024, 4096, 16384] {
+                out.push(AttentionShape {
+                    t,
+                    heads,
+                    dh,
+                    dtype,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Tunes the GPU flash forward's kernel on `ctx` at `shapes`: every variant is checked once, then
+/// timed at each shape where it can run; `progress` hears each class's result.
+pub fn tune_attention(
+    ctx: &Context,
+    shapes: &[AttentionShape],
+    samples: usize,
+    mut progress: impl FnMut(&str, &Choice),
+) -> Result<Tuning> {
+    let variants = FwdVariant::all();
+    let mut rejected = BTreeMap::new();
+    for &v in &variants {
+        if let Err(why) = check_fwd_variant(ctx, v) {
+            rejected.insert(v.name(), why);
+        }
+    }
+    let mut tuning = Tuning::default();
+    for &AttentionShape {
+        t,
+        heads,
+        dh,
+        dtype,
+    } in shapes
+    {
+        let mut choice = Choice {
+            choice: String::new(),
+            shape: format!("t{t} {heads}x{dh} causal {dtype:?}"),
+            ms: BTreeMap::new(),
+            rejected: rejected.clone(),
+        };
+        // Plain values (see tune_gemm); a uniform softmax does the work any other would.
+        let x = ctx.upload(&vec![0.25; t * heads * dh], &[1, t, heads * dh], dtype)?;
+        for &v in &variants {
+            if choice.rejected.contains_key(&v.name()) {
+                continue;
+            }
+            if let Err(why) = v.usable(ctx, dtype, dh) {
+                choice.rejected.insert(v.name(), why);
+                continue;
+            }
+            let timed = time_median(ctx, samples, |rec| {
+                attn::attention_with(rec, &x, &x, &x, heads, None, None, Some(v)).map(drop)
+            });
+            record_timing(&mut choice, v.name(), timed)?;
+        }
+        let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
+            continue;
+        };
+        choice.choice = best.clone();
+        let class = attention_class(t, dh, dtype);
+        progress(&class, &choice);
+        tuning.insert("attention", &class, choice);
+    }
+    Ok(tuning)
+}
+
+/// A Mesa shape `chunkwise tune` times: the chunkwise forward (reference CG, 30 steps) over `t`
+/// tokens of `heads` heads of `d`.
+#[derive(Clone, Copy, Debug)]
+pub struct CgShape {
+    pub t: usize,
+    pub heads: usize,
+    pub d: usize,
+    pub dtype: DType,
+}
+
+/// The Mesa shapes tuned by default: 4 heads of 64 and 2 of 128 over 4096 tokens, f32 and,
+/// where the adapter has it, f16. `quick`: 4 heads of 64 over 512 tokens, f32.
+pub fn cg_shapes(ctx: &Context, quick: bool) -> Vec<CgShape> {
+    if quick {
+        return vec![CgShape {
+            t: 512,
+            heads: 4,
+            d: 64,
+            dtype: DType::F32,
+        }];
+    }
+    let dtypes: &[DType] = if ctx.supports_f16() {
+        &[DType::F32, DType::F16]
+    } else {
+        &[DType::F32]
+    };
+    let mut out = vec![];
+    for &dtype in dtypes {
+        for (heads, d) in [(4, 64), (2, 128)] {
+            out.push(CgShape {
+                t: 4096,
+                heads,
+                d,
+                dtype,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Tunes the GPU Mesa CG's plan on `ctx` at `shapes`: every plan is checked once (its forced
+/// check cases), then the chunkwise forward is timed with each plan the head dim admits.
+pub fn tune_mesa(
+    ctx: &Context,
+    shapes: &[CgShape],
+    samples: usize,
+    mut progress: impl FnMut(&str, &Choice),
+) -> Result<Tuning> {
+    use crate::ops::mesa::{cg_plans, core_with_plan, plan_name, MesaState, Solver};
+    let mut plans: Vec<(usize, bool)> = shapes.iter().flat_map(|s| cg_plans(s.d)).collect();
+    plans.sort();
+    plans.dedup();
+    let mut rejected = BTreeMap::new();
+    for &plan in &plans {
+        let label = crate::verify::plan_label(plan);
+        if let Err(why) = check_forced(ctx, |family| family == "mesa_cg", &label) {
+            rejected.insert(plan_name(plan), why);
+        }
+    }
+    let mut tuning = Tuning::default();
+    for &CgShape { t, heads, d, dtype } in shapes {
+        let mut choice = Choice {
+            choice: String::new(),
+            shape: format!("t{t} {heads}x{d} {dtype:?}"),
+            ms: BTreeMap::new(),
+            rejected: rejected.clone(),
+        };
+        let host = crate::verify::MesaHost::random(
+            crate::reference::mesa::MesaShape {
+                b: 1,
+                t,
+                h: heads,
+                d,
+            },
+            1,
+            (0.9, 0.99),
+            dtype,
+        );
+        let up = host.upload(ctx, dtype)?;
+        let state = MesaState::zeros(ctx, 1, heads, d)?;
+        for plan in cg_plans(d) {
+            if choice.rejected.contains_key(&plan_name(plan)) {
+                continue;
+            }
+            let timed = time_median(ctx, samples, |rec| {
+                core_with_plan(rec, &up.inputs(), &state, 30, Solver::Reference, plan).map(drop)
+            });
+            record_timing(&mut choice, plan_name(plan), timed)?;
+        }
+        let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
+            continue;
+        };
+        choice.choice = best.clone();
+        let class = mesa_class(d, dtype);
+        progress(&class, &choice);
+        tuning.insert("mesa_cg", &class, choice);
     }
     Ok(tuning)
 }

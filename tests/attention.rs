@@ -121,11 +121,14 @@ fn causal_attention_over_8192_keys_at_head_dim_64() {
 
 #[test]
 fn decode_splits_stay_short_for_many_sequences() {
-    assert_eq!(attn::decode_split(256, 64, 4, 100_000), 4096);
-    assert_eq!(attn::decode_split(256, 1, 1, 4096), 64);
+    assert_eq!(attn::decode_split(256, 4096, 64, 4, 100_000), 4096);
+    assert_eq!(attn::decode_split(256, 4096, 1, 1, 4096), 64);
+    // CPU adapters: from B·H = 64 one split per (sequence, head) up to 16384 keys.
+    assert_eq!(attn::decode_split(64, 16384, 16, 4, 4097), 4160);
+    assert_eq!(attn::decode_split(64, 16384, 16, 4, 100_000), 16384);
     // A short cache is one split, whatever the adapter wants.
-    assert_eq!(attn::decode_split(512, 1, 4, 200), 200);
-    assert_eq!(attn::decode_split(512, 1, 4, 513), 64);
+    assert_eq!(attn::decode_split(512, 4096, 1, 4, 200), 200);
+    assert_eq!(attn::decode_split(512, 4096, 1, 4, 513), 64);
     // The partial buffers are sized once per cache by decode_max_splits: it must bound every length.
     for (b, h, cap) in [
         (1, 1, 20_000),
@@ -133,46 +136,46 @@ fn decode_splits_stay_short_for_many_sequences() {
         (16, 4, 9000),
         (64, 4, 100_000),
     ] {
-        for target in [16, 128, 512] {
-            let max = attn::decode_max_splits(target, b, h, cap);
+        for (target, max_keys) in [(16, 4096), (64, 16384), (128, 4096), (512, 4096)] {
+            let max = attn::decode_max_splits(target, max_keys, b, h, cap);
             for len in 1..=cap {
                 assert!(
-                    len.div_ceil(attn::decode_split(target, b, h, len)) <= max,
+                    len.div_ceil(attn::decode_split(target, max_keys, b, h, len)) <= max,
                     "{target} {b} {h} {len}"
                 );
             }
         }
     }
-    // b·h ≥ 256 and a long cache: one split per sequence would exceed 4096 keys.
-    let ctx = ctx();
-    let (b, h, dh, len) = (64usize, 4usize, 4usize, 5000usize);
+    // b·h ≥ 256 and a long cache: one split per (sequence, head) would exceed the split's bound
+    // (16384 keys for the CPU-adapter kernel, 16385 here; 4096 for the GPU kernel), past which
+    // llvmpipe would cut the walk short.
+    let (b, h, dh, len) = (64usize, 4usize, 4usize, 16385usize);
     let q = rand(b * h * dh, 3, 1.0);
     let k = rand(b * h * len * dh, 4, 1.0);
     let v = rand(b * h * len * dh, 5, 1.0);
-    let qt = ctx.upload(&q, &[b, 1, h * dh], DType::F32).unwrap();
-    let kc = ctx.upload(&k, &[b, h, len, dh], DType::F32).unwrap();
-    let vc = ctx.upload(&v, &[b, h, len, dh], DType::F32).unwrap();
-    let o = ctx
-        .run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None))
-        .unwrap();
-    assert_close(
-        &ctx.download(&o).unwrap(),
-        &r::attention::decode(
-            &q,
-            &k,
-            &v,
-            r::attention::DecodeShape {
-                b,
-                h,
-                cap: len,
-                dh,
-                len,
-            },
-            1.0 / (dh as f64).sqrt(),
-        ),
-        DType::F32,
-        "decode b64 h4",
+    let want = r::attention::decode(
+        &q,
+        &k,
+        &v,
+        r::attention::DecodeShape {
+            b,
+            h,
+            cap: len,
+            dh,
+            len,
+        },
+        1.0 / (dh as f64).sqrt(),
     );
+    for ctx in [ctx(), ctx_gpu_schedules()] {
+        let qt = ctx.upload(&q, &[b, 1, h * dh], DType::F32).unwrap();
+        let kc = ctx.upload(&k, &[b, h, len, dh], DType::F32).unwrap();
+        let vc = ctx.upload(&v, &[b, h, len, dh], DType::F32).unwrap();
+        let o = ctx
+            .run(|rec| attn::decode(rec, &qt, &kc, &vc, len, None))
+            .unwrap();
+        let what = format!("decode b64 h4 over {len} keys, {}", ctx.schedule_summary());
+        assert_close(&ctx.download(&o).unwrap(), &want, DType::F32, &what);
+    }
 }
 
 /// A long case: `q, k, v [b, t, heads·dh]` (f32) and the forward's output on `ctx`, read back.
@@ -207,13 +210,20 @@ impl Long {
     }
 
     fn forward(&self, ctx: &Context) -> Vec<f32> {
+        self.forward_with(ctx, None)
+    }
+
+    /// The forward with a forced GPU kernel (`None`: the default rule).
+    fn forward_with(&self, ctx: &Context, variant: Option<attn::FwdVariant>) -> Vec<f32> {
         let up = |x: &[f32]| {
             ctx.upload(x, &[self.b, self.t, self.heads * self.dh], DType::F32)
                 .unwrap()
         };
         let (q, k, v) = (up(&self.q), up(&self.k), up(&self.v));
         let o = ctx
-            .run(|rec| attn::attention(rec, &q, &k, &v, self.heads, self.window, None))
+            .run(|rec| {
+                attn::attention_with(rec, &q, &k, &v, self.heads, self.window, None, variant)
+            })
             .unwrap();
         ctx.download(&o).unwrap()
     }
@@ -302,4 +312,94 @@ fn attention_passes_keep_batches_heads_and_windows_apart() {
             }
         }
     }
+}
+
+#[test]
+fn the_blocked_forward_over_long_rows_stays_exact() {
+    // The blocked kernel (attention_mm) forced on the test adapter: on CPU adapters its passes
+    // are short (llvmpipe's loop limiter), so T = 2100 at dh = 128 takes five passes; rows at the
+    // pass boundaries and at the end, causal and with a window longer than a pass.
+    for window in [None, Some(700)] {
+        let case = Long::new((1, 2100, 1, 128), window, 41);
+        let o = case.forward_with(ctx(), Some(attn::FwdVariant::Blocked));
+        case.assert_rows(&o, (0, 0), [0, 511, 512, 1023, 1024, 1600, 2099]);
+    }
+}
+
+#[test]
+fn forward_variants_name_parse_and_refuse_what_they_cannot_run() {
+    let all = attn::FwdVariant::all();
+    assert_eq!(all.len(), 9);
+    let names: Vec<String> = all.iter().map(|v| v.name()).collect();
+    for want in [
+        "fa2-kt16",
+        "fa2sg-kt8",
+        "fa2-kt4",
+        "blocked",
+        "coop16",
+        "coop8",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    for v in &all {
+        assert_eq!(attn::FwdVariant::parse(&v.name()), Some(*v));
+    }
+    assert_eq!(attn::FwdVariant::parse("coop32"), None);
+    assert_eq!(attn::FwdVariant::Coop(16).coop_size(), Some(16));
+    assert_eq!(attn::FwdVariant::Blocked.coop_size(), None);
+    // A forced variant the adapter cannot run is a typed error (lavapipe has no cooperative
+    // matrices), and `usable` says why; the blocked kernel runs anywhere.
+    let ctx = ctx();
+    assert!(attn::FwdVariant::Blocked
+        .usable(ctx, DType::F32, 128)
+        .is_ok());
+    let x = ctx
+        .upload(&rand(2 * 5 * 64, 1, 1.0), &[2, 5, 64], DType::F32)
+        .unwrap();
+    for v in [attn::FwdVariant::Coop(16), attn::FwdVariant::Coop(8)] {
+        let has = ctx
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let r = ctx.run(|rec| attn::attention_with(rec, &x, &x, &x, 2, None, None, Some(v)));
+        if !has {
+            assert!(matches!(r, Err(Error::MissingFeature { .. })), "{v:?}");
+            let why = v.usable(ctx, DType::F32, 32).unwrap_err();
+            assert!(why.contains("EXPERIMENTAL_COOPERATIVE_MATRIX"), "{why}");
+        }
+    }
+    // Head dims the tensor-core kernels do not take (a multiple of the matrix edge) are refused.
+    assert!(attn::FwdVariant::Coop(16)
+        .usable(ctx, DType::F16, 60)
+        .is_err());
+    assert!(attn::FwdVariant::Blocked
+        .usable(ctx, DType::F32, 6)
+        .is_err());
+}
+
+#[test]
+fn the_blocked_forward_fits_its_tile_to_workgroup_memory_or_refuses() {
+    // 16 KiB of workgroup memory: dh 64 in f32 takes tiles of 16 keys (checked against the f64
+    // reference), dh 128 in f32 fits no tile and is refused with the limit named.
+    let small = ctx_with_limits(|l| wgpu::Limits {
+        max_compute_workgroup_storage_size: 16384,
+        ..l
+    });
+    let v = Some(attn::FwdVariant::Blocked);
+    assert!(attn::FwdVariant::Blocked
+        .usable(&small, DType::F32, 64)
+        .is_ok());
+    let case = Long::new((1, 70, 2, 64), None, 51);
+    case.assert_rows(&case.forward_with(&small, v), (0, 1), [0, 15, 16, 47, 69]);
+    let why = attn::FwdVariant::Blocked
+        .usable(&small, DType::F32, 128)
+        .unwrap_err();
+    assert!(why.contains("max_compute_workgroup_storage_size"), "{why}");
+    let x = small
+        .upload(&rand(3 * 128, 1, 1.0), &[1, 3, 128], DType::F32)
+        .unwrap();
+    let r = small.run(|rec| attn::attention_with(rec, &x, &x, &x, 1, None, None, v));
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })));
 }

@@ -148,14 +148,6 @@ fn inputs(s: MesaShape, seed: u64, gate: (f32, f32)) -> MesaHost {
     MesaHost::random(s, seed, gate, DType::F32)
 }
 
-fn run_core(
-    inp: &MesaHost,
-    init: Option<(&[f32], &[f32])>,
-    iters: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    run_core_on(ctx(), inp, init, iters)
-}
-
 fn run_core_on(
     ctx: &'static Context,
     inp: &MesaHost,
@@ -221,7 +213,6 @@ fn gpu_core_states_stay_exact_over_thousands_of_chunks() {
         d: 4,
     };
     let inp = inputs(s, 91, (0.95, 0.999));
-    let (o, kk, kv) = run_core(&inp, None, 3);
     let (want, wkk, wkv) = inp.reference(
         None,
         Solve::Cg {
@@ -230,9 +221,38 @@ fn gpu_core_states_stay_exact_over_thousands_of_chunks() {
         },
         None,
     );
-    assert_close(&o, &want, DType::F32, "mesa core over 4000 chunks");
-    assert_close(&kk, &wkk, DType::F32, "final h_kk over 4000 chunks");
-    assert_close(&kv, &wkv, DType::F32, "final h_kv over 4000 chunks");
+    // Both schedules: the GPU kernels' scan walks a segment of chunks per invocation too.
+    for (ctx, what) in [(ctx(), "default"), (ctx_gpu_schedules(), "gpu")] {
+        let (o, kk, kv) = run_core_on(ctx, &inp, None, 3);
+        assert_close(
+            &o,
+            &want,
+            DType::F32,
+            &format!("mesa core over 4000 chunks, {what}"),
+        );
+        assert_close(
+            &kk,
+            &wkk,
+            DType::F32,
+            &format!("final h_kk, 4000 chunks, {what}"),
+        );
+        assert_close(
+            &kv,
+            &wkv,
+            DType::F32,
+            &format!("final h_kv, 4000 chunks, {what}"),
+        );
+        // No dispatch walks the whole sequence: the chunks run as segments of at most 1024
+        // (4000 chunks of 16 tokens on the CPU schedule, 2000 of 32 on the GPU one), each a
+        // states dispatch (two on the GPU schedule: updates and scan) and a CG dispatch.
+        let up = inp.upload(ctx, DType::F32).unwrap();
+        let st = MesaState::zeros(ctx, 1, 1, 4).unwrap();
+        let mut rec = ctx.record();
+        mops::core(&mut rec, &up.inputs(), &st, 3).unwrap();
+        let (per_segment, chunk) = if what == "gpu" { (3, 32) } else { (2, 16) };
+        let segments = s.t.div_ceil(chunk).div_ceil(1024);
+        assert_eq!(rec.stats().dispatches, segments * per_segment, "{what}");
+    }
 }
 
 /// The GPU core op equals the reference CG with `iters` iterations (x0 = 0, as upstream).
@@ -755,4 +775,39 @@ fn the_paper_rule_matches_the_exact_golden_solves() {
         ran += 1;
     }
     assert!(ran >= 5, "only {ran} cases with an exact solve");
+}
+
+#[test]
+fn a_forced_cg_plan_that_does_not_exist_or_fit_is_a_named_error() {
+    use chunkwise::ops::mesa::core_with_plan;
+    let s = MesaShape {
+        b: 1,
+        t: 20,
+        h: 1,
+        d: 128,
+    };
+    let inp = inputs(s, 3, (0.85, 0.95));
+    let c = ctx();
+    let up = inp.upload(c, DType::F32).unwrap();
+    let st = MesaState::zeros(c, 1, 1, 128).unwrap();
+    let solver = mops::Solver::Reference;
+    // C·D = 4096 > 2048: no such plan.
+    let e = c
+        .run(|rec| core_with_plan(rec, &up.inputs(), &st, 30, solver, (32, false)))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("c32"),
+        "{e}"
+    );
+    // S_kk of D = 128 kept in workgroup memory: 64 KiB plus the tiles, over this device's limit.
+    let e = c
+        .run(|rec| core_with_plan(rec, &up.inputs(), &st, 30, solver, (16, true)))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LimitExceeded { .. })
+            && e.to_string().contains("max_compute_workgroup_storage_size"),
+        "{e}"
+    );
 }

@@ -202,6 +202,41 @@ fn the_tensor_core_gemms_translate_to_spirv_and_metal() {
 }
 
 #[test]
+fn the_tensor_core_attention_forwards_translate_to_spirv_and_metal() {
+    // As the tensor-core GEMMs: no adapter here has cooperative matrices, so naga's SPIR-V and MSL
+    // writers must take the attention kernels at every head dim and tile the table samples.
+    for (file, targets) in [
+        ("attention_coop16.wgsl", vec![Target::Spv(1, 3)]),
+        (
+            "attention_coop8.wgsl",
+            vec![Target::Spv(1, 3), Target::Msl(2, 3), Target::Msl(4, 0)],
+        ),
+    ] {
+        let v = variants::find(file, "attention_coop").expect("a table row");
+        assert!(v.coop && v.subgroups, "{}", v.name());
+        for dtype in [DType::F32, DType::F16] {
+            for key in v.sample_keys(dtype) {
+                for &t in &targets {
+                    let text = translate::translate(&key, t)
+                        .unwrap_or_else(|e| panic!("{file} {dtype:?} {t}: {e}"));
+                    assert!(text.contains("attention_coop"), "{file} {t}");
+                    if let Target::Msl(..) = t {
+                        assert!(
+                            text.contains("simdgroup_"),
+                            "{file} {t}: no simdgroup matrix"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(v.excluded_on(wgpu::Backend::Dx12).is_some());
+        assert!(v.excluded_on(wgpu::Backend::Gl).is_some());
+    }
+    let v16 = variants::find("attention_coop16.wgsl", "attention_coop").unwrap();
+    assert!(v16.excluded_on(wgpu::Backend::Metal).is_some());
+}
+
+#[test]
 fn wrong_override_values_fail_naming_the_variant() {
     let key = chunkwise::kernels::KernelKey::new("softmax.wgsl", "softmax", DType::F32)
         .with("NO_SUCH_CONSTANT", 3.0);

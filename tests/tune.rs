@@ -155,3 +155,133 @@ fn a_broken_cache_is_a_named_error_and_a_context_still_opens() {
     assert!(ctx.tuning().is_none());
     run_gemm(&ctx, 70, 30, 20);
 }
+
+#[test]
+fn mesa_plans_are_checked_timed_and_the_tuned_plan_is_followed() {
+    use chunkwise::ops::mesa::{cg_plans, gpu_cg_plan, parse_plan, plan_name};
+    let ctx = fresh_ctx(None);
+    let shapes = [tune::CgShape {
+        t: 40,
+        heads: 2,
+        d: 16,
+        dtype: DType::F32,
+    }];
+    let mut tuning = tune::tune_mesa(&ctx, &shapes, 1, |_, _| {}).unwrap();
+    let class = tune::mesa_class(16, DType::F32);
+    let c = tuning
+        .get("mesa_cg", &class)
+        .expect("the tuned class")
+        .clone();
+    // At D = 16 every plan fits any device's workgroup memory: each passed its check and was timed.
+    for plan in cg_plans(16) {
+        assert!(c.ms.contains_key(&plan_name(plan)), "{plan:?}: {c:?}");
+        assert_eq!(parse_plan(&plan_name(plan)), Some(plan));
+    }
+    assert!(parse_plan(&c.choice).is_some());
+    // The default is the first plan the device holds; a cache naming another is followed, and a
+    // cached plan the device cannot hold falls back to the default.
+    let default = gpu_cg_plan(&ctx, 16, DType::F32).unwrap();
+    assert_eq!(default, cg_plans(16)[0]);
+    let other = (8, false);
+    tuning.insert(
+        "mesa_cg",
+        &class,
+        Choice {
+            choice: plan_name(other),
+            ..c.clone()
+        },
+    );
+    let big = tune::mesa_class(128, DType::F32);
+    tuning.insert(
+        "mesa_cg",
+        &big,
+        Choice {
+            choice: "c32+skk".into(),
+            ..c.clone()
+        },
+    );
+    let path = tmp("mesa.json");
+    let _ = std::fs::remove_file(&path);
+    tuning.save(&path, ctx.adapter_info()).unwrap();
+    let tuned = fresh_ctx(Some(path));
+    assert_eq!(gpu_cg_plan(&tuned, 16, DType::F32).unwrap(), other);
+    assert_eq!(
+        gpu_cg_plan(&tuned, 128, DType::F32).unwrap(),
+        gpu_cg_plan(&ctx, 128, DType::F32).unwrap(),
+        "C = 32 at D = 128 is no plan (C·D > 2048)"
+    );
+}
+
+#[test]
+fn attention_kernels_are_checked_timed_and_the_tuned_kernel_is_followed() {
+    use chunkwise::ops::attention::{self as attn, FwdVariant};
+    let ctx = fresh_ctx(None);
+    let shapes = [tune::AttentionShape {
+        t: 100,
+        heads: 2,
+        dh: 32,
+        dtype: DType::F32,
+    }];
+    let mut tuning = tune::tune_attention(&ctx, &shapes, 1, |_, _| {}).unwrap();
+    let class = tune::attention_class(100, 32, DType::F32);
+    let c = tuning
+        .get("attention", &class)
+        .expect("the tuned class")
+        .clone();
+    // Every kernel this adapter can run passed its check and was timed; the others (tensor cores
+    // without cooperative matrices, subgroup kernels without subgroups) are rejected with why.
+    for v in FwdVariant::all() {
+        let timed = c.ms.contains_key(&v.name());
+        let why = c.rejected.get(&v.name());
+        assert!(timed != why.is_some(), "{v:?}: {c:?}");
+        if v.usable(&ctx, DType::F32, 32).is_ok() {
+            assert!(timed, "{v:?}: {c:?}");
+        }
+        if v.coop_size().is_some()
+            && !ctx
+                .features()
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            assert!(why.is_some_and(|w| w.contains("not available")), "{c:?}");
+        }
+        assert_eq!(FwdVariant::parse(&v.name()), Some(v));
+    }
+    assert!(FwdVariant::parse(&c.choice).is_some());
+
+    // A cache naming the blocked-product kernel is followed for its class only.
+    tuning.insert(
+        "attention",
+        &class,
+        tune::Choice {
+            choice: FwdVariant::Blocked.name(),
+            ..c.clone()
+        },
+    );
+    let path = tmp("attention.json");
+    let _ = std::fs::remove_file(&path);
+    tuning.save(&path, ctx.adapter_info()).unwrap();
+    let tuned = fresh_ctx(Some(path));
+    assert_eq!(
+        tune::attention_variant(&tuned, DType::F32, 100, 32),
+        FwdVariant::Blocked
+    );
+    let files = |c: &Context| -> Vec<String> {
+        c.compiled_kernels()
+            .into_iter()
+            .map(|k| k.file.to_string())
+            .filter(|f| f.starts_with("attention"))
+            .collect()
+    };
+    let x = tuned
+        .upload(&vec![0.25; 100 * 64], &[1, 100, 64], DType::F32)
+        .unwrap();
+    tuned
+        .run(|rec| attn::attention(rec, &x, &x, &x, 2, None, None))
+        .unwrap();
+    assert_eq!(files(&tuned), ["attention_mm.wgsl"]);
+    // Another class (T = 5000 rounds to 8192) takes the default rule.
+    assert_eq!(
+        tune::attention_variant(&tuned, DType::F32, 5000, 32),
+        tune::attention_variant(&ctx, DType::F32, 5000, 32)
+    );
+}

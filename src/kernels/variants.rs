@@ -77,12 +77,19 @@ const GEMV: &[Param] = &[
 ];
 // Keys per workgroup-memory tile of the GPU flash kernels (`ops::attention::fa2_plan`).
 const FA2_KT: Param = p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0]);
+// The blocked attention forward (`ops::attention::FwdVariant::{Blocked, Coop}`): head dim (a
+// multiple of 4; of the matrix edge for the tensor-core kernels) and keys per tile.
+const MM_DH: Param = p("DH", 4.0, 128.0, &[4.0, 60.0, 128.0]);
+const MM_DH16: Param = p("DH", 16.0, 128.0, &[16.0, 48.0, 128.0]);
+const MM_DH8: Param = p("DH", 8.0, 128.0, &[8.0, 40.0, 128.0]);
+const MM_KT: Param = p("KT", 16.0, 32.0, &[16.0, 32.0]);
 const DIRECT_WG: Param = p("DIRECT_WG", 8.0, 64.0, &[8.0, 24.0, 64.0]);
 
 const GL_LANES: &str = "llvmpipe's GL driver had not compiled it after 300 s at D = 64 (lavapipe: \
                         about 30 s, cold cache); mesa_decode runs instead";
 
-const COOP_METAL_16: &str = "Metal's simdgroup matrices are 8 × 8 (gemm_coop8 runs there)";
+const COOP_METAL_16: &str =
+    "Metal's simdgroup matrices are 8 × 8 (gemm_coop8 and attention_coop8 run there)";
 const COOP_DX12: &str = "wgpu 30's DX12 backend (naga's HLSL writer) has no cooperative matrices";
 const COOP_GL: &str = "wgpu 30's GL backend has no cooperative matrices";
 
@@ -175,6 +182,38 @@ pub const TABLE: &[Variant] = &[
         true,
         [DH4, FA2_KT]
     ),
+    row!(
+        "attention_mm.wgsl",
+        "attention_mm",
+        Gpu,
+        false,
+        [MM_DH, MM_KT]
+    ),
+    Variant {
+        file: "attention_coop16.wgsl",
+        entry: "attention_coop",
+        pick: Pick::Gpu,
+        subgroups: true,
+        coop: true,
+        params: &[MM_DH16, MM_KT],
+        not_on: &[
+            (wgpu::Backend::Metal, COOP_METAL_16),
+            (wgpu::Backend::Dx12, COOP_DX12),
+            (wgpu::Backend::Gl, COOP_GL),
+        ],
+    },
+    Variant {
+        file: "attention_coop8.wgsl",
+        entry: "attention_coop",
+        pick: Pick::Gpu,
+        subgroups: true,
+        coop: true,
+        params: &[MM_DH8, MM_KT],
+        not_on: &[
+            (wgpu::Backend::Dx12, COOP_DX12),
+            (wgpu::Backend::Gl, COOP_GL),
+        ],
+    },
     row!(
         "rat_attention_fa2.wgsl",
         "rat_attention_fa2",

@@ -71,13 +71,19 @@ pub fn forward_rule(ctx: &crate::Context) -> String {
             "attention_fwd / rat_attention reading keys from storage"
         };
         return format!(
-            "{sg}, two queries per lane, up to dh 64 (the workgroup-memory kernels above);              {CPU_KEYS_PER_PASS} keys per pass"
+            "{sg}, two queries per lane, up to dh 64 (the workgroup-memory kernels above); \
+             {CPU_KEYS_PER_PASS} keys per pass"
         );
     }
     let (kt64, sg) = fa2_plan(ctx, 64);
     let (kt128, _) = fa2_plan(ctx, 128);
+    let tuned = ctx.tuning().map_or(0, |t| t.classes("attention"));
     format!(
-        "attention_fa2{0} / rat_attention_fa2{0} (4 lanes per query, scores summed by {1}); key          tiles of {kt64} at dh 64, {kt128} at dh 128 (from {2} B of workgroup memory);          {GPU_KEYS_PER_PASS} keys per pass",
+        "attention: the tuned kernel per T, dh, dtype class ({tuned} classes tuned) of fa2 (key \
+         tiles 16/8/4, scores summed through workgroup memory or subgroups), blocked, coop16, \
+         coop8; untuned: attention_fa2{0} (4 lanes per query, scores summed by {1}), key tiles of \
+         {kt64} at dh 64, {kt128} at dh 128 (from {2} B of workgroup memory); RAT: \
+         rat_attention_fa2{0}; {GPU_KEYS_PER_PASS} keys per pass",
         if sg { "_sg" } else { "" },
         if sg {
             "subgroup shuffles"
@@ -92,14 +98,187 @@ pub fn forward_rule(ctx: &crate::Context) -> String {
 /// 16, 8, 4 whose K and V tiles (plus the score-reduction buffer without subgroups) fit the
 /// device's workgroup memory; and whether the subgroup reduction is used.
 pub(crate) fn fa2_plan(ctx: &crate::Context, dh: usize) -> (usize, bool) {
-    let sg = ctx.subgroups_enabled() && ctx.adapter_info().subgroup_min_size >= 4;
+    let sg = fa2_subgroups(ctx);
     let budget = ctx.limits().max_compute_workgroup_storage_size as usize;
-    let red = if sg { 0 } else { 256 * 16 };
     let kt = [16, 8, 4]
         .into_iter()
-        .find(|kt| 2 * kt * dh * 4 + red <= budget)
+        .find(|&kt| fa2_bytes(kt, dh, sg) <= budget)
         .unwrap_or(4);
     (kt, sg)
+}
+
+/// The GPU forward kernels a launch can be forced to (`chunkwise tune` times them; the default
+/// rule is [`default_fwd_variant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwdVariant {
+    /// shaders/attention_fa2*.wgsl: 4 lanes per query, `kt` keys per workgroup-memory tile,
+    /// scores summed by subgroup shuffles (`sg`) or through workgroup memory.
+    Fa2 { kt: usize, sg: bool },
+    /// shaders/attention_mm.wgsl: blocks of [`MM_BQ`] queries × 16 or 32 keys, S = Q·Kᵀ and P·V as
+    /// whole-tile products in plain WGSL (common/attention_mm_body.wgsl).
+    Blocked,
+    /// shaders/attention_coop{16,8}.wgsl: the blocked kernel with its products on CM × CM × CM
+    /// cooperative matrices (tensor cores).
+    Coop(usize),
+}
+
+/// Queries per workgroup of the blocked kernels (common/attention_mm_body.wgsl's BQ).
+pub(crate) const MM_BQ: usize = 16;
+
+/// Keys one pass of a blocked kernel folds on CPU adapters (a forced variant there, for checks):
+/// its loops are not unrolled by llvmpipe and cost ~1500 iterations per tile of 32 keys, so a
+/// pass stays far inside llvmpipe's ~65k-iteration loop limiter.
+pub(crate) const MM_CPU_KEYS_PER_PASS: usize = 512;
+
+impl FwdVariant {
+    /// Every variant: fa2 with 16, 8, 4 keys per tile, without and with subgroups, the blocked
+    /// kernel, and the tensor-core kernels.
+    pub fn all() -> Vec<FwdVariant> {
+        let mut all = Vec::new();
+        for sg in [false, true] {
+            for kt in [16, 8, 4] {
+                all.push(FwdVariant::Fa2 { kt, sg });
+            }
+        }
+        all.extend([
+            FwdVariant::Blocked,
+            FwdVariant::Coop(16),
+            FwdVariant::Coop(8),
+        ]);
+        all
+    }
+
+    /// "fa2-kt16", "fa2sg-kt8", "blocked", "coop16", "coop8".
+    pub fn name(self) -> String {
+        match self {
+            FwdVariant::Fa2 { kt, sg } => format!("fa2{}-kt{kt}", if sg { "sg" } else { "" }),
+            FwdVariant::Blocked => "blocked".into(),
+            FwdVariant::Coop(cs) => format!("coop{cs}"),
+        }
+    }
+
+    /// The inverse of [`FwdVariant::name`].
+    pub fn parse(s: &str) -> Option<FwdVariant> {
+        FwdVariant::all().into_iter().find(|v| v.name() == s)
+    }
+
+    /// The cooperative-matrix edge of a tensor-core variant.
+    pub fn coop_size(self) -> Option<usize> {
+        match self {
+            FwdVariant::Coop(cs) => Some(cs),
+            _ => None,
+        }
+    }
+
+    /// `Err(why)` when this variant cannot run on `ctx` at this dtype and head dim (no subgroups,
+    /// no cooperative matrices of its size for `dtype`, too little workgroup memory, a head dim
+    /// it does not take).
+    pub fn usable(
+        self,
+        ctx: &crate::Context,
+        dtype: DType,
+        dh: usize,
+    ) -> std::result::Result<(), String> {
+        self.check(ctx, dtype, dh).map_err(|e| e.to_string())
+    }
+
+    /// [`FwdVariant::usable`] as the typed error a forced launch returns.
+    fn check(self, ctx: &crate::Context, dtype: DType, dh: usize) -> Result<()> {
+        check_head_dim("attention", dh)?;
+        let what = format!("the {} attention forward in {dtype:?}", self.name());
+        let have = ctx.limits().max_compute_workgroup_storage_size as usize;
+        let too_big = |need: usize| Error::LimitExceeded {
+            what: format!("{what} at head dim {dh}: workgroup memory"),
+            requested: need as u64,
+            limit_name: "max_compute_workgroup_storage_size",
+            limit: have as u64,
+        };
+        match self {
+            FwdVariant::Fa2 { kt, sg } => {
+                if ![4, 8, 16].contains(&kt) {
+                    return Err(Error::invalid(
+                        "attention",
+                        format!("{what}: {kt} keys per tile (4, 8 or 16 are built)"),
+                    ));
+                }
+                if sg && !fa2_subgroups(ctx) {
+                    return Err(Error::MissingFeature {
+                        what: format!("{what} (subgroups of 4 lanes or more)"),
+                        feature: "SUBGROUP",
+                    });
+                }
+                let need = fa2_bytes(kt, dh, sg);
+                if need > have {
+                    return Err(too_big(need));
+                }
+            }
+            FwdVariant::Blocked | FwdVariant::Coop(_) => {
+                if let Some(cs) = self.coop_size() {
+                    if ![8, 16].contains(&cs) {
+                        return Err(Error::invalid(
+                            "attention",
+                            format!("{what}: {cs}×{cs} matrices (16 or 8 are built)"),
+                        ));
+                    }
+                    if !ctx.has_coop_matrix(cs as u32, dtype) || !ctx.subgroups_enabled() {
+                        return Err(Error::MissingFeature {
+                            what: format!(
+                                "{what} ({cs}×{cs}×{cs} {dtype:?} inputs, f32 accumulator, subgroups)"
+                            ),
+                            feature: "EXPERIMENTAL_COOPERATIVE_MATRIX",
+                        });
+                    }
+                    if !dh.is_multiple_of(cs) {
+                        return Err(Error::shape(
+                            "attention",
+                            format!("{what} needs a head dim that is a multiple of {cs}; got {dh}"),
+                        ));
+                    }
+                }
+                if mm_plan(ctx, self, dtype, dh).is_none() {
+                    return Err(too_big(mm_bytes(self, dtype, dh, 16)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the fa2 kernel may sum scores with subgroup shuffles on this context.
+fn fa2_subgroups(ctx: &crate::Context) -> bool {
+    ctx.subgroups_enabled() && ctx.adapter_info().subgroup_min_size >= 4
+}
+
+/// Workgroup memory of attention_fa2 at `kt` keys per tile: K and V tiles in f32, and the score
+/// reduction buffer without subgroups.
+fn fa2_bytes(kt: usize, dh: usize, sg: bool) -> usize {
+    2 * kt * dh * 4 + if sg { 0 } else { 256 * 16 }
+}
+
+/// Workgroup memory of a blocked kernel (common/attention_mm_body.wgsl) at `kt` keys per tile:
+/// Q, the K/V tile and P in the storage dtype, S and O_tile in f32 (each with a spare CM × CM
+/// block for the tensor-core kernels), and a float per query.
+fn mm_bytes(v: FwdVariant, dtype: DType, dh: usize, kt: usize) -> usize {
+    let s = dtype.size();
+    let spare = v.coop_size().map_or(0, |cs| cs * cs);
+    (MM_BQ * dh + kt * dh + MM_BQ * kt) * s + (MM_BQ * kt + MM_BQ * dh + 2 * spare + MM_BQ) * 4
+}
+
+/// Keys per tile of a blocked kernel: 32 where its workgroup memory fits the device's, else 16,
+/// else `None`.
+fn mm_plan(ctx: &crate::Context, v: FwdVariant, dtype: DType, dh: usize) -> Option<usize> {
+    let have = ctx.limits().max_compute_workgroup_storage_size as usize;
+    [32, 16]
+        .into_iter()
+        .find(|&kt| mm_bytes(v, dtype, dh, kt) <= have)
+}
+
+/// The variant an unforced launch runs on a GPU schedule where the tune cache has no choice for
+/// its class: [`fa2_plan`]'s.
+pub(crate) fn default_fwd_variant(ctx: &crate::Context, dtype: DType, dh: usize) -> FwdVariant {
+    let _ = dtype;
+    let (kt, sg) = fa2_plan(ctx, dh);
+    FwdVariant::Fa2 { kt, sg }
 }
 
 /// Causal attention over `q, k, v [B, T, D]` (`D = heads × dh`), returning `[B, T, D]`.
@@ -112,6 +291,41 @@ pub fn attention(
     heads: usize,
     window: Option<usize>,
     scale: Option<f32>,
+) -> Result<Tensor> {
+    attention_with(rec, q, k, v, heads, window, scale, None)
+}
+
+/// [`attention`] with a forced GPU kernel (`None`: the default rule, which keeps the CPU kernels
+/// on CPU schedules). A forced variant runs on any schedule (as `GemmSchedule::TiledAs` does), so
+/// it can be checked and timed on a CPU adapter too; one that cannot run here (see
+/// [`FwdVariant::usable`]) is an error (`MissingFeature`, `LimitExceeded`, `Shape`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    window: Option<usize>,
+    scale: Option<f32>,
+    variant: Option<FwdVariant>,
+) -> Result<Tensor> {
+    attention_passes(rec, q, k, v, heads, window, scale, variant, None)
+}
+
+/// [`attention_with`] with the keys per pass set (`None`: the launch's own bound), so that the
+/// checks can run several passes at small T.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_passes(
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    window: Option<usize>,
+    scale: Option<f32>,
+    variant: Option<FwdVariant>,
+    pass_keys: Option<usize>,
 ) -> Result<Tensor> {
     let dtype = same_dtype("attention", &[q, k, v])?;
     let s = q.shape();
@@ -129,6 +343,9 @@ pub fn attention(
     let (b, t, d) = (s[0], s[1], s[2]);
     let dh = split_heads("attention", d, heads)?;
     let ctx = rec.context().clone();
+    if let Some(v) = variant {
+        v.check(&ctx, dtype, dh)?;
+    }
     let o = ctx.alloc(s, dtype)?;
     if b * t == 0 {
         return Ok(o);
@@ -155,36 +372,58 @@ pub fn attention(
     };
     let kh = super::transpose::split_heads(rec, k, heads)?;
     let vh = super::transpose::split_heads(rec, v, heads)?;
-    let (kernel, qpg) = if ctx.cpu_schedules() {
-        let schedule = FlashSchedule::for_head_dim(&ctx, dh);
-        let kernel = ctx.kernel(&schedule.key(
-            ("attention_fwd.wgsl", "attention_fwd_sg.wgsl"),
-            "attention_fwd",
-            dtype,
-            dh,
-        ))?;
-        (kernel, schedule.queries_per_group())
-    } else {
-        let (kt, sg) = fa2_plan(&ctx, dh);
-        let file = if sg {
-            "attention_fa2_sg.wgsl"
-        } else {
-            "attention_fa2.wgsl"
-        };
-        let key = KernelKey::new(file, "attention_fa2", dtype)
-            .with("DH4", (dh / 4) as f64)
-            .with("KT", kt as f64);
-        (ctx.kernel(&key)?, 64)
+    let variant = match variant {
+        None if ctx.cpu_schedules() => None,
+        // GPU schedules: the tuned kernel of this shape class, else the default rule.
+        None => Some(crate::tune::attention_variant(&ctx, dtype, t, dh)),
+        forced => forced,
     };
+    // Every pass is bounded: on CPU adapters by llvmpipe's loop limiter, on GPUs by how long a
+    // dispatch may run.
+    let (kernel, qpg, bound) = match variant {
+        None => {
+            let schedule = FlashSchedule::for_head_dim(&ctx, dh);
+            let kernel = ctx.kernel(&schedule.key(
+                ("attention_fwd.wgsl", "attention_fwd_sg.wgsl"),
+                "attention_fwd",
+                dtype,
+                dh,
+            ))?;
+            (kernel, schedule.queries_per_group(), CPU_KEYS_PER_PASS)
+        }
+        Some(FwdVariant::Fa2 { kt, sg }) => {
+            let file = if sg {
+                "attention_fa2_sg.wgsl"
+            } else {
+                "attention_fa2.wgsl"
+            };
+            let key = KernelKey::new(file, "attention_fa2", dtype)
+                .with("DH4", (dh / 4) as f64)
+                .with("KT", kt as f64);
+            (ctx.kernel(&key)?, 64, GPU_KEYS_PER_PASS)
+        }
+        Some(mm) => {
+            let (file, entry) = match mm.coop_size() {
+                None => ("attention_mm.wgsl", "attention_mm"),
+                Some(16) => ("attention_coop16.wgsl", "attention_coop"),
+                Some(_) => ("attention_coop8.wgsl", "attention_coop"),
+            };
+            let kt = mm_plan(&ctx, mm, dtype, dh).unwrap_or(16);
+            let key = KernelKey::new(file, entry, dtype)
+                .with("DH", dh as f64)
+                .with("KT", kt as f64);
+            let bound = if ctx.is_cpu_adapter() {
+                MM_CPU_KEYS_PER_PASS
+            } else {
+                GPU_KEYS_PER_PASS
+            };
+            (ctx.kernel(&key)?, MM_BQ, bound)
+        }
+    };
+    let pass_keys = pass_keys.unwrap_or(bound).max(1);
     let bh = check_u32("attention", b * heads)?;
-    // Keys a query sees: all before it, or W + 1 with a window. Every pass is bounded: on CPU
-    // adapters by llvmpipe's loop limiter, on GPUs by how long a dispatch may run.
+    // Keys a query sees: all before it, or W + 1 with a window.
     let row_keys = t.min((window as usize).saturating_add(1));
-    let pass_keys = if ctx.cpu_schedules() {
-        CPU_KEYS_PER_PASS
-    } else {
-        GPU_KEYS_PER_PASS
-    };
     let per_pass = if row_keys > pass_keys { pass_keys } else { t };
     let (carry_acc, carry_ml) = if per_pass < t {
         (
@@ -341,10 +580,12 @@ struct DecodeParams {
 
 /// Workgroups a decode step wants in flight: on a GPU enough to fill its compute units several
 /// times over (wgpu does not say how many it has; a discrete GPU has up to ~150, an integrated
-/// one ~10–100), on a CPU adapter a few per core (each workgroup runs on one thread there).
+/// one ~10–100), on a CPU adapter a few per core (each workgroup runs on one thread there), so
+/// that from 16 sequences of 4 heads a step reads each (sequence, head) in one split and needs
+/// no reduction pass.
 pub fn decode_target_groups(ctx: &crate::Context) -> usize {
     match ctx.adapter_info().device_type {
-        wgpu::DeviceType::Cpu => 256,
+        wgpu::DeviceType::Cpu => 64,
         wgpu::DeviceType::IntegratedGpu => 128,
         _ => 512,
     }
@@ -355,27 +596,46 @@ pub fn decode_target_groups(ctx: &crate::Context) -> usize {
 /// short up to position 8192 at L = 16).
 pub const DECODE_ONE_PASS_KEYS: usize = 512;
 
+/// The most keys one decode split walks. GPU kernel: 4096, a workgroup's serial share of a long
+/// cache (and within llvmpipe's loop limit where a CPU adapter runs it). CPU-adapter kernel:
+/// 16384, bounded by the iteration limit llvmpipe imposes on the loops of an invocation (about
+/// 65k iterations, past which it silently stops looping): attention_decode_cpu counts about 2.3
+/// iterations per key (per 64-key tile: its score loop over dh / 4, two 64-key loops and the
+/// tile loop), 38k at 16384 keys, inside [`super::CPU_LOOP_BUDGET`].
+pub fn decode_max_keys(ctx: &crate::Context) -> usize {
+    if ctx.cpu_schedules() {
+        16384
+    } else {
+        4096
+    }
+}
+const _: () = assert!(16384 * 23 / 10 <= super::CPU_LOOP_BUDGET);
+
 /// Keys per decode split: the whole cache when it is short ([`DECODE_ONE_PASS_KEYS`]); else
 /// enough splits that `B·H·splits` reaches `target` workgroups, with at least 64 keys (one tile)
-/// per split. At most 4096 keys per split: a workgroup's loops then stay far below the iteration
-/// limit that llvmpipe imposes on every loop of an invocation (about 65k iterations, past which
-/// it silently stops looping).
-pub fn decode_split(target: usize, b: usize, heads: usize, len: usize) -> usize {
+/// and at most `max_keys` ([`decode_max_keys`]) per split.
+pub fn decode_split(target: usize, max_keys: usize, b: usize, heads: usize, len: usize) -> usize {
     if len <= DECODE_ONE_PASS_KEYS {
         return len.max(1);
     }
     let want_splits = target.div_ceil((b * heads).max(1)).max(1);
-    (len.div_ceil(want_splits).div_ceil(64).max(1) * 64).min(4096)
+    (len.div_ceil(want_splits).div_ceil(64).max(1) * 64).min(max_keys)
 }
 
-/// The most splits [`decode_split`] yields for any length up to `cap`: below the 4096-key cap a
+/// The most splits [`decode_split`] yields for any length up to `cap`: below the `max_keys` cap a
 /// split holds at least ⌈len / want⌉ keys, so there are at most `want` splits; at the cap there are
-/// ⌈cap / 4096⌉.
-pub fn decode_max_splits(target: usize, b: usize, heads: usize, cap: usize) -> usize {
+/// ⌈cap / max_keys⌉.
+pub fn decode_max_splits(
+    target: usize,
+    max_keys: usize,
+    b: usize,
+    heads: usize,
+    cap: usize,
+) -> usize {
     target
         .div_ceil((b * heads).max(1))
         .max(1)
-        .max(cap.div_ceil(4096))
+        .max(cap.div_ceil(max_keys))
 }
 
 /// One query per sequence, `q [B, 1, D]` or `[B, D]`, against the first `len` slots of
@@ -419,11 +679,12 @@ pub fn decode(
     }
     let ctx = rec.context().clone();
     let target = decode_target_groups(&ctx);
-    let split = decode_split(target, b, h, len);
+    let max_keys = decode_max_keys(&ctx);
+    let split = decode_split(target, max_keys, b, h, len);
     let nsplit = len.div_ceil(split);
     // Partials sized for the fullest cache, not for `len`: then every step of a decode loop asks
     // the pool for the same sizes and GPU memory stays flat as the cache fills.
-    let max_splits = decode_max_splits(target, b, h, cap);
+    let max_splits = decode_max_splits(target, max_keys, b, h, cap);
     let part_ml = ctx.alloc(&[b, h, max_splits, 2], DType::F32)?;
     let part_acc = ctx.alloc(&[b, h, max_splits, dh], DType::F32)?;
     let o = ctx.alloc(&[b, 1, h * dh], dtype)?;

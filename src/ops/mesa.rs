@@ -166,6 +166,12 @@ pub fn chunk_len(d: usize) -> usize {
 // admitted only while their loops, counted as if none were unrolled, stay within the budget.
 use super::CPU_LOOP_BUDGET;
 
+/// Chunks per segment of the chunkwise forward (every adapter; CPU adapters may take fewer): the scan's walk per invocation
+/// (a load, a store and an exp per chunk), and the chunks each CG dispatch solves. 1024 chunks
+/// (16384 tokens at C = 16) keep a segment's CG dispatch at B·H·1024 workgroups, enough to fill
+/// any GPU, while its length no longer grows with T.
+pub(crate) const GPU_CHUNKS_PER_PASS: usize = 1024;
+
 /// Counted loop iterations per CG iteration of each CG kernel, if none of its loops unrolled.
 /// `mesa_cg` measured on lavapipe at C = 16: right up to 190 iterations at D = 64 and 80 at
 /// D = 128, wrong from 200 and 100 (the estimate admits 123 and 62); its loops over the chunk
@@ -241,11 +247,44 @@ pub fn cg_plans(d: usize) -> Vec<(usize, bool)> {
         .collect()
 }
 
-/// The plan the GPU schedule runs at on this device: the first of [`cg_plans`] whose workgroup
-/// memory the device grants.
+/// How this context picks the Mesa CG kernel, in words (`chunkwise info`).
+pub fn cg_rule(ctx: &crate::Context) -> String {
+    if ctx.cpu_schedules() {
+        return "mesa_cg_sg (8-lane subgroups) or mesa_cg_lanes up to D 64 at C = 16, mesa_cg \
+                above; CG steps bounded by the CPU driver's loop limit"
+            .into();
+    }
+    let order: Vec<String> = cg_plans(64).into_iter().map(plan_name).collect();
+    let tuned = ctx.tuning().map_or(0, |t| t.classes("mesa_cg"));
+    format!(
+        "mesa_cg at the tuned plan of the head dim ({tuned} classes tuned), else the first of {} \
+         (C·D ≤ 2048) the device's workgroup memory holds; segments of ≤ {GPU_CHUNKS_PER_PASS} \
+         chunks",
+        order.join(", ")
+    )
+}
+
+/// A plan's name in the tune cache and check-case labels: `c32+skk` (C = 32, S_kk kept), `c16`.
+pub fn plan_name((c, keep): (usize, bool)) -> String {
+    format!("c{c}{}", if keep { "+skk" } else { "" })
+}
+
+/// The plan [`plan_name`] names.
+pub fn parse_plan(name: &str) -> Option<(usize, bool)> {
+    let (c, keep) = match name.strip_suffix("+skk") {
+        Some(c) => (c, true),
+        None => (name, false),
+    };
+    Some((c.strip_prefix('c')?.parse().ok()?, keep))
+}
+
+/// The plan the GPU schedule runs at on this device: the tuned choice for the head dim
+/// (`chunkwise tune`) where the device grants its workgroup memory, else the first of
+/// [`cg_plans`] it grants.
 pub fn gpu_cg_plan(ctx: &crate::Context, d: usize, dtype: DType) -> Result<(usize, bool)> {
     let mut last = None;
-    for plan in cg_plans(d) {
+    let tuned = crate::tune::mesa_plan(ctx, d, dtype).filter(|p| cg_plans(d).contains(p));
+    for plan in tuned.into_iter().chain(cg_plans(d)) {
         match ctx.kernel(&gpu_cg_key(dtype, d, plan)) {
             Ok(_) => return Ok(plan),
             Err(e @ Error::LimitExceeded { .. }) => last = Some(e),
@@ -267,14 +306,42 @@ fn gpu_cg_key(dtype: DType, d: usize, (c, keep): (usize, bool)) -> KernelKey {
 /// (8-lane subgroups: rows shared by broadcast) for D a multiple of 4 up to 64, else
 /// `mesa_cg_lanes` (one lane per position, 3.5× faster than `mesa_cg` on lavapipe at D = 64) for
 /// D ≤ 64, each while it fits llvmpipe's loop budget, then `mesa_cg` at C = 16, then an error.
-/// GPU schedule: `mesa_cg` at the first of [`cg_plans`] the device's workgroup memory holds.
+/// GPU schedule: `mesa_cg` at the tuned plan, else the first of [`cg_plans`] the device's
+/// workgroup memory holds. `forced`: `mesa_cg` at that plan, whatever the schedule (checks and
+/// `chunkwise tune`).
 fn cg_kernel(
     ctx: &crate::Context,
     dtype: DType,
     d: usize,
     iters: usize,
     solver: Solver,
+    forced: Option<(usize, bool)>,
 ) -> Result<CgPick> {
+    if let Some(plan) = forced {
+        if !cg_plans(d).contains(&plan) {
+            return Err(Error::invalid(
+                "mesa",
+                format!(
+                    "CG plan {} does not exist at head dim {d} (C·D must be at most 2048)",
+                    plan_name(plan)
+                ),
+            ));
+        }
+        if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_cg", d, plan.0, iters, solver) {
+            return Err(too_many_cpu_iterations(
+                &["mesa_cg"],
+                d,
+                plan.0,
+                iters,
+                solver,
+            ));
+        }
+        return Ok(CgPick {
+            kernel: ctx.kernel(&gpu_cg_key(dtype, d, plan))?,
+            chunk: plan.0,
+            lanes: false,
+        });
+    }
     let c = chunk_len(d);
     let key = |file, entry| {
         KernelKey::new(file, entry, dtype)
@@ -315,7 +382,8 @@ fn cg_kernel(
         return Err(too_many_cpu_iterations(&tried, d, c, iters, solver));
     }
     let mut last = None;
-    for plan in cg_plans(d) {
+    let tuned = crate::tune::mesa_plan(ctx, d, dtype).filter(|p| cg_plans(d).contains(p));
+    for plan in tuned.into_iter().chain(cg_plans(d)) {
         if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_cg", d, plan.0, iters, solver) {
             last = Some(too_many_cpu_iterations(
                 &["mesa_cg"],
@@ -457,6 +525,31 @@ pub fn core_with(
     iters: usize,
     solver: Solver,
 ) -> Result<Solved> {
+    core_impl(rec, inp, state, iters, solver, None)
+}
+
+/// [`core_with`] with the GPU CG kernel at a forced plan (C, S_kk kept), on any schedule: what
+/// the plan's check cases and `chunkwise tune` run. A plan the device cannot hold is
+/// `Error::LimitExceeded`.
+pub fn core_with_plan(
+    rec: &mut Recording,
+    inp: &MesaInputs,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+    plan: (usize, bool),
+) -> Result<Solved> {
+    core_impl(rec, inp, state, iters, solver, Some(plan))
+}
+
+fn core_impl(
+    rec: &mut Recording,
+    inp: &MesaInputs,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+    plan: Option<(usize, bool)>,
+) -> Result<Solved> {
     let Dims { b, t, h, d } = check(inp, state, iters)?;
     let MesaInputs {
         q,
@@ -472,7 +565,7 @@ pub fn core_with(
     if t == 0 || b == 0 {
         return Ok(Solved { o, iterations });
     }
-    let cg = cg_kernel(&ctx, q.dtype(), d, iters, solver)?;
+    let cg = cg_kernel(&ctx, q.dtype(), d, iters, solver, plan)?;
     let c = cg.chunk;
     let chunks = t.div_ceil(c);
     // Chunk-start states for a segment of chunks at a time: bounded by the binding limit.
@@ -485,6 +578,10 @@ pub fn core_with(
         // C-token loop plus a few short ones): a segment stays within llvmpipe's loop limit.
         nseg_max = nseg_max.min(CPU_LOOP_BUDGET / (c + 10));
     }
+    // GPUs too: the scan walks a segment's chunks in one invocation, and without a bound a long
+    // sequence of a small state (the binding limit alone allows 65535 chunks) makes one dispatch
+    // run for as long as the sequence is; OS watchdogs reset such a GPU.
+    nseg_max = nseg_max.min(GPU_CHUNKS_PER_PASS);
     if nseg_max == 0 {
         return Err(Error::LimitExceeded {
             what: format!("mesa chunk-start states for B={b}, H={h}, D={d}"),
@@ -563,7 +660,7 @@ pub fn core_with(
         )?;
         n0 += nseg;
     }
-    debug_assert!(cg.lanes || !ctx.cpu_schedules() || c == chunk_len(d));
+    debug_assert!(cg.lanes || !ctx.cpu_schedules() || c == chunk_len(d) || plan.is_some());
     Ok(Solved { o, iterations })
 }
 

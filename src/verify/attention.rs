@@ -25,6 +25,8 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             dh,
             window: None,
             dtype,
+            variant: None,
+            pass_keys: None,
         };
         let c = Case::new("attention", c.shape(), dtype, c);
         all.push(if long { c.long() } else { c });
@@ -48,9 +50,46 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             dh,
             window: Some(w),
             dtype,
+            variant: None,
+            pass_keys: None,
         };
         let c = Case::new("attention_window", c.shape(), dtype, c);
         all.push(if long { c.long() } else { c });
+    }
+    // Every GPU forward kernel, forced (`chunkwise tune` checks a variant with these cases before
+    // timing it): T not a multiple of the query block or key tile, causal and windowed, head dims
+    // the variant takes (the tensor-core ones multiples of their matrix edge); several passes at a
+    // lowered pass length, and at a window longer than a pass.
+    for variant in attn::FwdVariant::all() {
+        let dhs: &[usize] = match variant.coop_size() {
+            Some(_) => &[16, 32, 64],
+            None => &[32, 60, 16],
+        };
+        for &(b, t, h, dh, window, pass_keys) in &[
+            (1, 37, 2, dhs[0], None, None),
+            (2, 130, 2, dhs[1], None, None),
+            (1, 130, 3, dhs[2], Some(20), None),
+            (1, 37, 1, 128, None, None),
+            (2, 130, 1, 64, None, Some(48)),
+            (1, 150, 2, dhs[0], Some(70), Some(40)),
+        ] {
+            let c = Fwd {
+                b,
+                t,
+                h,
+                dh,
+                window,
+                dtype,
+                variant: Some(variant),
+                pass_keys,
+            };
+            let family = if window.is_some() {
+                "attention_window"
+            } else {
+                "attention"
+            };
+            all.push(Case::new(family, c.shape(), dtype, c));
+        }
     }
     // KV writes (b, heads, dh, cap, tokens, first position): around the ring's end.
     for &(b, h, dh, cap, n, pos0, long) in &[
@@ -102,12 +141,30 @@ struct Fwd {
     dh: usize,
     window: Option<usize>,
     dtype: DType,
+    /// Forces this GPU kernel (`attn::attention_with`).
+    variant: Option<attn::FwdVariant>,
+    /// Keys per pass, lowered to run several passes at small T.
+    pass_keys: Option<usize>,
+}
+
+/// The shape-label suffix of a case that forces a GPU attention forward kernel.
+pub fn fwd_variant_label(v: attn::FwdVariant) -> String {
+    format!("variant {}", v.name())
 }
 
 impl Fwd {
     fn shape(&self) -> String {
         let w = self.window.map_or(String::new(), |w| format!(" w{w}"));
-        format!("b{} t{} h{} dh{}{w}", self.b, self.t, self.h, self.dh)
+        let passes = self
+            .pass_keys
+            .map_or(String::new(), |n| format!(" passes of {n}"));
+        let variant = self
+            .variant
+            .map_or(String::new(), |v| format!(" {}", fwd_variant_label(v)));
+        format!(
+            "b{} t{} h{} dh{}{w}{passes}{variant}",
+            self.b, self.t, self.h, self.dh
+        )
     }
     fn inputs(&self) -> [Vec<f32>; 3] {
         let n = self.b * self.t * self.h * self.dh;
@@ -122,7 +179,17 @@ impl Check for Fwd {
         let up = |x: &[f32]| ctx.upload(x, &shape, self.dtype);
         let (qt, kt, vt) = (up(&q)?, up(&k)?, up(&v)?);
         Ok(vec![ctx.run(|rec| {
-            attn::attention(rec, &qt, &kt, &vt, self.h, self.window, None)
+            attn::attention_passes(
+                rec,
+                &qt,
+                &kt,
+                &vt,
+                self.h,
+                self.window,
+                None,
+                self.variant,
+                self.pass_keys,
+            )
         })?])
     }
     fn reference(&self) -> Vec<f64> {

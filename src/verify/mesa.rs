@@ -171,6 +171,7 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
                 states,
                 solver: Solver::Reference,
                 dtype,
+                plan: None,
             };
             let family = if states { "mesa_states" } else { "mesa_cg" };
             let c = Case::new(family, name.clone(), dtype, c);
@@ -198,8 +199,29 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             states: false,
             solver: Solver::Paper { tol: 1e-6 },
             dtype,
+            plan: None,
         };
         all.push(Case::new("mesa_cg", name, dtype, c));
+    }
+    // Every GPU CG plan, forced (the GPU schedule takes the tuned one or the first the device
+    // holds; `chunkwise tune` checks a plan with these cases before timing it): T not a multiple
+    // of the chunk, from initial states, a head dim that is not a multiple of 4. Both head dims
+    // keep every plan within 32 KiB of workgroup memory (at D = 60, C = 32 with S_kk needs 39 KiB);
+    // on a device with less, a plan that does not fit is skipped with the limit.
+    for (i, d) in [16, 30].into_iter().enumerate() {
+        for plan in mops::cg_plans(d) {
+            let s = shape(1, 2 * plan.0 + 5, 2, d);
+            let name = format!("b1 t{} h2 d{d} {}", s.t, plan_label(plan));
+            let c = Core {
+                host: MesaHost::random(s, 90 + i as u64, (0.85, 0.95), dtype),
+                init: Some(random_states(s.b, s.h, s.d, 7)),
+                states: false,
+                solver: Solver::Reference,
+                dtype,
+                plan: Some(plan),
+            };
+            all.push(Case::new("mesa_cg", name, dtype, c));
+        }
     }
     // One decode token per sequence from earlier states; several (batch, head) pairs.
     for (i, (b, h, d, long)) in [
@@ -237,6 +259,13 @@ struct Core {
     states: bool,
     solver: Solver,
     dtype: DType,
+    /// Forces this GPU CG plan (`ops::mesa::core_with_plan`).
+    plan: Option<(usize, bool)>,
+}
+
+/// The shape-label suffix of a case that forces a GPU CG plan.
+pub fn plan_label(plan: (usize, bool)) -> String {
+    format!("plan {}", mops::plan_name(plan))
 }
 
 /// What the f64 reference solves with for a rule: the same iteration, or (paper) the exact solve
@@ -265,7 +294,10 @@ impl Check for Core {
         let st = initial(ctx, self.host.s, self.init.as_ref())?;
         let up = self.host.upload(ctx, self.dtype)?;
         let o = ctx
-            .run(|rec| mops::core_with(rec, &up.inputs(), &st, 30, self.solver))?
+            .run(|rec| match self.plan {
+                Some(plan) => mops::core_with_plan(rec, &up.inputs(), &st, 30, self.solver, plan),
+                None => mops::core_with(rec, &up.inputs(), &st, 30, self.solver),
+            })?
             .o;
         if self.states {
             Ok(vec![st.kk, st.kv])

@@ -9,6 +9,7 @@
 
 mod attention;
 mod basic;
+pub use attention::fwd_variant_label;
 pub use basic::tile_label;
 mod mesa;
 mod rat;
@@ -24,7 +25,7 @@ use crate::record::trace_kernels;
 use crate::reference::{max_abs, rel_rms};
 use crate::{Context, DType, Tensor};
 
-pub use mesa::{random_states, MesaHost, MesaTensors, CG30, CG30_DECODE};
+pub use mesa::{plan_label, random_states, MesaHost, MesaTensors, CG30, CG30_DECODE};
 
 /// rel-RMS bound for f32 storage: rms(gpu − ref) / rms(ref) (README "Precision").
 pub const TOL_F32: f64 = 1e-5;

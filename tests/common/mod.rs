@@ -91,14 +91,18 @@ pub fn check_family(family: &str) {
             let o = case.run(ctx);
             let no_f16 = case.dtype == DType::F16 && !ctx.supports_f16();
             // Tensor-core cases skip where the device has no cooperative matrices (lavapipe).
-            let no_coop = case.shape.contains("tile coop")
+            let no_coop = (case.shape.contains("tile coop") || case.shape.contains("variant coop"))
                 && !ctx
                     .features()
                     .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
                 && o.skipped
                     .as_deref()
                     .is_some_and(|s| s.contains("EXPERIMENTAL_COOPERATIVE_MATRIX"));
-            if o.failed() || (o.skipped.is_some() && !no_f16 && !no_coop) {
+            // Forced subgroup kernels skip on a context with the subgroup kernels off.
+            let no_sg = case.shape.contains("variant fa2sg")
+                && !ctx.subgroups_enabled()
+                && o.skipped.as_deref().is_some_and(|s| s.contains("SUBGROUP"));
+            if o.failed() || (o.skipped.is_some() && !no_f16 && !no_coop && !no_sg) {
                 failures.push(o.describe());
             } else if o.skipped.is_none() {
                 ran += 1;
