@@ -245,9 +245,9 @@ fn unknown_kernels_and_bad_shapes_are_errors() {
         .unwrap_err();
     assert!(matches!(e, Error::UnknownKernel(_)), "{e}");
     let e = ctx
-        .kernel(&KernelKey::new("gemm_t64x64.wgsl", "nope", DType::F32))
+        .kernel(&KernelKey::new("gemm_tiled.wgsl", "nope", DType::F32))
         .unwrap_err();
-    assert!(e.to_string().contains("gemm_t64x64.wgsl::nope"), "{e}");
+    assert!(e.to_string().contains("gemm_tiled.wgsl::nope"), "{e}");
     let e = ctx
         .upload(&[1.0, 2.0, 3.0], &[2, 2], DType::F32)
         .unwrap_err();

@@ -22,12 +22,23 @@ fn fresh_ctx(cache: Option<std::path::PathBuf>) -> Context {
     pollster::block_on(Context::with_options(opts)).expect("GPU tests need a wgpu adapter")
 }
 
-/// The tile files a context has compiled GEMMs from.
+/// The register-blocked GEMM tiles a context has compiled: "BMxBN", "v4" for vec4 loads.
 fn tiles_used(ctx: &Context) -> Vec<String> {
     ctx.compiled_kernels()
         .into_iter()
-        .map(|k| k.file.to_string())
-        .filter(|f| f.starts_with("gemm_t"))
+        .filter(|k| k.file.starts_with("gemm_tiled"))
+        .map(|k| {
+            let c = |name| {
+                let bits = k.constants.iter().find(|(n, _)| *n == name).unwrap().1;
+                f64::from_bits(bits)
+            };
+            let v4 = if k.file.ends_with("_v4.wgsl") {
+                " v4"
+            } else {
+                ""
+            };
+            format!("{}x{}{v4}", c("BM"), c("BN"))
+        })
         .collect()
 }
 
@@ -95,15 +106,15 @@ fn tuning_checks_times_saves_and_a_new_context_follows_the_cache() {
         tuned.schedule_summary()
     );
     run_gemm(&tuned, 200, 64, 64);
-    assert_eq!(tiles_used(&tuned), ["gemm_t128x64_v4.wgsl"]);
+    assert_eq!(tiles_used(&tuned), ["128x64 v4"]);
     // A class the cache lacks takes the size rule.
     run_gemm(&tuned, 3000, 300, 40);
-    assert!(tiles_used(&tuned).contains(&"gemm_t64x64_v4.wgsl".to_string()));
+    assert!(tiles_used(&tuned).contains(&"64x64 v4".to_string()));
 
     let untuned = fresh_ctx(None);
     assert!(untuned.schedule_summary().contains("untuned"));
     run_gemm(&untuned, 200, 64, 64);
-    assert_eq!(tiles_used(&untuned), ["gemm_t64x64_v4.wgsl"]);
+    assert_eq!(tiles_used(&untuned), ["64x64 v4"]);
 }
 
 #[test]

@@ -8,18 +8,29 @@
 // loaders conflict at most 2-way. The next K tile is loaded into registers while the current one
 // is multiplied, so global latency hides behind BK·TM·TN multiply-adds.
 //
-// The including file defines BM, BN, BK (BM·BK and BN·BK multiples of 1024: every invocation loads
-// whole vec4s) and a loader (common/gemm_tile_load.wgsl or gemm_tile_load4.wgsl) with
-// load_x4(row, k, xb) / load_w4(row, k, wb): 4 consecutive k of a row, zero past M, N or K.
+// The tile shape is set per pipeline (override constants, so `chunkwise tune` picks among shapes
+// of one kernel): BM, BN in {64, 128}; the K step BK follows (16, or 8 for 128 × 128, keeping the
+// two tiles within 8.4 KiB of workgroup memory; BM·BK and BN·BK stay multiples of 1024, so every
+// invocation loads whole vec4s). The including file adds a loader (common/gemm_tile_load.wgsl or
+// gemm_tile_load4.wgsl) with load_x4(row, k, xb) / load_w4(row, k, wb): 4 consecutive k of a row,
+// zero past M, N or K. WGSL sizes private arrays only by constants, so the register blocks are
+// declared at the largest shape and the loops run to the pipeline's own bounds (constants once
+// the overrides are applied: compilers unroll them and keep only the elements used).
 
-const TM: u32 = BM / 16u;
-const GM: u32 = BM / 64u;          // 4-row sub-blocks per invocation
-const GN: u32 = BN / 64u;          // 4-column sub-blocks per invocation
-const KQ: u32 = BK / 4u;           // vec4s along k in one tile row
-const LX: u32 = BM * BK / 1024u;   // vec4 loads of x per invocation and tile
-const LW: u32 = BN * BK / 1024u;
-const PX: u32 = BM / 4u + 1u;      // row pitch of the k-major tiles, in vec4s
-const PW: u32 = BN / 4u + 1u;
+override BM: u32 = 64u;
+override BN: u32 = 64u;
+override BK: u32 = select(16u, 8u, BM * BN > 8192u);
+override TM: u32 = BM / 16u;
+override GM: u32 = BM / 64u;          // 4-row sub-blocks per invocation
+override GN: u32 = BN / 64u;          // 4-column sub-blocks per invocation
+override KQ: u32 = BK / 4u;           // vec4s along k in one tile row
+override LX: u32 = BM * BK / 1024u;   // vec4 loads of x per invocation and tile
+override LW: u32 = BN * BK / 1024u;
+override PX: u32 = BM / 4u + 1u;      // row pitch of the k-major tiles, in vec4s
+override PW: u32 = BN / 4u + 1u;
+const MAX_TM: u32 = 8u;
+const MAX_GN: u32 = 2u;
+const MAX_L: u32 = 2u;
 
 var<workgroup> xs: array<vec4<f32>, BK * PX>; // [k][m / 4]
 var<workgroup> ws: array<vec4<f32>, BK * PW>; // [k][n / 4]
@@ -33,9 +44,9 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let tm = wid.y * BM;
     let tn = wid.x * BN;
     // acc[4·gm + i][gn]: row 4·ly + 64·gm + i, columns 4·lx + 64·gn … + 3.
-    var acc: array<array<vec4<f32>, GN>, TM>;
-    var xr: array<vec4<f32>, LX>;
-    var wr: array<vec4<f32>, LW>;
+    var acc: array<array<vec4<f32>, MAX_GN>, MAX_TM>;
+    var xr: array<vec4<f32>, MAX_L>;
+    var wr: array<vec4<f32>, MAX_L>;
     for (var l = 0u; l < LX; l++) {
         let e = lid + l * 256u;
         xr[l] = load_x4(tm + e / KQ, (e % KQ) * 4u, xb);
@@ -79,7 +90,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             }
         }
         for (var kk = 0u; kk < BK; kk++) {
-            var bv: array<vec4<f32>, GN>;
+            var bv: array<vec4<f32>, MAX_GN>;
             for (var gn = 0u; gn < GN; gn++) {
                 bv[gn] = ws[kk * PW + lid3.x + 16u * gn];
             }

@@ -83,6 +83,12 @@ const MM_DH: Param = p("DH", 4.0, 128.0, &[4.0, 60.0, 128.0]);
 const MM_DH16: Param = p("DH", 16.0, 128.0, &[16.0, 48.0, 128.0]);
 const MM_DH8: Param = p("DH", 8.0, 128.0, &[8.0, 40.0, 128.0]);
 const MM_KT: Param = p("KT", 16.0, 32.0, &[16.0, 32.0]);
+// The register-blocked GEMM tile's shape (`ops::gemm::Tile`): 64×64, 128×64, 128×128 are built;
+// 64×128 is a valid shape of the kernel too.
+const GEMM_TILE: &[Param] = &[
+    p("BM", 64.0, 128.0, &[64.0, 128.0]),
+    p("BN", 64.0, 128.0, &[64.0, 128.0]),
+];
 const DIRECT_WG: Param = p("DIRECT_WG", 8.0, 64.0, &[8.0, 24.0, 64.0]);
 
 const GL_LANES: &str = "llvmpipe's GL driver had not compiled it after 300 s at D = 64 (lavapipe: \
@@ -235,12 +241,8 @@ pub const TABLE: &[Variant] = &[
     row!("elementwise4.wgsl", "unary4", Any, false, [MAP_WG]),
     row!("elementwise4.wgsl", "binary4", Any, false, [MAP_WG]),
     row!("embedding.wgsl", "embedding", Any, false, []),
-    row!("gemm_t64x64.wgsl", "gemm_tiled", Any, false, []),
-    row!("gemm_t64x64_v4.wgsl", "gemm_tiled", Any, false, []),
-    row!("gemm_t128x64.wgsl", "gemm_tiled", Any, false, []),
-    row!("gemm_t128x64_v4.wgsl", "gemm_tiled", Any, false, []),
-    row!("gemm_t128x128.wgsl", "gemm_tiled", Any, false, []),
-    row!("gemm_t128x128_v4.wgsl", "gemm_tiled", Any, false, []),
+    row!("gemm_tiled.wgsl", "gemm_tiled", Any, false, GEMM_TILE),
+    row!("gemm_tiled_v4.wgsl", "gemm_tiled", Any, false, GEMM_TILE),
     row!("gemm_direct.wgsl", "gemm_direct", Cpu, false, [DIRECT_WG]),
     row!(
         "gemm_direct.wgsl",

@@ -5,7 +5,7 @@ use std::ops::Range;
 use crate::error::{Error, Result};
 use crate::kernels::KernelKey;
 use crate::record::Recording;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 use super::{check_u32, same_dtype};
 
@@ -181,13 +181,20 @@ impl Tile {
         match (self, vec4) {
             (Tile::Coop16, _) => "gemm_coop16.wgsl",
             (Tile::Coop8, _) => "gemm_coop8.wgsl",
-            (Tile::T64x64, false) => "gemm_t64x64.wgsl",
-            (Tile::T64x64, true) => "gemm_t64x64_v4.wgsl",
-            (Tile::T128x64, false) => "gemm_t128x64.wgsl",
-            (Tile::T128x64, true) => "gemm_t128x64_v4.wgsl",
-            (Tile::T128x128, false) => "gemm_t128x128.wgsl",
-            (Tile::T128x128, true) => "gemm_t128x128_v4.wgsl",
+            (_, false) => "gemm_tiled.wgsl",
+            (_, true) => "gemm_tiled_v4.wgsl",
         }
+    }
+
+    /// The pipeline of this tile: the register-blocked tiles are one kernel with the shape as
+    /// override constants (BM × BN), the tensor-core tiles a file each.
+    pub fn key(self, vec4: bool, dtype: DType) -> KernelKey {
+        let key = KernelKey::new(self.file(vec4), self.entry(), dtype);
+        if self.coop_size().is_some() {
+            return key;
+        }
+        let (bm, bn) = self.dims();
+        key.with("BM", bm as f64).with("BN", bn as f64)
     }
 
     /// Workgroups of a `[b, m, k] · [n, k]ᵀ` product with this tile.
@@ -713,7 +720,7 @@ pub(crate) fn gemm_impl(
             _ => crate::tune::gemm_tile(&ctx, dtype, b, m, n, k),
         };
         let (bm, bn) = tile.dims();
-        let kernel = ctx.kernel(&KernelKey::new(tile.file(k % 4 == 0), tile.entry(), dtype))?;
+        let kernel = ctx.kernel(&tile.key(k % 4 == 0, dtype))?;
         let groups = [n.div_ceil(bn) as u64, m.div_ceil(bm) as u64];
         let limit = ctx.limits().max_compute_workgroups_per_dimension as u64;
         if groups.iter().any(|&g| g > limit) {

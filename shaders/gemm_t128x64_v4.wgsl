@@ -1,6 +1,0 @@
-// GPU GEMM, 128×64 tiles of y, K step 16 (K a multiple of 4, vec4 loads): common/gemm_tile_body.wgsl.
-const BM: u32 = 128u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-#include "common/gemm_tile_load4.wgsl"
-#include "common/gemm_tile_body.wgsl"
