@@ -322,6 +322,33 @@ pub fn gemm_rule(ctx: &Context) -> String {
     }
 }
 
+/// The storage dtypes a tune times: f32 and, where the adapter has it (and not `quick`), f16.
+fn tuned_dtypes(ctx: &Context, quick: bool) -> &'static [DType] {
+    if !quick && ctx.supports_f16() {
+        &[DType::F32, DType::F16]
+    } else {
+        &[DType::F32]
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Files a timed class: the fastest candidate becomes the choice (a class no candidate could run
+/// in is left out, so the default rule serves it).
+fn settle(
+    tuning: &mut Tuning,
+    family: &str,
+    class: String,
+    mut choice: Choice,
+    progress: &mut impl FnMut(&str, &Choice),
+) {
+    let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
+        return;
+    };
+    choice.choice = best.clone();
+    progress(&class, &choice);
+    tuning.insert(family, &class, choice);
+}
+
 /// A shape `chunkwise tune` times: the products of the benchmarked layers and models.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmShape {
@@ -335,11 +362,7 @@ pub struct GemmShape {
 /// 1024) at prefill lengths 1024 … 16384, in f32 and, where the adapter has it, f16. `quick`:
 /// D = 256, two lengths, f32 only.
 pub fn gemm_shapes(ctx: &Context, quick: bool) -> Vec<GemmShape> {
-    let dtypes: &[DType] = if !quick && ctx.supports_f16() {
-        &[DType::F32, DType::F16]
-    } else {
-        &[DType::F32]
-    };
+    let dtypes = tuned_dtypes(ctx, quick);
     let dims: &[usize] = if quick { &[256] } else { &[256, 1024] };
     let rows: &[usize] = if quick {
         &[1024, 16384]
@@ -500,13 +523,8 @@ pub fn tune_gemm(
             });
             record_timing(&mut choice, tile.name().to_string(), timed)?;
         }
-        let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
-            continue;
-        };
-        choice.choice = best.clone();
         let class = gemm_class(shape.rows, shape.n, shape.k, shape.dtype);
-        progress(&class, &choice);
-        tuning.insert("gemm", &class, choice);
+        settle(&mut tuning, "gemm", class, choice, &mut progress);
     }
     Ok(tuning)
 }
@@ -533,11 +551,7 @@ pub fn attention_shapes(ctx: &Context, quick: bool) -> Vec<AttentionShape> {
             dtype: DType::F32,
         }];
     }
-    let dtypes: &[DType] = if ctx.supports_f16() {
-        &[DType::F32, DType::F16]
-    } else {
-        &[DType::F32]
-    };
+    let dtypes = tuned_dtypes(ctx, false);
     let mut out = vec![];
     for &dtype in dtypes {
         for (heads, dh) in [(4, 64), (2, 128)] {
@@ -599,13 +613,8 @@ pub fn tune_attention(
             });
             record_timing(&mut choice, v.name(), timed)?;
         }
-        let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
-            continue;
-        };
-        choice.choice = best.clone();
         let class = attention_class(t, dh, dtype);
-        progress(&class, &choice);
-        tuning.insert("attention", &class, choice);
+        settle(&mut tuning, "attention", class, choice, &mut progress);
     }
     Ok(tuning)
 }
@@ -631,11 +640,7 @@ pub fn cg_shapes(ctx: &Context, quick: bool) -> Vec<CgShape> {
             dtype: DType::F32,
         }];
     }
-    let dtypes: &[DType] = if ctx.supports_f16() {
-        &[DType::F32, DType::F16]
-    } else {
-        &[DType::F32]
-    };
+    let dtypes = tuned_dtypes(ctx, false);
     let mut out = vec![];
     for &dtype in dtypes {
         for (heads, d) in [(4, 64), (2, 128)] {
@@ -700,13 +705,8 @@ pub fn tune_mesa(
             });
             record_timing(&mut choice, plan_name(plan), timed)?;
         }
-        let Some((best, _)) = choice.ms.iter().min_by(|a, b| a.1.total_cmp(b.1)) else {
-            continue;
-        };
-        choice.choice = best.clone();
         let class = mesa_class(d, dtype);
-        progress(&class, &choice);
-        tuning.insert("mesa_cg", &class, choice);
+        settle(&mut tuning, "mesa_cg", class, choice, &mut progress);
     }
     Ok(tuning)
 }

@@ -167,59 +167,29 @@ fn a_construct_a_backend_lacks_fails_naming_the_kernel() {
 }
 
 #[test]
-fn the_tensor_core_gemms_translate_to_spirv_and_metal() {
-    // lavapipe has no cooperative matrices, so these kernels run on no adapter here: naga's SPIR-V
-    // (Vulkan) and MSL (Metal, 8 × 8 only) writers must take them, in both dtypes.
-    for (file, targets) in [
-        ("gemm_coop16.wgsl", vec![Target::Spv(1, 3)]),
-        (
-            "gemm_coop8.wgsl",
-            vec![Target::Spv(1, 3), Target::Msl(2, 3), Target::Msl(4, 0)],
-        ),
+fn the_tensor_core_kernels_translate_to_spirv_and_metal() {
+    // No adapter here has cooperative matrices: naga's SPIR-V and MSL writers must take every
+    // tensor-core kernel (GEMM and attention) at every sample of its table row, Metal's 8 × 8 ones
+    // as simdgroup matrices.
+    for (file, entry) in [
+        ("gemm_coop16.wgsl", "gemm_coop"),
+        ("gemm_coop8.wgsl", "gemm_coop"),
+        ("attention_coop16.wgsl", "attention_coop"),
+        ("attention_coop8.wgsl", "attention_coop"),
     ] {
-        let v = variants::find(file, "gemm_coop").expect("a table row");
-        assert!(v.coop && v.subgroups, "{}", v.name());
-        for dtype in [DType::F32, DType::F16] {
-            let key = chunkwise::kernels::KernelKey::new(file, "gemm_coop", dtype);
-            for &t in &targets {
-                let text = translate::translate(&key, t)
-                    .unwrap_or_else(|e| panic!("{file} {dtype:?} {t}: {e}"));
-                assert!(text.contains("gemm_coop"), "{file} {t}");
-                if let Target::Msl(..) = t {
-                    assert!(
-                        text.contains("simdgroup_"),
-                        "{file} {t}: no simdgroup matrix"
-                    );
-                }
-            }
-        }
-        // The table keeps them off backends that cannot run them.
-        assert!(v.excluded_on(wgpu::Backend::Dx12).is_some());
-        assert!(v.excluded_on(wgpu::Backend::Gl).is_some());
-    }
-    let v16 = variants::find("gemm_coop16.wgsl", "gemm_coop").unwrap();
-    assert!(v16.excluded_on(wgpu::Backend::Metal).is_some());
-}
-
-#[test]
-fn the_tensor_core_attention_forwards_translate_to_spirv_and_metal() {
-    // As the tensor-core GEMMs: no adapter here has cooperative matrices, so naga's SPIR-V and MSL
-    // writers must take the attention kernels at every head dim and tile the table samples.
-    for (file, targets) in [
-        ("attention_coop16.wgsl", vec![Target::Spv(1, 3)]),
-        (
-            "attention_coop8.wgsl",
-            vec![Target::Spv(1, 3), Target::Msl(2, 3), Target::Msl(4, 0)],
-        ),
-    ] {
-        let v = variants::find(file, "attention_coop").expect("a table row");
+        let targets = if file.contains("coop16") {
+            vec![Target::Spv(1, 3)]
+        } else {
+            vec![Target::Spv(1, 3), Target::Msl(2, 3), Target::Msl(4, 0)]
+        };
+        let v = variants::find(file, entry).expect("a table row");
         assert!(v.coop && v.subgroups, "{}", v.name());
         for dtype in [DType::F32, DType::F16] {
             for key in v.sample_keys(dtype) {
                 for &t in &targets {
                     let text = translate::translate(&key, t)
                         .unwrap_or_else(|e| panic!("{file} {dtype:?} {t}: {e}"));
-                    assert!(text.contains("attention_coop"), "{file} {t}");
+                    assert!(text.contains(entry), "{file} {t}");
                     if let Target::Msl(..) = t {
                         assert!(
                             text.contains("simdgroup_"),
@@ -229,11 +199,14 @@ fn the_tensor_core_attention_forwards_translate_to_spirv_and_metal() {
                 }
             }
         }
+        // The table keeps them off backends that cannot run them (16 × 16 off Metal too).
         assert!(v.excluded_on(wgpu::Backend::Dx12).is_some());
         assert!(v.excluded_on(wgpu::Backend::Gl).is_some());
+        assert_eq!(
+            v.excluded_on(wgpu::Backend::Metal).is_some(),
+            file.contains("coop16")
+        );
     }
-    let v16 = variants::find("attention_coop16.wgsl", "attention_coop").unwrap();
-    assert!(v16.excluded_on(wgpu::Backend::Metal).is_some());
 }
 
 #[test]
