@@ -1,4 +1,5 @@
-//! Attention kernels: causal and sliding-window forward, and flash-decoding, GPU time per call.
+//! Attention kernels: causal and sliding-window forward (the adapter's schedule, and each GPU
+//! forward kernel forced), and flash-decoding, GPU time per call.
 //! `cargo bench --bench attention`
 
 use std::time::Duration;
@@ -42,6 +43,24 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|n| {
                 gpu_time(&gpu, n, &|rec| {
                     attn::attention(rec, &xg, &xg, &xg, heads, None, None)
+                })
+            })
+        });
+    }
+    // Every GPU forward kernel the adapter can run, forced (what `chunkwise tune` chooses among;
+    // the tensor-core ones only where the device has cooperative matrices).
+    let t = 1024;
+    let x = ctx
+        .upload(&vec![0.01; t * d], &[1, t, d], DType::F32)
+        .unwrap();
+    for v in attn::FwdVariant::all() {
+        if v.usable(&ctx, DType::F32, d / heads).is_err() {
+            continue;
+        }
+        g.bench_function(BenchmarkId::new(format!("forward_{}", v.name()), t), |b| {
+            b.iter_custom(|n| {
+                gpu_time(&ctx, n, &|rec| {
+                    attn::attention_with(rec, &x, &x, &x, heads, None, None, Some(v))
                 })
             })
         });

@@ -1,5 +1,5 @@
-//! Mesa core op at T = 1024, 4 heads of 64: the chunkwise CG forward (30 and 10 iterations) and
-//! one decode step, GPU time per call. `cargo bench --bench mesa`
+//! Mesa core op at T = 1024, 4 heads of 64: the chunkwise CG forward (30 and 10 iterations, and
+//! each GPU CG plan forced) and one decode step, GPU time per call. `cargo bench --bench mesa`
 
 use std::time::Duration;
 
@@ -53,6 +53,26 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+    }
+    // Each GPU CG plan the device holds, forced (what `chunkwise tune` chooses among).
+    let inputs = mops::MesaInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+        g: &g,
+        beta: &beta,
+        lamb: &lamb,
+    };
+    for plan in mops::cg_plans(d) {
+        let run = |rec: &mut chunkwise::Recording| {
+            mops::core_with_plan(rec, &inputs, &state, 30, mops::Solver::Reference, plan)
+                .map(|s| s.o)
+        };
+        if ctx.run(run).is_err() {
+            continue; // more workgroup memory than this device has
+        }
+        let id = BenchmarkId::new("core_forward_cg30_plan", mops::plan_name(plan));
+        grp.bench_function(id, |bn| bn.iter_custom(|n| gpu_time(&ctx, n, &run)));
     }
     let s1 = [b, 1, h, d];
     let (q1, k1, v1) = (
