@@ -403,3 +403,27 @@ fn the_blocked_forward_fits_its_tile_to_workgroup_memory_or_refuses() {
     let r = small.run(|rec| attn::attention_with(rec, &x, &x, &x, 1, None, None, v));
     assert!(matches!(r, Err(Error::LimitExceeded { .. })));
 }
+
+#[test]
+fn gpu_kernels_fold_a_full_pass_of_keys_on_this_adapter() {
+    // The GPU forward folds 8192 keys per pass; where a CPU adapter runs it (the GPU schedule,
+    // or a forced kernel in `check` / `tune`), a full pass must stay inside llvmpipe's loop
+    // limiter. T = 8200: the last queries see a whole first pass, then a second of 8 keys.
+    let (b, t, heads, dh) = (1usize, 8200usize, 1usize, 64usize);
+    let q = rand(b * t * heads * dh, 11, 1.0);
+    let k = rand(b * t * heads * dh, 12, 1.0);
+    let v = rand(b * t * heads * dh, 13, 1.0);
+    let want = r::attention::attention(&q, &k, &v, b, t, heads, None, 1.0 / (dh as f64).sqrt());
+    let ctx = ctx_gpu_schedules();
+    let up = |x: &[f32]| ctx.upload(x, &[b, t, heads * dh], DType::F32).unwrap();
+    let (qt, kt, vt) = (up(&q), up(&k), up(&v));
+    let o = ctx
+        .run(|rec| attn::attention(rec, &qt, &kt, &vt, heads, None, None))
+        .unwrap();
+    assert_close(
+        &ctx.download(&o).unwrap(),
+        &want,
+        DType::F32,
+        "GPU kernels, T = 8200",
+    );
+}
