@@ -283,8 +283,7 @@ pub fn parse_plan(name: &str) -> Option<(usize, bool)> {
 /// [`cg_plans`] it grants.
 pub fn gpu_cg_plan(ctx: &crate::Context, d: usize, dtype: DType) -> Result<(usize, bool)> {
     let mut last = None;
-    let tuned = crate::tune::mesa_plan(ctx, d, dtype).filter(|p| cg_plans(d).contains(p));
-    for plan in tuned.into_iter().chain(cg_plans(d)) {
+    for plan in plans_to_try(ctx, d, dtype) {
         match ctx.kernel(&gpu_cg_key(dtype, d, plan)) {
             Ok(_) => return Ok(plan),
             Err(e @ Error::LimitExceeded { .. }) => last = Some(e),
@@ -292,6 +291,13 @@ pub fn gpu_cg_plan(ctx: &crate::Context, d: usize, dtype: DType) -> Result<(usiz
         }
     }
     Err(last.unwrap_or_else(|| Error::invalid("mesa", format!("no CG plan for head dim {d}"))))
+}
+
+/// The GPU schedule's plans in the order it tries them: the tuned one for the head dim (if it is a
+/// plan at all), then [`cg_plans`] longest chunk first; the first the device holds runs.
+fn plans_to_try(ctx: &crate::Context, d: usize, dtype: DType) -> Vec<(usize, bool)> {
+    let tuned = crate::tune::mesa_plan(ctx, d, dtype).filter(|p| cg_plans(d).contains(p));
+    tuned.into_iter().chain(cg_plans(d)).collect()
 }
 
 /// The GPU CG kernel at plan (C, S_kk kept).
@@ -382,8 +388,7 @@ fn cg_kernel(
         return Err(too_many_cpu_iterations(&tried, d, c, iters, solver));
     }
     let mut last = None;
-    let tuned = crate::tune::mesa_plan(ctx, d, dtype).filter(|p| cg_plans(d).contains(p));
-    for plan in tuned.into_iter().chain(cg_plans(d)) {
+    for plan in plans_to_try(ctx, d, dtype) {
         if ctx.is_cpu_adapter() && !within_cpu_budget("mesa_cg", d, plan.0, iters, solver) {
             last = Some(too_many_cpu_iterations(
                 &["mesa_cg"],
