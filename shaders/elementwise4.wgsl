@@ -23,6 +23,19 @@ fn unary4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 @compute @workgroup_size(WG)
+fn glu4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_group(wid, nwg) * WG + lid;
+    if (i < p.n) {
+        let g = i / p.nb * 2u * p.nb + i % p.nb;
+        let u = vec4<f32>(a[g]);
+        y[i] = vec4<ST>(vec4<f32>(apply_unary(p.op, u.x), apply_unary(p.op, u.y),
+                                  apply_unary(p.op, u.z), apply_unary(p.op, u.w))
+                        * vec4<f32>(a[g + p.nb]));
+    }
+}
+
+@compute @workgroup_size(WG)
 fn binary4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let i = flat_group(wid, nwg) * WG + lid;

@@ -1,7 +1,8 @@
 // Input preparation of the Mesa layer (spec/mesa.md §3.2, §7): the causal depthwise short
-// convolution (kernel 4) followed by SiLU, applied to q and k; its one-token form over a conv cache
-// of the last 4 pre-activation inputs (most recent last); and the per-head L2 normalisation with
-// the epsilon inside the square root.
+// convolution (kernel 4) followed by SiLU, applied to q and k; the conv cache a prefill leaves
+// (the last 4 pre-activation inputs, most recent last; a decode step runs the one-token form,
+// shaders/mesa_step.wgsl); and the per-head L2 normalisation with the epsilon inside the square
+// root.
 #include "common/grid.wgsl"
 #include "common/math.wgsl"
 
@@ -13,15 +14,15 @@ struct Params {
     c: u32,     // channels (H·D)
     d: u32,     // head dim (l2norm)
     eps: f32,
-    _p0: u32,
-    _p1: u32,
+    cache_c: u32, // conv_cache_fill: channels of the cache
+    cache_at: u32, // and the first one x fills
     _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<ST>;        // [B, T, C]
 @group(0) @binding(2) var<storage, read> w: array<ST>;        // [C, 1, 4]
-@group(0) @binding(3) var<storage, read_write> cache: array<ST>; // [B, C, 4]
+@group(0) @binding(3) var<storage, read_write> cache: array<ST>; // [B, cache_c, 4]
 @group(0) @binding(4) var<storage, read_write> y: array<ST>;  // [B, T, C]
 
 fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -63,29 +64,7 @@ fn conv_cache_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (p.t + i >= KW) {
         val = f32(x[(b * p.t + p.t + i - KW) * p.c + ch]);
     }
-    cache[e] = ST(val);
-}
-
-// One token (x is [B, 1, C]): shift the cache left, append x, convolve, SiLU.
-@compute @workgroup_size(256)
-fn conv_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let e = flat(wid, nwg, lid);
-    if (e >= p.b * p.c) {
-        return;
-    }
-    let ch = e % p.c;
-    let base = e * KW;
-    var acc = 0.0;
-    for (var i = 0u; i < KW; i++) {
-        var val = f32(x[e]);
-        if (i + 1u < KW) {
-            val = f32(cache[base + i + 1u]);
-        }
-        cache[base + i] = ST(val);
-        acc += f32(w[ch * KW + i]) * val;
-    }
-    y[e] = ST(silu(acc));
+    cache[(b * p.cache_c + p.cache_at + ch) * KW + i] = ST(val);
 }
 
 // y = x / sqrt(Σ x² + eps) per head row of d values.

@@ -667,7 +667,13 @@ async fn run_mesa_layer(
             ys[bi].extend_from_slice(row);
         }
     }
-    let (cq, ck) = cache.conv_caches();
+    // Per sequence the cache holds q's channels, then k's.
+    let conv = read_back(ctx, cache.conv_cache()).await?;
+    let (mut cq, mut ck) = (Vec::new(), Vec::new());
+    for seq in conv.chunks(2 * h * d * 4) {
+        cq.extend_from_slice(&seq[..h * d * 4]);
+        ck.extend_from_slice(&seq[h * d * 4..]);
+    }
     Ok(vec![
         (
             mesa_output(case, "y_prefill_decode", "y", iters),
@@ -684,15 +690,7 @@ async fn run_mesa_layer(
             vec![b, h, d, d],
             read_back(ctx, &cache.state().kv).await?,
         ),
-        (
-            "conv_state_q_final".into(),
-            vec![b, h * d, 4],
-            read_back(ctx, cq).await?,
-        ),
-        (
-            "conv_state_k_final".into(),
-            vec![b, h * d, 4],
-            read_back(ctx, ck).await?,
-        ),
+        ("conv_state_q_final".into(), vec![b, h * d, 4], cq),
+        ("conv_state_k_final".into(), vec![b, h * d, 4], ck),
     ])
 }

@@ -534,6 +534,15 @@ fn bad_mesa_inputs_are_named_errors() {
 }
 
 fn random_layer(hidden: usize, heads: usize, gate: bool) -> chunkwise::layers::MesaLayer {
+    random_layer_on(ctx(), hidden, heads, gate)
+}
+
+fn random_layer_on(
+    c: &Context,
+    hidden: usize,
+    heads: usize,
+    gate: bool,
+) -> chunkwise::layers::MesaLayer {
     use chunkwise::layers::{MesaConfig, MesaLayer};
     let hd = hidden;
     let d = hd / heads;
@@ -576,7 +585,59 @@ fn random_layer(hidden: usize, heads: usize, gate: bool) -> chunkwise::layers::M
         cg_iters_decode: 30,
         solver: Default::default(),
     };
-    MesaLayer::load(ctx(), cfg, &checkpoint(t), "", DType::F32).unwrap()
+    MesaLayer::load(c, cfg, &checkpoint(t), "", DType::F32).unwrap()
+}
+
+#[test]
+fn fused_decode_steps_match_forward_at_odd_head_dims_on_every_schedule() {
+    // Five dispatches per step (the fused projection, conv + norms + gates, the solve, the output
+    // norm and gate, the output projection), gated and not, head dims 30 and 60, batch 2 and 1.
+    for c in contexts() {
+        for (hidden, heads, gate, b) in [(90usize, 3usize, true, 2usize), (60, 1, false, 1)] {
+            let (t, p) = (14usize, 5usize);
+            let layer = random_layer_on(c, hidden, heads, gate);
+            let x = rand(b * t * hidden, 17, 1.0);
+            let full = c
+                .download(
+                    &c.run(|rec| layer.forward(rec, &c.upload(&x, &[b, t, hidden], DType::F32)?))
+                        .unwrap(),
+                )
+                .unwrap();
+            let want = |lo, hi| -> Vec<f64> {
+                token_rows(&full, b, t, hidden, lo, hi)
+                    .into_iter()
+                    .map(f64::from)
+                    .collect()
+            };
+            let what = format!("{}: hidden {hidden}, gate {gate}", c.schedule_summary());
+            let pt = c
+                .upload(
+                    &token_rows(&x, b, t, hidden, 0, p),
+                    &[b, p, hidden],
+                    DType::F32,
+                )
+                .unwrap();
+            let (yp, mut cache) = c.run(|rec| layer.prefill(rec, &pt)).unwrap();
+            assert_close(&c.download(&yp).unwrap(), &want(0, p), DType::F32, &what);
+            for i in p..t {
+                let xi = c
+                    .upload(
+                        &token_rows(&x, b, t, hidden, i, i + 1),
+                        &[b, 1, hidden],
+                        DType::F32,
+                    )
+                    .unwrap();
+                let mut rec = c.record();
+                let y = layer.step(&mut rec, &mut cache, &xi).unwrap();
+                assert_eq!(rec.stats().dispatches, 5, "{what}: dispatches per step");
+                rec.submit().unwrap();
+                // Decode starts CG from the Jacobi guess and the parallel path from zero: they
+                // agree to CG accuracy (tests/model.rs), not to rounding.
+                let e = chunkwise::reference::rel_rms(&c.download(&y).unwrap(), &want(i, i + 1));
+                assert!(e < 2e-3, "{what}: step {i}: rel_rms {e:.2e}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use chunkwise::model::generate::generate;
 use chunkwise::model::random::random_weights;
 use chunkwise::model::sampling::Sampler;
 use chunkwise::model::{Model, ModelConfig};
-use chunkwise::{DType, Error};
+use chunkwise::{Context, DType, Error};
 use common::*;
 
 fn shipped() -> Model {
@@ -91,23 +91,58 @@ fn batched_prompts_give_the_same_tokens_as_single_ones() {
 }
 
 fn tiny_model(kind: &str, layers: usize) -> (Model, ModelConfig) {
+    tiny_model_on(ctx(), kind, layers)
+}
+
+fn tiny_model_on(ctx: &Context, kind: &str, layers: usize) -> (Model, ModelConfig) {
     let json = serde_json::json!({
         "model_kind": kind, "vocab_size": 256, "d_model": 64, "num_layers": layers, "num_head": 2, "ngroups": 2,
         "chunk_size": 8, "window_size": 6, "interleave_step": 2, "d_ffn": 128, "max_seq_len": 64,
     });
     let cfg = ModelConfig::from_json("<test>", &json, None).unwrap();
     let ck = chunkwise::model::Checkpoint::from_f32("<tiny>", random_weights(&cfg, 1)).unwrap();
-    (
-        Model::load(ctx(), cfg.clone(), &ck, DType::F32).unwrap(),
-        cfg,
-    )
+    (Model::load(ctx, cfg.clone(), &ck, DType::F32).unwrap(), cfg)
+}
+
+/// Dispatches of one decode step of the tiny models (3 layers, MesaNet 2) at batch 2 with a short
+/// cache, on every schedule: the embedding, the final norm and the head, and per layer the FFN's
+/// three and the mixer's (RAT and attention 4, Mesa 5 with the block's norm and residual folded).
+fn step_dispatches(kind: &str) -> usize {
+    match kind {
+        "mesanet" => 3 + 2 * (3 + 5),
+        _ => 3 + 3 * (3 + 4),
+    }
+}
+
+/// Records one decode step and checks its dispatch count before submitting it.
+fn step_counted(
+    ctx: &Context,
+    model: &Model,
+    cache: &mut chunkwise::model::ModelCache,
+    tok: &chunkwise::ops::embedding::TokenIds,
+    dispatches: usize,
+    what: &str,
+) -> Vec<f32> {
+    let mut rec = ctx.record();
+    let y = model.step(&mut rec, cache, tok).unwrap();
+    assert_eq!(
+        rec.stats().dispatches,
+        dispatches,
+        "{what}: dispatches per step"
+    );
+    rec.submit().unwrap();
+    ctx.download(&y).unwrap()
 }
 
 #[test]
 fn hybrid_and_attention_stacks_decode_like_their_forward() {
-    let ctx = ctx();
-    for kind in ["hybrid", "attention", "rat"] {
-        let (model, _) = tiny_model(kind, 3);
+    // On every schedule; per layer the FFN is three dispatches (its norm folded into the first
+    // product, its residual into the last), the mixer 4 (RAT) or 4–5 (attention).
+    for (ctx, kind) in contexts()
+        .into_iter()
+        .flat_map(|c| ["hybrid", "attention", "rat"].map(|k| (c, k)))
+    {
+        let (model, _) = tiny_model_on(ctx, kind, 3);
         let (b, t, p) = (2usize, 30usize, 11usize);
         let ids: Vec<u32> = (0..b * t).map(|i| (i * 37 % 256) as u32).collect();
         let all = model.tokens(ctx, &ids, b).unwrap();
@@ -123,14 +158,14 @@ fn hybrid_and_attention_stacks_decode_like_their_forward() {
         let (_, mut cache) = ctx.run(|rec| model.prefill(rec, &prompt)).unwrap();
         for i in p..t {
             let tok = model.tokens(ctx, &cols(i, i + 1), b).unwrap();
-            let got = ctx
-                .download(&ctx.run(|rec| model.step(rec, &mut cache, &tok)).unwrap())
-                .unwrap();
+            let what = format!("{kind} step {i}, {}", ctx.schedule_summary());
+            let per_step = step_dispatches(kind);
+            let got = step_counted(ctx, &model, &mut cache, &tok, per_step, &what);
             let want: Vec<f64> = (0..b)
                 .flat_map(|bi| full[(bi * t + i) * 256..(bi * t + i + 1) * 256].to_vec())
                 .map(f64::from)
                 .collect();
-            assert_close(&got, &want, DType::F32, &format!("{kind} step {i}"));
+            assert_close(&got, &want, DType::F32, &what);
         }
         assert_eq!(cache.position(), t);
         assert!(cache.bytes() > 0);
@@ -183,20 +218,25 @@ fn config_and_checkpoint_problems_are_named() {
     );
 }
 
-fn tiny_mesanet(layers: usize) -> Model {
+fn tiny_mesanet(ctx: &Context, layers: usize) -> Model {
     let json = serde_json::json!({
         "model_kind": "mesanet", "vocab_size": 256, "d_model": 64, "num_layers": layers, "num_head": 2, "d_head": 16,
         "d_ffn": 96, "norm_eps": 1e-6, "max_seq_len": 64, "max_cg_step_training": 30, "max_cg_step_decoding": 30,
     });
     let cfg = ModelConfig::from_json("<test>", &json, None).unwrap();
     let ck = chunkwise::model::Checkpoint::from_f32("<tiny>", random_weights(&cfg, 1)).unwrap();
-    Model::load(ctx(), cfg, &ck, DType::F32).unwrap()
+    Model::load(ctx, cfg, &ck, DType::F32).unwrap()
 }
 
 #[test]
 fn mesanet_prefill_equals_forward_and_decode_agrees_to_cg_accuracy() {
-    let ctx = ctx();
-    let model = tiny_mesanet(2);
+    for ctx in contexts() {
+        mesanet_decodes_like_its_forward(ctx);
+    }
+}
+
+fn mesanet_decodes_like_its_forward(ctx: &Context) {
+    let model = tiny_mesanet(ctx, 2);
     let (b, t, p) = (2usize, 24usize, 10usize);
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 53 % 256) as u32).collect();
     let all = model.tokens(ctx, &ids, b).unwrap();
@@ -224,15 +264,21 @@ fn mesanet_prefill_equals_forward_and_decode_agrees_to_cg_accuracy() {
     );
     for i in p..t {
         let tok = model.tokens(ctx, &cols(i, i + 1), b).unwrap();
-        let got = ctx
-            .download(&ctx.run(|rec| model.step(rec, &mut cache, &tok)).unwrap())
-            .unwrap();
+        let what = format!("mesanet step {i}, {}", ctx.schedule_summary());
+        let got = step_counted(
+            ctx,
+            &model,
+            &mut cache,
+            &tok,
+            step_dispatches("mesanet"),
+            &what,
+        );
         // Decode starts CG from the Jacobi guess and the parallel path from zero; with the
         // reference's 1e-5 guards both stall near a squared residual of 1e-6, so they agree to
         // CG accuracy (about 1e-3, spec/mesa.md §7), not to rounding.
         let e = chunkwise::reference::rel_rms(&got, &rows(i, i + 1));
         // Measured at most 5.6e-4 here.
-        assert!(e < 2e-3, "mesanet step {i}: rel_rms {e:.2e}");
+        assert!(e < 2e-3, "{what}: rel_rms {e:.2e}");
     }
     assert_eq!(cache.position(), t);
 }

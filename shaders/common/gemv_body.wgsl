@@ -24,15 +24,11 @@ fn sig4(v: vec4<f32>) -> vec4<f32> {
     return 1.0 / (1.0 + exp(-v));
 }
 
-// x row i at k = 4·kq, gated by sigmoid(z) where flags & 2, times the norm weight where
-// flags & 4 (the row's 1/rms is applied to the sum).
+// x row i at k = 4·kq, gated by sigmoid(z) where flags & 2.
 fn xg4(i: u32, kq: u32) -> vec4<f32> {
     var v = load_x4(i, kq);
     if ((p.flags & 2u) != 0u) {
         v *= sig4(load_z4(i, kq));
-    }
-    if ((p.flags & 4u) != 0u) {
-        v *= load_n4(kq);
     }
     return v;
 }
@@ -56,7 +52,12 @@ fn partial(n: u32, first: u32, step: u32) -> array<f32, 16> {
     var acc: array<f32, 16>;
     let k4n = (p.k + 3u) / 4u;
     for (var kq = first; kq < k4n; kq += step) {
-        let wv = load_w4(n, kq);
+        // The norm weight where flags & 4 (each row's 1/rms scales its sum): (x ⊙ nw)·w is
+        // x·(w ⊙ nw), one multiply per weight load instead of one per row of x.
+        var wv = load_w4(n, kq);
+        if ((p.flags & 4u) != 0u) {
+            wv *= load_n4(kq);
+        }
         for (var i = 0u; i < MR; i++) {
             acc[i] += dot(wv, xg4(i, kq));
         }

@@ -20,14 +20,20 @@ fn gemv_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = flat_group(wid, nwg) * ROWS;
     var scale: array<f32, 16>;
     for (var i = 0u; i < MR; i++) {
-        red[i * WGV + lid] = sum_squares(i, lid, WGV);
+        scale[i] = 1.0;
     }
-    workgroupBarrier();
-    tree_sum(lid);
-    for (var i = 0u; i < MR; i++) {
-        scale[i] = select(1.0, inv_rms(red[i * WGV]), (p.flags & 4u) != 0u);
+    // The rows' norms only where asked (p is uniform, so is the branch and its barriers).
+    if ((p.flags & 4u) != 0u) {
+        for (var i = 0u; i < MR; i++) {
+            red[i * WGV + lid] = sum_squares(i, lid, WGV);
+        }
+        workgroupBarrier();
+        tree_sum(lid);
+        for (var i = 0u; i < MR; i++) {
+            scale[i] = inv_rms(red[i * WGV]);
+        }
+        workgroupBarrier();
     }
-    workgroupBarrier();
     for (var r = 0u; r < ROWS; r++) {
         let n = base + r;
         if (n >= p.n) {

@@ -9,7 +9,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::ops::gemm::Linear;
+use crate::ops::gemm::{Fused, Linear};
 use crate::ops::mesa::{self as mops, MesaState};
 use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
@@ -32,6 +32,10 @@ pub struct MesaConfig {
 
 pub struct MesaLayer {
     cfg: MesaConfig,
+    /// All input projections in one weight (decode steps run it as one product), and the blocks
+    /// of it the parallel path runs.
+    w_in: Linear,
+    layout: mops::StepLayout,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -43,16 +47,19 @@ pub struct MesaLayer {
     q_conv: Tensor,
     k_conv: Tensor,
     lamb: Tensor,
+    /// a's and b's biases again, in f32 (2·H values): the tail of a decode cache's gates buffer.
+    gate_bias: Tensor,
     o_norm: Tensor,
     o: Linear,
 }
 
-/// Decode state: the two D × D states per head and the conv caches (last 4 pre-activation
-/// inputs of q and k, `[B, H·D, 4]`).
+/// Decode state: the two D × D states per head, the conv cache (last 4 pre-activation inputs of
+/// q's channels then k's, `[B, 2·H·D, 4]`) and the gates buffer the step's kernels share
+/// (`ops::mesa::step_gates`).
 pub struct MesaCache {
     state: MesaState,
-    conv_q: Tensor,
-    conv_k: Tensor,
+    conv: Tensor,
+    gates: Tensor,
     next_pos: usize,
 }
 
@@ -61,13 +68,14 @@ impl MesaCache {
         self.next_pos
     }
     pub fn bytes(&self) -> u64 {
-        self.state.bytes() + self.conv_q.bytes() + self.conv_k.bytes()
+        self.state.bytes() + self.conv.bytes() + self.gates.bytes()
     }
     pub fn state(&self) -> &MesaState {
         &self.state
     }
-    pub fn conv_caches(&self) -> (&Tensor, &Tensor) {
-        (&self.conv_q, &self.conv_k)
+    /// `[B, 2·H·D, 4]`: per sequence, q's H·D channels then k's.
+    pub fn conv_cache(&self) -> &Tensor {
+        &self.conv
     }
     #[doc(hidden)]
     pub fn bench_seek(&mut self, position: usize) {
@@ -139,7 +147,16 @@ impl MesaLayer {
         let w_in = Linear::new(ctx, ctx.upload(&all, &[all.len() / dm, dm], dtype)?)?;
         let block = |i: usize| w_in.rows(at[i]..at[i] + parts[i].1);
         let ab = if gated { 4 } else { 3 };
+        let mut gate_bias = ckpt.f32(&name("a_proj.bias"), Some(&[h]))?.0;
+        gate_bias.extend(ckpt.f32(&name("b_proj.bias"), Some(&[h]))?.0);
         Ok(MesaLayer {
+            layout: mops::StepLayout {
+                heads: h,
+                head_dim: d,
+                a_col: at[ab],
+                g_col: gated.then(|| at[3]),
+            },
+            gate_bias: ctx.upload(&gate_bias, &[2 * h], DType::F32)?,
             q: block(0)?,
             k: block(1)?,
             v: block(2)?,
@@ -153,6 +170,7 @@ impl MesaLayer {
             lamb: ctx.upload(&lamb, &[h, d], DType::F32)?,
             o_norm: vec("o_norm.weight", &[d])?,
             o: lin("o_proj.weight", [dm, hd])?,
+            w_in,
             cfg,
         })
     }
@@ -272,12 +290,11 @@ impl MesaLayer {
         let hd = self.cfg.heads * self.cfg.head_dim;
         let cache = MesaCache {
             state: MesaState::zeros_in(rec, batch, self.cfg.heads, self.cfg.head_dim)?,
-            conv_q: ctx.alloc(&[batch, hd, 4], self.q_conv.dtype())?,
-            conv_k: ctx.alloc(&[batch, hd, 4], self.q_conv.dtype())?,
+            conv: ctx.alloc(&[batch, 2 * hd, 4], self.q_conv.dtype())?,
+            gates: mops::step_gates(rec, batch, &self.lamb, &self.gate_bias)?,
             next_pos: 0,
         };
-        rec.zero(&cache.conv_q);
-        rec.zero(&cache.conv_k);
+        rec.zero(&cache.conv);
         Ok(cache)
     }
 
@@ -286,8 +303,9 @@ impl MesaLayer {
         let (b, t) = self.check_input(x)?;
         let mut cache = self.cache_in(rec, b)?;
         let (y, qp, kp, _) = self.parallel(rec, x, &cache.state)?;
-        mops::conv_cache_fill(rec, &qp, &cache.conv_q)?;
-        mops::conv_cache_fill(rec, &kp, &cache.conv_k)?;
+        let hd = self.cfg.heads * self.cfg.head_dim;
+        mops::conv_cache_fill(rec, &qp, &cache.conv, 0)?;
+        mops::conv_cache_fill(rec, &kp, &cache.conv, hd)?;
         cache.next_pos = t;
         Ok((y, cache))
     }
@@ -304,39 +322,76 @@ impl MesaLayer {
         cache: &mut MesaCache,
         x: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
+        self.step_in_block(rec, cache, x, None)
+    }
+
+    /// A MesaNet block's mixer half at decode, `h + layer(RMSNorm(h)·w)` with `norm = (w, eps)`
+    /// (the block's `attn_norm`): the norm folds into the input projection and the residual into
+    /// the output projection, so the block costs no dispatch more than the layer's five.
+    pub fn step_block(
+        &self,
+        rec: &mut Recording,
+        cache: &mut MesaCache,
+        h: &Tensor,
+        norm: (&Tensor, f32),
+    ) -> Result<Tensor> {
+        Ok(self.step_in_block(rec, cache, h, Some(norm))?.0)
+    }
+
+    fn step_in_block(
+        &self,
+        rec: &mut Recording,
+        cache: &mut MesaCache,
+        x: &Tensor,
+        block_norm: Option<(&Tensor, f32)>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t) = self.check_input(x)?;
-        if t != 1 || cache.conv_q.shape()[0] != b {
+        if t != 1 || cache.conv.shape()[0] != b {
             return Err(Error::shape(
                 "mesa step",
                 format!(
                     "input must be [{}, 1, hidden], got {:?}",
-                    cache.conv_q.shape()[0],
+                    cache.conv.shape()[0],
                     x.shape()
                 ),
             ));
         }
-        let [qp, kp, v, g, beta] = self.project(rec, x)?;
-        let qa = mops::conv_step(rec, &qp, &self.q_conv, &cache.conv_q)?;
-        let ka = mops::conv_step(rec, &kp, &self.k_conv, &cache.conv_k)?;
-        let q = self.normalized(rec, &qa)?;
-        let k = self.normalized(rec, &ka)?;
-        let v = self.heads(&v)?;
-        let solved = mops::decode_step_with(
+        // Five dispatches: every input projection in one product, the conv step + SiLU + L2
+        // norms + gates in one kernel, the CG solve, the output norm (and gate) in one kernel,
+        // the output projection.
+        let proj = self.w_in.forward_fused(
             rec,
-            &mops::MesaInputs {
-                q: &q,
-                k: &k,
-                v: &v,
-                g: &g,
-                beta: &beta,
-                lamb: &self.lamb,
+            x,
+            Fused {
+                norm: block_norm,
+                ..Fused::default()
             },
+        )?;
+        let conv_w = [&self.q_conv, &self.k_conv];
+        let [q, k, v] =
+            mops::step_prep(rec, &proj, self.layout, conv_w, &cache.conv, &cache.gates)?;
+        let solved = mops::decode_step_prepared(
+            rec,
+            [&q, &k, &v],
+            &cache.gates,
             &cache.state,
             self.cfg.cg_iters_decode,
             self.cfg.solver,
         )?;
+        let on = mops::step_out(
+            rec,
+            &solved.o,
+            &self.o_norm,
+            self.cfg.norm_eps,
+            &proj,
+            self.layout,
+        )?;
         cache.next_pos += 1;
-        Ok((self.output(rec, x, &solved.o)?, solved.iterations))
+        let residual = Fused {
+            residual: block_norm.map(|_| x),
+            ..Fused::default()
+        };
+        Ok((self.o.forward_fused(rec, &on, residual)?, solved.iterations))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::layers::{
 };
 use crate::model::{Checkpoint, ModelConfig};
 use crate::ops::embedding::{embedding_sharded, gather_rows, TokenIds};
-use crate::ops::gemm::Linear;
+use crate::ops::gemm::{Fused, Linear};
 use crate::ops::shards::{copy_rows, row_blocks, rows_per_binding, RowShards};
 use crate::ops::{elementwise as ew, norm};
 use crate::record::Recording;
@@ -27,11 +27,11 @@ enum Ffn {
         fc1: Linear,
         fc2: Linear,
     },
-    /// `h + down(silu(gate(u)) ⊙ up(u))`, `u = RMSNorm(h)`
+    /// `h + down(silu(gate(u)) ⊙ up(u))`, `u = RMSNorm(h)`; gate and up as one weight
+    /// `[gate | up]` (one product).
     SwiGlu {
         norm: Tensor,
-        gate: Linear,
-        up: Linear,
+        gate_up: Linear,
         down: Linear,
     },
 }
@@ -307,8 +307,16 @@ impl Model {
                 mixer: AnyLayer::Mesa(MesaLayer::load(ctx, mc, ckpt, &format!("{p}attn."), dtype)?),
                 ffn: Ffn::SwiGlu {
                     norm: vec(&format!("{p}mlp_norm.weight"))?,
-                    gate: lin(&format!("{p}mlp.gate_proj.weight"), [f, d])?,
-                    up: lin(&format!("{p}mlp.up_proj.weight"), [f, d])?,
+                    gate_up: {
+                        let mut w = ckpt
+                            .f32(&format!("{p}mlp.gate_proj.weight"), Some(&[f, d]))?
+                            .0;
+                        w.extend(
+                            ckpt.f32(&format!("{p}mlp.up_proj.weight"), Some(&[f, d]))?
+                                .0,
+                        );
+                        Linear::new(ctx, ctx.upload(&w, &[2 * f, d], dtype)?)?
+                    },
                     down: lin(&format!("{p}mlp.down_proj.weight"), [d, f])?,
                 },
             });
@@ -417,29 +425,35 @@ impl Model {
     }
 
     fn ffn_rows(&self, rec: &mut Recording, f: &Ffn, h: &Tensor) -> Result<Tensor> {
+        // The norm folds into the first product and the residual into the last (three
+        // dispatches at decode; as maps around the products where a kernel does not fold them).
         let eps = self.cfg.norm_eps;
-        let o = match f {
+        let normed = |n| Fused {
+            norm: Some((n, eps)),
+            ..Fused::default()
+        };
+        let (a, out) = match f {
             Ffn::Gelu { ln, fc1, fc2 } => {
-                let u = norm::rmsnorm(rec, h, ln, eps)?;
-                let a = fc1.forward(rec, &u)?;
-                let a = ew::gelu(rec, &a)?;
-                fc2.forward(rec, &a)?
+                let a = fc1.forward_fused(rec, h, normed(ln))?;
+                (ew::gelu(rec, &a)?, fc2)
             }
             Ffn::SwiGlu {
                 norm: n,
-                gate,
-                up,
+                gate_up,
                 down,
             } => {
-                let u = norm::rmsnorm(rec, h, n, eps)?;
-                let g = gate.forward(rec, &u)?;
-                let g = ew::silu(rec, &g)?;
-                let a = up.forward(rec, &u)?;
-                let a = ew::mul(rec, &g, &a)?;
-                down.forward(rec, &a)?
+                let gu = gate_up.forward_fused(rec, h, normed(n))?;
+                (ew::glu(rec, &gu, ew::Unary::Silu)?, down)
             }
         };
-        ew::add(rec, h, &o)
+        out.forward_fused(
+            rec,
+            &a,
+            Fused {
+                residual: Some(h),
+                ..Fused::default()
+            },
+        )
     }
 
     /// The mixer's contribution: its output, plus the residual where the block holds the norm.
@@ -702,9 +716,17 @@ impl Model {
     ) -> Result<Tensor> {
         let mut h = embedding_sharded(rec, &self.wte, ids)?;
         for (b, c) in self.blocks.iter().zip(layers.iter_mut()) {
-            let u = self.mixer_input(rec, b, &h)?;
-            let y = b.mixer.step(rec, c, &u)?;
-            h = self.mix(rec, b, &h, y)?;
+            h = match (&b.mixer, c, &b.pre_norm) {
+                // MesaNet: the block's norm and residual fold into the layer's projections.
+                (AnyLayer::Mesa(m), AnyCache::Mesa(mc), Some(n)) => {
+                    m.step_block(rec, mc, &h, (n, self.cfg.norm_eps))?
+                }
+                (mixer, c, _) => {
+                    let u = self.mixer_input(rec, b, &h)?;
+                    let y = mixer.step(rec, c, &u)?;
+                    self.mix(rec, b, &h, y)?
+                }
+            };
             h = self.ffn(rec, &b.ffn, &h)?;
         }
         self.logits(rec, &h)

@@ -117,6 +117,42 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
     Ok(y)
 }
 
+/// `act(x[..., :F]) · x[..., F:]` for `x [..., 2F]` (a fused gate/up projection): `[..., F]`.
+pub fn glu(rec: &mut Recording, x: &Tensor, act: Unary) -> Result<Tensor> {
+    let w = x.last_dim();
+    if x.shape().is_empty() || !w.is_multiple_of(2) {
+        return Err(Error::shape(
+            "glu",
+            format!("x must be [..., 2F], got {:?}", x.shape()),
+        ));
+    }
+    let f = w / 2;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = f;
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(&shape, x.dtype())?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let (file, entry, lanes, lanes_f) = if f.is_multiple_of(4) {
+        ("elementwise4.wgsl", "glu4", n / 4, f / 4)
+    } else {
+        ("elementwise.wgsl", "glu", n, f)
+    };
+    let wg = map_workgroup(lanes);
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()).with("WG", wg as f64))?;
+    let params = Params {
+        n: check_u32("glu", lanes)?,
+        nb: check_u32("glu", lanes_f)?,
+        op: act as u32,
+        _pad: 0,
+    };
+    let groups = grid_1d(&ctx, "glu", (lanes as u64).div_ceil(wg as u64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    Ok(y)
+}
+
 pub fn sigmoid(rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
     unary(rec, x, Unary::Sigmoid)
 }

@@ -431,6 +431,7 @@ struct Params {
     tol2: f32,
 }
 
+#[derive(Clone, Copy)]
 struct Dims {
     b: usize,
     t: usize,
@@ -447,25 +448,7 @@ fn check(inp: &MesaInputs, st: &MesaState, iters: usize) -> Result<Dims> {
         beta,
         lamb,
     } = *inp;
-    super::same_dtype("mesa", &[q, k, v])?;
-    let s = q.shape();
-    if s.len() != 4 || k.shape() != s || v.shape() != s {
-        return Err(Error::shape(
-            "mesa",
-            format!(
-                "q, k, v must be [B, T, H, D]; got {s:?}, {:?}, {:?}",
-                k.shape(),
-                v.shape()
-            ),
-        ));
-    }
-    let (b, t, h, d) = (s[0], s[1], s[2], s[3]);
-    if d == 0 || d > 128 {
-        return Err(Error::invalid(
-            "mesa",
-            format!("head dim {d} is not supported (1 ..= 128)"),
-        ));
-    }
+    let Dims { b, t, h, d } = check_qkv(q, k, v, st, iters)?;
     for (name, x, want) in [
         ("g", g, vec![b, t, h]),
         ("beta", beta, vec![b, t, h]),
@@ -484,6 +467,30 @@ fn check(inp: &MesaInputs, st: &MesaState, iters: usize) -> Result<Dims> {
                 got: x.dtype(),
             });
         }
+    }
+    Ok(Dims { b, t, h, d })
+}
+
+/// q, k, v `[B, T, H, D]` of one dtype, states to match, an accepted iteration count.
+fn check_qkv(q: &Tensor, k: &Tensor, v: &Tensor, st: &MesaState, iters: usize) -> Result<Dims> {
+    super::same_dtype("mesa", &[q, k, v])?;
+    let s = q.shape();
+    if s.len() != 4 || k.shape() != s || v.shape() != s {
+        return Err(Error::shape(
+            "mesa",
+            format!(
+                "q, k, v must be [B, T, H, D]; got {s:?}, {:?}, {:?}",
+                k.shape(),
+                v.shape()
+            ),
+        ));
+    }
+    let (b, t, h, d) = (s[0], s[1], s[2], s[3]);
+    if d == 0 || d > 128 {
+        return Err(Error::invalid(
+            "mesa",
+            format!("head dim {d} is not supported (1 ..= 128)"),
+        ));
     }
     let ss = [b, h, d, d];
     if st.kk.shape() != ss
@@ -727,6 +734,27 @@ pub fn decode_step_with(
             format!("one token per sequence expected, got T = {t}"),
         ));
     }
+    let gates = pack_gates(rec, g, beta, lamb)?;
+    decode_launch(
+        rec,
+        [q, k, v, &gates],
+        state,
+        Dims { b, t, h, d },
+        iters,
+        solver,
+    )
+}
+
+/// The decode kernel over q, k, v `[B, 1, H, D]` and a packed gates buffer (common/mesa_gates.wgsl),
+/// shapes already checked.
+fn decode_launch(
+    rec: &mut Recording,
+    [q, k, v, gates]: [&Tensor; 4],
+    state: &MesaState,
+    Dims { b, h, d, .. }: Dims,
+    iters: usize,
+    solver: Solver,
+) -> Result<Solved> {
     let ctx = rec.context().clone();
     // CPU adapters: one invocation per (batch, head) (shaders/mesa_decode_lanes.wgsl) for D a
     // multiple of 4 up to 64 while it fits the loop budget, then mesa_decode, then an error.
@@ -756,7 +784,6 @@ pub fn decode_step_with(
     };
     let o = ctx.alloc(q.shape(), q.dtype())?;
     let iterations = ctx.alloc(&[b, 1, h], DType::F32)?;
-    let gates = pack_gates(rec, g, beta, lamb)?;
     let (paper, tol2) = solver.params();
     let params = DecodeParams {
         b: b as u32,
@@ -770,7 +797,7 @@ pub fn decode_step_with(
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[q, k, v, &gates, &state.kk, &state.kv, &o, &iterations],
+        &[q, k, v, gates, &state.kk, &state.kv, &o, &iterations],
         [check_u32("mesa", groups)?, 1, 1],
     )?;
     Ok(Solved { o, iterations })
@@ -784,7 +811,9 @@ struct PrepParams {
     c: u32,
     d: u32,
     eps: f32,
-    _p: [u32; 3],
+    cache_c: u32,
+    cache_at: u32,
+    _p: u32,
 }
 
 fn prep_params(
@@ -804,7 +833,9 @@ fn prep_params(
         c: check_u32(op, c)?,
         d: d as u32,
         eps,
-        _p: [0; 3],
+        cache_c: 0,
+        cache_at: 0,
+        _p: 0,
     };
     Ok((p, b, t, c))
 }
@@ -831,15 +862,29 @@ pub fn short_conv(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor>
     Ok(y)
 }
 
-/// After a prefill over `x [B, T, C]`: `cache [B, C, 4]` ← the last 4 inputs (zeros before the start).
-pub fn conv_cache_fill(rec: &mut Recording, x: &Tensor, cache: &Tensor) -> Result<()> {
-    let (params, b, _, c) = prep_params("mesa conv cache", x, 1, 0.0)?;
-    if cache.shape() != [b, c, 4] {
+/// After a prefill over `x [B, T, C]`: channels `first .. first + C` of `cache [B, C', 4]` ← the
+/// last 4 inputs (zeros before the start). A Mesa layer's cache holds q's channels then k's.
+pub fn conv_cache_fill(
+    rec: &mut Recording,
+    x: &Tensor,
+    cache: &Tensor,
+    first: usize,
+) -> Result<()> {
+    let (mut params, b, _, c) = prep_params("mesa conv cache", x, 1, 0.0)?;
+    let cs = cache.shape();
+    if cs.len() != 3 || cs[0] != b || cs[2] != 4 || first + c > cs[1] || cache.dtype() != x.dtype()
+    {
         return Err(Error::shape(
             "mesa conv cache",
-            format!("cache must be [{b}, {c}, 4], got {:?}", cache.shape()),
+            format!(
+                "cache must be [{b}, C', 4] of x's dtype with channels {first} .. {} inside; got {:?} {cs:?}",
+                first + c,
+                cache.dtype()
+            ),
         ));
     }
+    params.cache_c = check_u32("mesa conv cache", cs[1])?;
+    params.cache_at = first as u32;
     let ctx = rec.context().clone();
     let kernel = ctx.kernel(&KernelKey::new(
         "mesa_prep.wgsl",
@@ -850,31 +895,217 @@ pub fn conv_cache_fill(rec: &mut Recording, x: &Tensor, cache: &Tensor) -> Resul
     rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, cache], groups)
 }
 
-/// One token `x [B, 1, C]` through the conv cache `[B, C, 4]` (updated in place), then SiLU.
-pub fn conv_step(rec: &mut Recording, x: &Tensor, w: &Tensor, cache: &Tensor) -> Result<Tensor> {
-    let (params, b, t, c) = prep_params("mesa conv step", x, 1, 0.0)?;
-    check_conv_weight(w, c)?;
-    if t != 1 || cache.shape() != [b, c, 4] {
+/// Where a decode step's inputs sit in a Mesa layer's fused projection row (`[B, 1, ld]`):
+/// q at column 0, k at H·D, v at 2·H·D, the gate g (gated layers) at `g_col`, a at `a_col` and
+/// b at `a_col + H`.
+#[derive(Clone, Copy, Debug)]
+pub struct StepLayout {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub a_col: usize,
+    pub g_col: Option<usize>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StepParams {
+    b: u32,
+    h: u32,
+    d: u32,
+    ld: u32,
+    a_col: u32,
+    g_col: u32,
+    eps: f32,
+    _p: u32,
+}
+
+impl StepLayout {
+    /// The kernel parameters for `proj`, after checking that the layout fits its rows.
+    fn params(&self, op: &'static str, proj: &Tensor, eps: f32) -> Result<(StepParams, usize)> {
+        let (h, d) = (self.heads, self.head_dim);
+        let s = proj.shape();
+        let ld = proj.last_dim();
+        let end = [
+            3 * h * d,
+            self.a_col + 2 * h,
+            self.g_col.map_or(0, |g| g + h * d),
+        ];
+        if s.len() != 3 || s[1] != 1 || h == 0 || d == 0 || d > 128 || end.iter().any(|&e| e > ld) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "projection {s:?} must be [B, 1, ld] holding q, k, v ({h} heads of {d}, \
+                     head dim 1 ..= 128), a at {}, g at {:?}",
+                    self.a_col, self.g_col
+                ),
+            ));
+        }
+        let b = s[0];
+        let p = StepParams {
+            b: check_u32(op, b)?,
+            h: h as u32,
+            d: d as u32,
+            ld: check_u32(op, ld)?,
+            a_col: check_u32(op, self.a_col)?,
+            g_col: self.g_col.map_or(Ok(u32::MAX), |g| check_u32(op, g))?,
+            eps,
+            _p: 0,
+        };
+        Ok((p, b))
+    }
+}
+
+/// The gates buffer of decode steps fed by [`step_prep`] for `b` sequences:
+/// `[g (B·H) | β (B·H) | λ (H·D) | a_bias (H) | b_bias (H)]`, f32. The tail (`lamb [H, D]`, `bias
+/// [2H]` = a's then b's) is copied here once; every step writes the head.
+pub fn step_gates(rec: &mut Recording, b: usize, lamb: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (h, d) = match lamb.shape() {
+        &[h, d] => (h, d),
+        other => {
+            return Err(Error::shape(
+                "mesa step gates",
+                format!("lambda must be [H, D], got {other:?}"),
+            ))
+        }
+    };
+    if bias.shape() != [2 * h] || lamb.dtype() != DType::F32 || bias.dtype() != DType::F32 {
         return Err(Error::shape(
-            "mesa conv step",
+            "mesa step gates",
             format!(
-                "need x [B, 1, C] and cache [B, C, 4]; got {:?}, {:?}",
-                x.shape(),
-                cache.shape()
+                "need f32 lambda [H, D] and biases [2H]; got {:?} {:?} and {:?} {:?}",
+                lamb.dtype(),
+                lamb.shape(),
+                bias.dtype(),
+                bias.shape()
+            ),
+        ));
+    }
+    let n = (b * h) as u64;
+    let gates = rec
+        .context()
+        .alloc(&[2 * b * h + h * d + 2 * h], DType::F32)?;
+    rec.copy_region(lamb, 0, &gates, 2 * n, (h * d) as u64)?;
+    rec.copy_region(bias, 0, &gates, 2 * n + (h * d) as u64, 2 * h as u64)?;
+    Ok(gates)
+}
+
+/// A decode step's inputs from the fused projection `proj [B, 1, ld]` ([`StepLayout`]), in one
+/// dispatch (shaders/mesa_step.wgsl): q and k through the short conv (cache `conv [B, 2·H·D, 4]`,
+/// q's channels then k's, updated in place) and SiLU, L2-normalised per head; v; and the gates
+/// written into `gates` ([`step_gates`]). Returns q, k, v `[B, 1, H, D]`.
+pub fn step_prep(
+    rec: &mut Recording,
+    proj: &Tensor,
+    layout: StepLayout,
+    [q_conv, k_conv]: [&Tensor; 2],
+    conv: &Tensor,
+    gates: &Tensor,
+) -> Result<[Tensor; 3]> {
+    let op = "mesa step";
+    let (params, b) = layout.params(op, proj, 1e-6)?;
+    let (h, d) = (layout.heads, layout.head_dim);
+    super::same_dtype(op, &[proj, q_conv, k_conv, conv])?;
+    check_conv_weight(q_conv, h * d)?;
+    check_conv_weight(k_conv, h * d)?;
+    if conv.shape() != [b, 2 * h * d, 4]
+        || gates.dtype() != DType::F32
+        || gates.numel() != 2 * b * h + h * d + 2 * h
+    {
+        return Err(Error::shape(
+            op,
+            format!(
+                "need the conv cache [{b}, {}, 4] and f32 gates of {} values; got {:?} and {:?}",
+                2 * h * d,
+                2 * b * h + h * d + 2 * h,
+                conv.shape(),
+                gates.shape()
             ),
         ));
     }
     let ctx = rec.context().clone();
-    let y = ctx.alloc(x.shape(), x.dtype())?;
-    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "conv_step", x.dtype()))?;
-    let groups = super::grid_1d(&ctx, "mesa conv step", ((b * c) as u64).div_ceil(256))?;
+    let out = || ctx.alloc(&[b, 1, h, d], proj.dtype());
+    let (q, k, v) = (out()?, out()?, out()?);
+    let kernel = ctx.kernel(&KernelKey::new(
+        "mesa_step.wgsl",
+        "mesa_step_prep",
+        proj.dtype(),
+    ))?;
+    let groups = super::grid_1d(&ctx, op, (b * h) as u64)?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[x, w, cache, &y],
+        &[proj, q_conv, k_conv, conv, gates, &q, &k, &v],
+        groups,
+    )?;
+    Ok([q, k, v])
+}
+
+/// The output projection's input after a decode step's solve `o [B, 1, H, D]`: per-head RMSNorm
+/// with `o_norm [D]` (epsilon `eps`), times silu(g) read in place from `proj` on gated layers
+/// ([`StepLayout::g_col`]). One dispatch (shaders/mesa_step.wgsl); returns `[B, 1, H·D]`.
+pub fn step_out(
+    rec: &mut Recording,
+    o: &Tensor,
+    o_norm: &Tensor,
+    eps: f32,
+    proj: &Tensor,
+    layout: StepLayout,
+) -> Result<Tensor> {
+    let op = "mesa step output";
+    let (params, b) = layout.params(op, proj, eps)?;
+    let (h, d) = (layout.heads, layout.head_dim);
+    super::same_dtype(op, &[o, o_norm, proj])?;
+    if o.shape() != [b, 1, h, d] || o_norm.shape() != [d] {
+        return Err(Error::shape(
+            op,
+            format!(
+                "need o [{b}, 1, {h}, {d}] and o_norm [{d}]; got {:?} and {:?}",
+                o.shape(),
+                o_norm.shape()
+            ),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let y = ctx.alloc(&[b, 1, h * d], o.dtype())?;
+    let kernel = ctx.kernel(&KernelKey::new(
+        "mesa_step.wgsl",
+        "mesa_step_out",
+        o.dtype(),
+    ))?;
+    let groups = super::grid_1d(&ctx, op, (b * h) as u64)?;
+    rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[proj, o, o_norm, &y],
         groups,
     )?;
     Ok(y)
+}
+
+/// The decode step on inputs from [`step_prep`]: q, k, v `[B, 1, H, D]` and the gates buffer it
+/// filled. Updates `state` in place, as [`decode_step_with`].
+pub fn decode_step_prepared(
+    rec: &mut Recording,
+    [q, k, v]: [&Tensor; 3],
+    gates: &Tensor,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+) -> Result<Solved> {
+    let s = q.shape();
+    let dims = check_qkv(q, k, v, state, iters)?;
+    let Dims { b, h, d, .. } = dims;
+    if s[1] != 1 || gates.dtype() != DType::F32 || gates.numel() < 2 * b * h + h * d {
+        return Err(Error::shape(
+            "mesa decode",
+            format!(
+                "need q [B, 1, H, D] and f32 gates of at least {} values; got {s:?} and {:?}",
+                2 * b * h + h * d,
+                gates.shape()
+            ),
+        ));
+    }
+    decode_launch(rec, [q, k, v, gates], state, dims, iters, solver)
 }
 
 /// `x / sqrt(Σ x² + eps)` over every `d` consecutive values of `x [B, T, C]` (per head).

@@ -196,6 +196,16 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             .exact(),
         );
     }
+    // Gated maps over a fused gate/up row (SwiGLU FFNs): F = 37 takes the scalar kernel, 40 the
+    // vec4 one.
+    for f in [37, 40] {
+        all.push(Case::new(
+            "elementwise",
+            format!("glu Silu 5x2·{f}"),
+            dtype,
+            Glu { rows: 5, f, dtype },
+        ));
+    }
     // Binary maps: rows of 37 take the scalar kernel, 40 the vec4 one; b full or one broadcast row.
     for op in [ew::Binary::Mul, ew::Binary::Add, ew::Binary::SigmoidMul] {
         for cols in [37, 40] {
@@ -486,6 +496,32 @@ struct Unary {
     dtype: DType,
     /// `ew::unary_f32`: an f32 result from `dtype` storage.
     f32_out: bool,
+}
+
+/// `silu(x[:, :F]) · x[:, F:]` over `x [rows, 2F]`.
+struct Glu {
+    rows: usize,
+    f: usize,
+    dtype: DType,
+}
+
+impl Glu {
+    fn input(&self) -> Vec<f32> {
+        stored(&rand(self.rows * 2 * self.f, 23, 6.0), self.dtype)
+    }
+}
+
+impl Check for Glu {
+    fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
+        let xt = ctx.upload(&self.input(), &[self.rows, 1, 2 * self.f], self.dtype)?;
+        Ok(vec![ctx.run(|rec| ew::glu(rec, &xt, ew::Unary::Silu))?])
+    }
+    fn reference(&self) -> Vec<f64> {
+        let x = self.input();
+        x.chunks(2 * self.f)
+            .flat_map(|row| (0..self.f).map(|i| r::silu(row[i] as f64) * row[self.f + i] as f64))
+            .collect()
+    }
 }
 
 struct PlaceColumns {
