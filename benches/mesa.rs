@@ -1,5 +1,6 @@
 //! Mesa core op at T = 1024, 4 heads of 64: the chunkwise CG forward (30 and 10 iterations, and
-//! each GPU CG plan forced) and one decode step, GPU time per call. `cargo bench --bench mesa`
+//! each GPU CG plan forced), one decode step, and the layer step's prep and output kernels, GPU
+//! time per call. `cargo bench --bench mesa`
 
 use std::time::Duration;
 
@@ -81,6 +82,38 @@ fn bench(c: &mut Criterion) {
                     &state,
                     30,
                 )
+            })
+        })
+    });
+    // The layer step's kernels around the solve (shaders/mesa_step.wgsl), batch 1: the projection
+    // row [q | k | v | g | a | b] of the layer above.
+    let hd = h * d;
+    let layout = mops::StepLayout {
+        heads: h,
+        head_dim: d,
+        a_col: 4 * hd,
+        g_col: Some(3 * hd),
+    };
+    let proj = up(fill(4 * hd + 2 * h, 7), &[1, 1, 4 * hd + 2 * h]);
+    let conv_w = up(fill(hd * 4, 8), &[hd, 1, 4]);
+    let conv = up(vec![0.0; 2 * hd * 4], &[1, 2 * hd, 4]);
+    let o_norm = up(vec![1.0; d], &[d]);
+    let bias = up(vec![0.0; 2 * h], &[2 * h]);
+    let gates = ctx
+        .run(|rec| mops::step_gates(rec, 1, &lamb, &bias))
+        .unwrap();
+    grp.bench_function("step_prep", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::step_prep(rec, &proj, layout, [&conv_w, &conv_w], &conv, &gates)
+                    .map(|[q, ..]| q)
+            })
+        })
+    });
+    grp.bench_function("step_out", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::step_out(rec, &q1, &o_norm, 1e-5, &proj, layout)
             })
         })
     });

@@ -1,4 +1,5 @@
-//! RMSNorm, elementwise, softmax and RoPE over a [4096, 256] activation: GPU time per call.
+//! RMSNorm, elementwise (and the gated `glu`), softmax and RoPE over a [4096, 256] activation: GPU
+//! time per call.
 //! `cargo bench --bench ops`
 
 use std::time::Duration;
@@ -32,6 +33,10 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("mul", |b| {
         b.iter_custom(|n| gpu_time(&ctx, n, &|rec| ew::mul(rec, &x, &x)))
+    });
+    // [4096, 2·128] → [4096, 128]: a SwiGLU's gate | up row read, half of it written.
+    g.bench_function("glu_silu", |b| {
+        b.iter_custom(|n| gpu_time(&ctx, n, &|rec| ew::glu(rec, &x, ew::Unary::Silu)))
     });
     g.bench_function("softmax", |b| {
         b.iter_custom(|n| gpu_time(&ctx, n, &|rec| softmax::softmax(rec, &x, 1.0)))
