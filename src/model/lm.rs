@@ -412,7 +412,12 @@ impl Model {
     /// `h + FFN(h)`; in blocks of rows when the widest activation `[rows, d_ffn]` would pass
     /// the binding limit (long prompts of wide models).
     fn ffn(&self, rec: &mut Recording, f: &Ffn, h: &Tensor) -> Result<Tensor> {
-        let width = self.cfg.d_ffn.max(self.cfg.d_model);
+        // The widest activation bound: SwiGLU's gate | up rows are two FFN widths.
+        let hidden = match f {
+            Ffn::Gelu { .. } => self.cfg.d_ffn,
+            Ffn::SwiGlu { .. } => 2 * self.cfg.d_ffn,
+        };
+        let width = hidden.max(self.cfg.d_model);
         let rows = h.numel() / h.last_dim().max(1);
         let per = rows_per_binding(rec.context(), width, h.dtype());
         if rows <= per {
