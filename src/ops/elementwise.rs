@@ -23,20 +23,9 @@ pub fn unary_f32(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     if x.dtype() == crate::DType::F32 {
         return unary(rec, x, op);
     }
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(x.shape(), crate::DType::F32)?;
-    let n = x.numel();
-    let wg = map_workgroup(n);
-    let kernel = ctx
-        .kernel(&KernelKey::new("unary_f32.wgsl", "unary_f32", x.dtype()).with("WG", wg as f64))?;
-    let params = Params {
-        n: check_u32("unary", n)?,
-        nb: 1,
-        op: op as u32,
-        _pad: 0,
-    };
-    let groups = grid_1d(&ctx, "unary", (n as u64).div_ceil(wg as u64))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    let y = rec.context().alloc(x.shape(), crate::DType::F32)?;
+    let file = ("unary_f32.wgsl", "unary_f32");
+    launch(rec, file, x.dtype(), [x.numel(), 1], op as u32, &[x, &y])?;
     Ok(y)
 }
 
@@ -58,10 +47,32 @@ struct Params {
     _pad: u32,
 }
 
+/// One map over `n` lanes (values, or vec4s in the `4` files), `nb` the kernel's second count
+/// (b's length, or glu's half row), with op code `op`.
+fn launch(
+    rec: &mut Recording,
+    (file, entry): (&'static str, &'static str),
+    dtype: crate::DType,
+    [n, nb]: [usize; 2],
+    op: u32,
+    bindings: &[&Tensor],
+) -> Result<()> {
+    let ctx = rec.context().clone();
+    let wg = map_workgroup(n);
+    let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype).with("WG", wg as f64))?;
+    let params = Params {
+        n: check_u32(entry, n)?,
+        nb: check_u32(entry, nb)?,
+        op,
+        _pad: 0,
+    };
+    let groups = grid_1d(&ctx, entry, (n as u64).div_ceil(wg as u64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), bindings, groups)
+}
+
 /// `y = f(x)` elementwise.
 pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(x.shape(), x.dtype())?;
+    let y = rec.context().alloc(x.shape(), x.dtype())?;
     let n = x.numel();
     // vec4s where the size allows (elementwise4.wgsl).
     let (file, entry, lanes) = if n.is_multiple_of(4) {
@@ -69,16 +80,14 @@ pub fn unary(rec: &mut Recording, x: &Tensor, op: Unary) -> Result<Tensor> {
     } else {
         ("elementwise.wgsl", "unary", n)
     };
-    let wg = map_workgroup(lanes);
-    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()).with("WG", wg as f64))?;
-    let params = Params {
-        n: check_u32("unary", lanes)?,
-        nb: 1,
-        op: op as u32,
-        _pad: 0,
-    };
-    let groups = grid_1d(&ctx, "unary", (lanes as u64).div_ceil(wg as u64))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    launch(
+        rec,
+        (file, entry),
+        x.dtype(),
+        [lanes, 1],
+        op as u32,
+        &[x, &y],
+    )?;
     Ok(y)
 }
 
@@ -92,8 +101,7 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
             format!("b {sb:?} must equal a {sa:?} or a trailing part of it (b is repeated over the leading dimensions)"),
         ));
     }
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(sa, dtype)?;
+    let y = rec.context().alloc(sa, dtype)?;
     let n = a.numel();
     if n == 0 {
         return Ok(y);
@@ -104,16 +112,14 @@ pub fn binary(rec: &mut Recording, a: &Tensor, b: &Tensor, op: Binary) -> Result
     } else {
         ("elementwise.wgsl", "binary", n, nb)
     };
-    let wg = map_workgroup(lanes);
-    let kernel = ctx.kernel(&KernelKey::new(file, entry, dtype).with("WG", wg as f64))?;
-    let params = Params {
-        n: check_u32("binary", lanes)?,
-        nb: check_u32("binary", lanes_b)?,
-        op: op as u32,
-        _pad: 0,
-    };
-    let groups = grid_1d(&ctx, "binary", (lanes as u64).div_ceil(wg as u64))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a, b, &y], groups)?;
+    launch(
+        rec,
+        (file, entry),
+        dtype,
+        [lanes, lanes_b],
+        op as u32,
+        &[a, b, &y],
+    )?;
     Ok(y)
 }
 
@@ -129,8 +135,7 @@ pub fn glu(rec: &mut Recording, x: &Tensor, act: Unary) -> Result<Tensor> {
     let f = w / 2;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = f;
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(&shape, x.dtype())?;
+    let y = rec.context().alloc(&shape, x.dtype())?;
     let n = y.numel();
     if n == 0 {
         return Ok(y);
@@ -140,16 +145,14 @@ pub fn glu(rec: &mut Recording, x: &Tensor, act: Unary) -> Result<Tensor> {
     } else {
         ("elementwise.wgsl", "glu", n, f)
     };
-    let wg = map_workgroup(lanes);
-    let kernel = ctx.kernel(&KernelKey::new(file, entry, x.dtype()).with("WG", wg as f64))?;
-    let params = Params {
-        n: check_u32("glu", lanes)?,
-        nb: check_u32("glu", lanes_f)?,
-        op: act as u32,
-        _pad: 0,
-    };
-    let groups = grid_1d(&ctx, "glu", (lanes as u64).div_ceil(wg as u64))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
+    launch(
+        rec,
+        (file, entry),
+        x.dtype(),
+        [lanes, lanes_f],
+        act as u32,
+        &[x, &y],
+    )?;
     Ok(y)
 }
 
