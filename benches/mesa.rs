@@ -1,6 +1,7 @@
 //! Mesa core op at T = 1024, 4 heads of 64: the chunkwise CG forward (30 and 10 iterations, and
-//! each GPU CG plan forced), one decode step, and the layer step's prep and output kernels, GPU
-//! time per call. `cargo bench --bench mesa`
+//! each GPU CG plan forced), one decode step, the layer step's prep and output kernels, and the
+//! parallel path's (prep, conv cache, output over the 1024 tokens), GPU time per call.
+//! `cargo bench --bench mesa`
 
 use std::time::Duration;
 
@@ -114,6 +115,34 @@ fn bench(c: &mut Criterion) {
         bn.iter_custom(|n| {
             gpu_time(&ctx, n, &|rec| {
                 mops::step_out(rec, &q1, &o_norm, 1e-5, &proj, layout)
+            })
+        })
+    });
+    // The same kernels over the T tokens of a prompt (the parallel path).
+    let proj_t = up(fill(t * (4 * hd + 2 * h), 9), &[1, t, 4 * hd + 2 * h]);
+    let gates_t = ctx
+        .run(|rec| mops::step_gates(rec, t, &lamb, &bias))
+        .unwrap();
+    grp.bench_function("seq_prep", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::seq_prep(rec, &proj_t, layout, [&conv_w, &conv_w], &conv, &gates_t)
+                    .map(|[q, ..]| q)
+            })
+        })
+    });
+    grp.bench_function("conv_advance", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::conv_advance(rec, &proj_t, layout, &conv)?;
+                Ok(conv.clone())
+            })
+        })
+    });
+    grp.bench_function("seq_out", |bn| {
+        bn.iter_custom(|n| {
+            gpu_time(&ctx, n, &|rec| {
+                mops::step_out(rec, &q, &o_norm, 1e-5, &proj_t, layout)
             })
         })
     });

@@ -6,8 +6,7 @@
 
 use chunkwise::bench::{print_breakdown, Part};
 use chunkwise::ops::gemm::Linear;
-use chunkwise::ops::mesa::{self as mops, MesaInputs, MesaState};
-use chunkwise::ops::{elementwise as ew, norm};
+use chunkwise::ops::mesa::{self as mops, MesaState, Solver};
 use chunkwise::{Context, DType, Result};
 
 fn main() -> Result<()> {
@@ -28,80 +27,70 @@ fn main() -> Result<()> {
         ctx.upload(&v, shape, DType::F32)
     };
     let x = act(&[1, t, d], 0.5)?;
-    let gates = act(&[1, t, h], 0.5)?;
-    let conv_w = act(&[d, 1, 4], 0.5)?;
-    let bias = act(&[h], 0.1)?;
-    let ones = ctx.upload(&vec![1.0; dh], &[dh], DType::F32)?;
-    let weight = |n: usize| -> Result<Linear> {
-        let w: Vec<f32> = (0..n * d).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
-        Linear::new(&ctx, ctx.upload(&w, &[n, d], DType::F32)?)
+    // The layer's fused input projection [q | k | v | g | a | b] (W = 4·D + 2·H), gated.
+    let width = 4 * d + 2 * h;
+    let layout = mops::StepLayout {
+        heads: h,
+        head_dim: dh,
+        a_col: 4 * d,
+        g_col: Some(3 * d),
     };
-    let (w_full, w_heads) = (weight(d)?, weight(h)?);
-    // The core op's inputs as the layer hands them over: unit-norm q and k, gates in range.
-    let unit = ctx.run(|rec| mops::l2norm(rec, &x, dh, 1e-6))?;
-    let unit = unit.reshape(&[1, t, h, dh])?;
-    let g = ctx.run(|rec| ew::logsigmoid(rec, &gates))?;
-    let beta = ctx.run(|rec| ew::sigmoid(rec, &gates))?;
+    let weight = |n: usize, k: usize| -> Result<Linear> {
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
+        Linear::new(&ctx, ctx.upload(&w, &[n, k], DType::F32)?)
+    };
+    let (w_in, w_out) = (weight(width, d)?, weight(d, d)?);
+    let proj = ctx.run(|rec| w_in.forward(rec, &x))?;
+    let conv_w = act(&[d, 1, 4], 0.5)?;
+    let conv = ctx.upload(&vec![0.0; 2 * d * 4], &[1, 2 * d, 4], DType::F32)?;
     let lamb = ctx.upload(&vec![0.25; h * dh], &[h, dh], DType::F32)?;
+    let bias = ctx.upload(&vec![0.0; 2 * h], &[2 * h], DType::F32)?;
+    let ones = ctx.upload(&vec![1.0; dh], &[dh], DType::F32)?;
+    let gates = ctx.run(|rec| mops::step_gates(rec, t, &lamb, &bias))?;
+    let conv_w2 = [&conv_w, &conv_w];
+    // The core op's inputs as the layer hands them over: unit-norm q and k, gates in range.
+    let [q, k, v] = ctx.run(|rec| mops::seq_prep(rec, &proj, layout, conv_w2, &conv, &gates))?;
     let heads_x = x.reshape(&[1, t, h, dh])?;
 
     let parts: Vec<Part> = vec![
         (
-            "projections D→D (q, k, v, gate, out)",
-            5,
-            Box::new(|rec| w_full.forward(rec, &x)),
+            "input projection (q, k, v, g, a, b in one)",
+            1,
+            Box::new(|rec| w_in.forward(rec, &x)),
         ),
         (
-            "projections D→H (a, b)",
-            2,
-            Box::new(|rec| w_heads.forward(rec, &x)),
-        ),
-        (
-            "gate bias + (log)sigmoid",
-            2,
+            "conv + SiLU + L2 norms + gates",
+            1,
             Box::new(|rec| {
-                let a = ew::add(rec, &gates, &bias)?;
-                ew::sigmoid(rec, &a)
+                mops::seq_prep(rec, &proj, layout, conv_w2, &conv, &gates).map(|[q, ..]| q)
             }),
         ),
         (
-            "short conv (q, k)",
-            2,
-            Box::new(|rec| mops::short_conv(rec, &x, &conv_w)),
-        ),
-        (
-            "l2 norm (q, k)",
-            2,
-            Box::new(|rec| mops::l2norm(rec, &x, dh, 1e-6)),
+            "conv cache",
+            1,
+            Box::new(|rec| {
+                mops::conv_advance(rec, &proj, layout, &conv)?;
+                Ok(conv.clone())
+            }),
         ),
         (
             "core: states + CG + read-out",
             1,
             Box::new(|rec| {
                 let state = MesaState::zeros_in(rec, 1, h, dh)?;
-                let inp = MesaInputs {
-                    q: &unit,
-                    k: &unit,
-                    v: &heads_x,
-                    g: &g,
-                    beta: &beta,
-                    lamb: &lamb,
-                };
-                mops::core(rec, &inp, &state, iters)
+                mops::core_prepared(rec, [&q, &k, &v], &gates, &state, iters, Solver::Reference)
+                    .map(|s| s.o)
             }),
         ),
         (
-            "rmsnorm per head",
+            "output norm × silu(g)",
             1,
-            Box::new(|rec| norm::rmsnorm(rec, &heads_x, &ones, 1e-6)),
+            Box::new(|rec| mops::step_out(rec, &heads_x, &ones, 1e-6, &proj, layout)),
         ),
         (
-            "silu gate + mul",
+            "output projection",
             1,
-            Box::new(|rec| {
-                let s = ew::silu(rec, &x)?;
-                ew::mul(rec, &x, &s)
-            }),
+            Box::new(|rec| w_out.forward(rec, &x)),
         ),
     ];
     println!(

@@ -872,3 +872,218 @@ fn a_forced_cg_plan_that_does_not_exist_or_fit_is_a_named_error() {
         "{e}"
     );
 }
+
+#[test]
+fn a_prompt_in_pieces_gives_the_outputs_and_cache_of_one_prefill_on_every_schedule() {
+    // The parallel path from a cache that already holds tokens: a prefill then `extend`s of 1, 2
+    // and 11 tokens (blocks shorter than the conv's window of 4 read part of it, and leave part
+    // of the new cache, from the old cache); and a binding limit under the whole projection, so
+    // the layer runs groups of sequences (limit 1) or blocks of one sequence's tokens (limit 2).
+    // Chunk boundaries move, so outputs agree to CG accuracy, not to the bit.
+    // Heads of 15: the states of one sequence (and one chunk's start states) fit the lowered
+    // limits below.
+    let (b, t, hidden, heads) = (3usize, 23usize, 45usize, 3usize);
+    let x = rand(b * t * hidden, 31, 1.0);
+    for c in contexts() {
+        let layer = random_layer_on(c, hidden, heads, true);
+        let what = c.schedule_summary();
+        let up = |lo, hi| {
+            c.upload(
+                &token_rows(&x, b, t, hidden, lo, hi),
+                &[b, hi - lo, hidden],
+                DType::F32,
+            )
+            .unwrap()
+        };
+        let (y, whole) = c.run(|rec| layer.prefill(rec, &up(0, t))).unwrap();
+        let y = c.download(&y).unwrap();
+        let read = |cache: &chunkwise::layers::MesaCache| -> Vec<f32> {
+            [&cache.state().kk, &cache.state().kv, cache.conv_cache()]
+                .into_iter()
+                .flat_map(|s| c.download(s).unwrap())
+                .collect()
+        };
+        let want_cache: Vec<f64> = read(&whole).into_iter().map(f64::from).collect();
+        let (y0, mut cache) = c.run(|rec| layer.prefill(rec, &up(0, 9))).unwrap();
+        let mut rows = vec![c.download(&y0).unwrap()];
+        for (lo, hi) in [(9, 10), (10, 12), (12, t)] {
+            let yi = c
+                .run(|rec| layer.extend(rec, &mut cache, &up(lo, hi)))
+                .unwrap();
+            rows.push(c.download(&yi).unwrap());
+        }
+        assert_eq!(cache.position(), t, "{what}");
+        // Pieces' outputs `[b, n, hidden]` back in the order of one `[b, t, hidden]`.
+        let joined = |rows: &[Vec<f32>], lens: &[usize]| -> Vec<f32> {
+            (0..b)
+                .flat_map(|bi| {
+                    rows.iter()
+                        .zip(lens)
+                        .flat_map(|(r, n)| r[bi * n * hidden..(bi + 1) * n * hidden].to_vec())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let got = joined(&rows, &[9, 1, 2, t - 12]);
+        let want: Vec<f64> = y.iter().copied().map(f64::from).collect();
+        assert_close(&got, &want, DType::F32, &format!("{what}: extend outputs"));
+        assert_close(
+            &read(&cache),
+            &want_cache,
+            DType::F32,
+            &format!("{what}: extend cache"),
+        );
+        let mut rec = c.record();
+        layer.forward(&mut rec, &up(0, t)).unwrap();
+        let one_piece = rec.stats().dispatches;
+
+        for (limit_rows, label) in [(t, "sequence groups"), (10, "token blocks")] {
+            let small = Context::new_blocking().unwrap();
+            if !c.cpu_schedules() {
+                small.set_schedule(chunkwise::Schedule::Gpu);
+            }
+            small.set_subgroup_kernels(c.subgroups_enabled());
+            // The projection's row: 4·H·D + 2·H f32 values.
+            let row = ((4 * hidden + 2 * heads) * 4) as u64;
+            small.set_binding_limit(Some(limit_rows as u64 * row));
+            let layer = random_layer_on(&small, hidden, heads, true);
+            let xs = small.upload(&x, &[b, t, hidden], DType::F32).unwrap();
+            let (ys, split) = small.run(|rec| layer.prefill(rec, &xs)).unwrap();
+            let what = format!("{what}, {label}");
+            assert_close(&small.download(&ys).unwrap(), &want, DType::F32, &what);
+            // And in pieces after a cache that holds tokens (their states copied in and out).
+            let part = |lo, hi| {
+                small
+                    .upload(
+                        &token_rows(&x, b, t, hidden, lo, hi),
+                        &[b, hi - lo, hidden],
+                        DType::F32,
+                    )
+                    .unwrap()
+            };
+            let (y0, mut cache) = small.run(|rec| layer.prefill(rec, &part(0, 9))).unwrap();
+            let y1 = small
+                .run(|rec| layer.extend(rec, &mut cache, &part(9, t)))
+                .unwrap();
+            let rows = [small.download(&y0).unwrap(), small.download(&y1).unwrap()];
+            let got = joined(&rows, &[9, t - 9]);
+            assert_close(&got, &want, DType::F32, &format!("{what}: extend"));
+            let got: Vec<f32> = [&split.state().kk, &split.state().kv, split.conv_cache()]
+                .into_iter()
+                .flat_map(|s| small.download(s).unwrap())
+                .collect();
+            assert_close(&got, &want_cache, DType::F32, &format!("{what}: cache"));
+            let mut rec = small.record();
+            layer.forward(&mut rec, &xs).unwrap();
+            let pieces = rec.stats().dispatches;
+            assert!(
+                pieces > one_piece,
+                "{what}: {pieces} dispatches, no more than one piece's {one_piece}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_block_norm_folded_into_the_layer_equals_norm_layer_and_residual() {
+    // MesaNet's block (`x + layer(RMSNorm(x)·w)`) runs with the norm folded into the input
+    // projection and the residual into the output projection: against the three ops in turn,
+    // on the parallel path (whole and in token blocks under a lowered limit) and at decode.
+    use chunkwise::ops::{elementwise as ew, norm};
+    let (b, t, p, hidden, heads) = (2usize, 13usize, 9usize, 45usize, 3usize);
+    let x = rand(b * t * hidden, 61, 1.0);
+    let w = rand(hidden, 62, 1.0);
+    let eps = 1e-6;
+    for c in contexts() {
+        let what = c.schedule_summary();
+        let plain = random_layer_on(c, hidden, heads, true);
+        let wt = c.upload(&w, &[hidden], DType::F32).unwrap();
+        let block = random_layer_on(c, hidden, heads, true)
+            .with_block_norm(wt.clone(), eps)
+            .unwrap();
+        let up = |lo, hi| {
+            c.upload(
+                &token_rows(&x, b, t, hidden, lo, hi),
+                &[b, hi - lo, hidden],
+                DType::F32,
+            )
+            .unwrap()
+        };
+        let xs = up(0, p);
+        let (want, mut cache) = c
+            .run(|rec| {
+                let u = norm::rmsnorm(rec, &xs, &wt, eps)?;
+                let (y, cache) = plain.prefill(rec, &u)?;
+                Ok((ew::add(rec, &xs, &y)?, cache))
+            })
+            .unwrap();
+        let (got, mut folded) = c.run(|rec| block.prefill(rec, &xs)).unwrap();
+        let want64: Vec<f64> = c
+            .download(&want)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(
+            &c.download(&got).unwrap(),
+            &want64,
+            DType::F32,
+            &format!("{what}: prefill"),
+        );
+        for i in p..t {
+            let xi = up(i, i + 1);
+            let want = c
+                .run(|rec| {
+                    let u = norm::rmsnorm(rec, &xi, &wt, eps)?;
+                    let y = plain.step(rec, &mut cache, &u)?;
+                    ew::add(rec, &xi, &y)
+                })
+                .unwrap();
+            let got = c.run(|rec| block.step(rec, &mut folded, &xi)).unwrap();
+            let want: Vec<f64> = c
+                .download(&want)
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            assert_close(
+                &c.download(&got).unwrap(),
+                &want,
+                DType::F32,
+                &format!("{what}: step {i}"),
+            );
+        }
+        // In token blocks of 8 (a lowered binding limit), the residual read per block.
+        let small = Context::new_blocking().unwrap();
+        if !c.cpu_schedules() {
+            small.set_schedule(chunkwise::Schedule::Gpu);
+        }
+        small.set_subgroup_kernels(c.subgroups_enabled());
+        small.set_binding_limit(Some(8 * ((4 * hidden + 2 * heads) * 4) as u64));
+        let block = random_layer_on(&small, hidden, heads, true)
+            .with_block_norm(small.upload(&w, &[hidden], DType::F32).unwrap(), eps)
+            .unwrap();
+        let all = small.upload(&x, &[b, t, hidden], DType::F32).unwrap();
+        let got = small.run(|rec| block.forward(rec, &all)).unwrap();
+        let whole = c.upload(&x, &[b, t, hidden], DType::F32).unwrap();
+        let want = c
+            .run(|rec| {
+                let u = norm::rmsnorm(rec, &whole, &wt, eps)?;
+                let y = plain.forward(rec, &u)?;
+                ew::add(rec, &whole, &y)
+            })
+            .unwrap();
+        let want: Vec<f64> = c
+            .download(&want)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(
+            &small.download(&got).unwrap(),
+            &want,
+            DType::F32,
+            &format!("{what}: blocks"),
+        );
+    }
+}

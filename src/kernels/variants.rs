@@ -311,10 +311,11 @@ pub const TABLE: &[Variant] = &[
         [(wgpu::Backend::Gl, GL_LANES)]
     ),
     row!("mesa_decode_sg.wgsl", "mesa_decode_sg", Any, true, [DIM]),
-    row!("mesa_prep.wgsl", "short_conv", Any, false, []),
-    row!("mesa_prep.wgsl", "conv_cache_fill", Any, false, []),
-    row!("mesa_prep.wgsl", "l2norm", Any, false, []),
     row!("mesa_step.wgsl", "mesa_step_prep", Any, false, []),
+    row!("mesa_step.wgsl", "mesa_seq_prep", Any, false, []),
+    row!("mesa_step.wgsl", "mesa_seq_prep_rows", Cpu, false, []),
+    row!("mesa_step.wgsl", "mesa_step_out_rows", Cpu, false, []),
+    row!("mesa_step.wgsl", "mesa_conv_advance", Any, false, []),
     row!("mesa_step.wgsl", "mesa_step_out", Any, false, []),
     row!(
         "mesa_states_rows.wgsl",

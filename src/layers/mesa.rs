@@ -3,17 +3,19 @@
 //! L2 norm (eps 1e-6 inside the sqrt); forget gate `logsigmoid(a_proj x)`, input gate
 //! `sigmoid(b_proj x)`; `λ = softplus(lambda_params) + 0.25`; the core op with the reference CG;
 //! per-head RMSNorm with `o_norm.weight` (gated by `silu(g_proj x)` when the checkpoint has
-//! `g_proj.weight`); `o_proj`. Unlike the RAT and attention layers it has no residual and no
-//! pre-norm of its own (the model block adds those).
+//! `g_proj.weight`); `o_proj`. Standalone (fla's layer, the goldens) it has no residual and no
+//! pre-norm; in a MesaNet model it takes its block's `attn_norm` and residual
+//! ([`MesaLayer::with_block_norm`]), as the RAT and attention layers carry theirs.
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
 use crate::ops::gemm::{Fused, Linear};
 use crate::ops::mesa::{self as mops, MesaState};
-use crate::ops::{elementwise as ew, norm};
+use crate::ops::shards::{copy_rows, rows_per_binding};
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
+use std::ops::Range;
 
 /// Shape and hyper-parameters of a Mesa layer.
 #[derive(Clone, Debug)]
@@ -32,25 +34,20 @@ pub struct MesaConfig {
 
 pub struct MesaLayer {
     cfg: MesaConfig,
-    /// All input projections in one weight (decode steps run it as one product), and the blocks
-    /// of it the parallel path runs.
+    /// All input projections in one weight, run as one product (where each sits: `layout`).
     w_in: Linear,
     layout: mops::StepLayout,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    a: Linear,
-    a_bias: Tensor,
-    b: Linear,
-    b_bias: Tensor,
-    g: Option<Linear>,
     q_conv: Tensor,
     k_conv: Tensor,
     lamb: Tensor,
-    /// a's and b's biases again, in f32 (2·H values): the tail of a decode cache's gates buffer.
+    /// a's and b's biases, f32 (2·H values): the tail of every gates buffer.
     gate_bias: Tensor,
     o_norm: Tensor,
     o: Linear,
+    /// In a MesaNet block, the block's `attn_norm` (weight `[hidden]`, epsilon): the layer then
+    /// computes `x + layer(RMSNorm(x)·w)`, the norm folded into the input projection and the
+    /// residual into the output projection ([`MesaLayer::with_block_norm`]).
+    block_norm: Option<(Tensor, f32)>,
 }
 
 /// Decode state: the two D × D states per head, the conv cache (last 4 pre-activation inputs of
@@ -81,16 +78,56 @@ impl MesaCache {
     pub fn bench_seek(&mut self, position: usize) {
         self.next_pos = position;
     }
+
+    /// Sequences `r`'s states and conv inputs, copied out (the parallel path's pieces).
+    fn sequences(&self, rec: &mut Recording, r: Range<usize>) -> Result<(MesaState, Tensor)> {
+        let ctx = rec.context().clone();
+        let s = self.state.kk.shape();
+        let (h, d) = (s[1], s[2]);
+        let c = self.conv.shape()[1];
+        let state = MesaState {
+            kk: ctx.alloc(&[r.len(), h, d, d], DType::F32)?,
+            kv: ctx.alloc(&[r.len(), h, d, d], DType::F32)?,
+        };
+        let conv = ctx.alloc(&[r.len(), c, 4], self.conv.dtype())?;
+        let pairs = [
+            (&self.state.kk, &state.kk),
+            (&self.state.kv, &state.kv),
+            (&self.conv, &conv),
+        ];
+        for (whole, part) in pairs {
+            let per = (whole.numel() / s[0]) as u64;
+            rec.copy_region(whole, r.start as u64 * per, part, 0, r.len() as u64 * per)?;
+        }
+        Ok((state, conv))
+    }
+
+    /// Writes [`MesaCache::sequences`]' copies back as sequences `first ..`.
+    fn put_sequences(
+        &self,
+        rec: &mut Recording,
+        first: usize,
+        (state, conv): &(MesaState, Tensor),
+    ) -> Result<()> {
+        let n = state.kk.shape()[0];
+        let b = self.state.kk.shape()[0];
+        let pairs = [
+            (&state.kk, &self.state.kk),
+            (&state.kv, &self.state.kv),
+            (conv, &self.conv),
+        ];
+        for (part, whole) in pairs {
+            let per = (whole.numel() / b) as u64;
+            rec.copy_region(part, 0, whole, first as u64 * per, n as u64 * per)?;
+        }
+        Ok(())
+    }
 }
 
 impl MesaLayer {
     /// Values per token of the widest activation it binds: all input projections together.
     pub fn token_width(&self) -> usize {
-        [&self.q, &self.k, &self.v, &self.a, &self.b]
-            .into_iter()
-            .chain(self.g.as_ref())
-            .map(|l| l.out_features())
-            .sum()
+        self.w_in.out_features()
     }
     /// Bytes per sequence of its largest cache tensor (one of the two f32 states).
     pub fn cache_bytes_per_sequence(&self) -> u64 {
@@ -145,7 +182,6 @@ impl MesaLayer {
             all.extend(ckpt.f32(&name(n), Some(&[*rows, dm]))?.0);
         }
         let w_in = Linear::new(ctx, ctx.upload(&all, &[all.len() / dm, dm], dtype)?)?;
-        let block = |i: usize| w_in.rows(at[i]..at[i] + parts[i].1);
         let ab = if gated { 4 } else { 3 };
         let mut gate_bias = ckpt.f32(&name("a_proj.bias"), Some(&[h]))?.0;
         gate_bias.extend(ckpt.f32(&name("b_proj.bias"), Some(&[h]))?.0);
@@ -157,14 +193,6 @@ impl MesaLayer {
                 g_col: gated.then(|| at[3]),
             },
             gate_bias: ctx.upload(&gate_bias, &[2 * h], DType::F32)?,
-            q: block(0)?,
-            k: block(1)?,
-            v: block(2)?,
-            g: if gated { Some(block(3)?) } else { None },
-            a: block(ab)?,
-            a_bias: vec("a_proj.bias", &[h])?,
-            b: block(ab + 1)?,
-            b_bias: vec("b_proj.bias", &[h])?,
             q_conv: vec("q_conv1d.weight", &[hd, 1, 4])?,
             k_conv: vec("k_conv1d.weight", &[hd, 1, 4])?,
             lamb: ctx.upload(&lamb, &[h, d], DType::F32)?,
@@ -172,7 +200,30 @@ impl MesaLayer {
             o: lin("o_proj.weight", [dm, hd])?,
             w_in,
             cfg,
+            block_norm: None,
         })
+    }
+
+    /// The layer as a MesaNet block's mixer half: `x + layer(RMSNorm(x)·norm)` (the block's
+    /// `attn_norm`, epsilon `eps`) from every method, at no dispatch more than the layer alone.
+    pub fn with_block_norm(mut self, norm: Tensor, eps: f32) -> Result<MesaLayer> {
+        if norm.shape() != [self.cfg.hidden] || norm.dtype() != self.o_norm.dtype() {
+            return Err(Error::shape(
+                "mesa block norm",
+                format!(
+                    "weight must be [{}] of the layer's dtype, got {:?} {:?}",
+                    self.cfg.hidden,
+                    norm.dtype(),
+                    norm.shape()
+                ),
+            ));
+        }
+        self.block_norm = Some((norm, eps));
+        Ok(self)
+    }
+
+    fn block_norm(&self) -> Option<(&Tensor, f32)> {
+        self.block_norm.as_ref().map(|(w, eps)| (w, *eps))
     }
 
     pub fn config(&self) -> &MesaConfig {
@@ -190,79 +241,113 @@ impl MesaLayer {
         Ok((s[0], s[1]))
     }
 
-    /// Pre-activation q, k projections, v, and the gates `g` (log decay), `beta`, shaped for the core op.
-    fn project(&self, rec: &mut Recording, x: &Tensor) -> Result<[Tensor; 5]> {
-        let (b, t) = self.check_input(x)?;
-        let h = self.cfg.heads;
-        let qp = self.q.forward(rec, x)?;
-        let kp = self.k.forward(rec, x)?;
-        let v = self.v.forward(rec, x)?;
-        let al = self.a.forward(rec, x)?;
-        let al = ew::add(rec, &al, &self.a_bias)?;
-        // The gates as the Mesa kernels read them: f32 whatever the storage.
-        let g = ew::unary_f32(rec, &al, ew::Unary::LogSigmoid)?.reshape(&[b, t, h])?;
-        let bl = self.b.forward(rec, x)?;
-        let bl = ew::add(rec, &bl, &self.b_bias)?;
-        let beta = ew::unary_f32(rec, &bl, ew::Unary::Sigmoid)?.reshape(&[b, t, h])?;
-        Ok([qp, kp, v, g, beta])
-    }
-
-    fn heads(&self, x: &Tensor) -> Result<Tensor> {
-        let s = x.shape();
-        x.reshape(&[s[0], s[1], self.cfg.heads, self.cfg.head_dim])
-    }
-
-    /// L2 norm per head, shaped `[B, T, H, D]`.
-    fn normalized(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
-        let n = mops::l2norm(rec, x, self.cfg.head_dim, 1e-6)?;
-        self.heads(&n)
-    }
-
-    fn output(&self, rec: &mut Recording, x: &Tensor, o: &Tensor) -> Result<Tensor> {
-        let s = x.shape();
-        let on = norm::rmsnorm(rec, o, &self.o_norm, self.cfg.norm_eps)?;
-        let on = on.reshape(&[s[0], s[1], self.cfg.heads * self.cfg.head_dim])?;
-        let on = match &self.g {
-            Some(gp) => {
-                let gate = gp.forward(rec, x)?;
-                let gate = ew::silu(rec, &gate)?;
-                ew::mul(rec, &on, &gate)?
-            }
-            None => on,
-        };
-        self.o.forward(rec, &on)
-    }
-
-    /// The parallel pass from the given initial state (advanced to the final one); also returns
-    /// the pre-activation q and k projections for a conv cache, and the CG steps per row.
-    fn parallel(
+    /// `x [B, T, hidden]` (its projection within one binding) from `cache`, which it advances:
+    /// one product for every input projection, one kernel for the conv + SiLU + L2 norms +
+    /// gates (and one moving the conv cache on), the chunkwise core, one kernel for the output
+    /// norm (and gate), the output projection; a block norm and residual fold into the products.
+    fn advance_block(
         &self,
         rec: &mut Recording,
         x: &Tensor,
-        state: &MesaState,
-    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        let [qp, kp, v, g, beta] = self.project(rec, x)?;
-        let qa = mops::short_conv(rec, &qp, &self.q_conv)?;
-        let ka = mops::short_conv(rec, &kp, &self.k_conv)?;
-        let q = self.normalized(rec, &qa)?;
-        let k = self.normalized(rec, &ka)?;
-        let v = self.heads(&v)?;
-        let solved = mops::core_with(
+        (state, conv): (&MesaState, &Tensor),
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = self.check_input(x)?;
+        let block_norm = self.block_norm();
+        let proj = self.w_in.forward_fused(
             rec,
-            &mops::MesaInputs {
-                q: &q,
-                k: &k,
-                v: &v,
-                g: &g,
-                beta: &beta,
-                lamb: &self.lamb,
+            x,
+            Fused {
+                norm: block_norm,
+                ..Fused::default()
             },
+        )?;
+        let gates = mops::step_gates(rec, b * t, &self.lamb, &self.gate_bias)?;
+        let conv_w = [&self.q_conv, &self.k_conv];
+        let [q, k, v] = mops::seq_prep(rec, &proj, self.layout, conv_w, conv, &gates)?;
+        mops::conv_advance(rec, &proj, self.layout, conv)?;
+        let solved = mops::core_prepared(
+            rec,
+            [&q, &k, &v],
+            &gates,
             state,
             self.cfg.cg_iters_prefill,
             self.cfg.solver,
         )?;
-        let y = self.output(rec, x, &solved.o)?;
-        Ok((y, qp, kp, solved.iterations))
+        let on = mops::step_out(
+            rec,
+            &solved.o,
+            &self.o_norm,
+            self.cfg.norm_eps,
+            &proj,
+            self.layout,
+        )?;
+        let residual = Fused {
+            residual: block_norm.map(|_| x),
+            ..Fused::default()
+        };
+        Ok((self.o.forward_fused(rec, &on, residual)?, solved.iterations))
+    }
+
+    /// [`MesaLayer::advance_block`] over any `x [B, T, hidden]`: in pieces whose projection
+    /// fits one binding, groups of whole sequences or, for a sequence longer than that, blocks
+    /// of its tokens (its cache carries the states and conv inputs from one block to the next).
+    /// Returns the output and the CG steps per (sequence, token, head), `[B, T, H]`.
+    fn advance(
+        &self,
+        rec: &mut Recording,
+        x: &Tensor,
+        cache: &mut MesaCache,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = self.check_input(x)?;
+        if cache.conv.shape()[0] != b {
+            return Err(Error::shape(
+                "mesa layer",
+                format!(
+                    "the cache holds {} sequences, the input {b}",
+                    cache.conv.shape()[0]
+                ),
+            ));
+        }
+        let ctx = rec.context().clone();
+        let per = rows_per_binding(&ctx, self.token_width(), x.dtype());
+        if b * t <= per {
+            let out = self.advance_block(rec, x, (&cache.state, &cache.conv))?;
+            cache.next_pos += t;
+            return Ok(out);
+        }
+        let (dm, h) = (self.cfg.hidden, self.cfg.heads);
+        // Sequences per group, and tokens per block (a multiple of 64 where that fits).
+        let group = (per / t.max(1)).max(1);
+        let block = if t <= per {
+            t
+        } else if per >= 64 {
+            per / 64 * 64
+        } else {
+            per
+        };
+        let x_rows = x.reshape(&[b * t, dm])?;
+        let y = ctx.alloc(&[b, t, dm], x.dtype())?;
+        let iterations = ctx.alloc(&[b, t, h], DType::F32)?;
+        let mut b0 = 0;
+        while b0 < b {
+            let nb = group.min(b - b0);
+            let sub = cache.sequences(rec, b0..b0 + nb)?;
+            let mut t0 = 0;
+            while t0 < t {
+                let nt = block.min(t - t0);
+                let row = b0 * t + t0;
+                let rows = nb * nt;
+                let xb = copy_rows(rec, &x_rows, row..row + rows)?.reshape(&[nb, nt, dm])?;
+                let (yb, ib) = self.advance_block(rec, &xb, (&sub.0, &sub.1))?;
+                rec.copy_region(&yb, 0, &y, (row * dm) as u64, (rows * dm) as u64)?;
+                rec.copy_region(&ib, 0, &iterations, (row * h) as u64, (rows * h) as u64)?;
+                t0 += nt;
+            }
+            cache.put_sequences(rec, b0, &sub)?;
+            b0 += nb;
+        }
+        cache.next_pos += t;
+        Ok((y, iterations))
     }
 
     /// Parallel forward over `x [B, T, hidden]` from zero states.
@@ -274,9 +359,8 @@ impl MesaLayer {
     /// (read them with `ops::mesa::IterationStats::read` once the recording has run).
     pub fn forward_solved(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, _) = self.check_input(x)?;
-        let state = MesaState::zeros_in(rec, b, self.cfg.heads, self.cfg.head_dim)?;
-        let (y, _, _, iterations) = self.parallel(rec, x, &state)?;
-        Ok((y, iterations))
+        let mut cache = self.cache_in(rec, b)?;
+        self.advance(rec, x, &mut cache)
     }
 
     /// An empty cache (zero states and conv history).
@@ -300,14 +384,16 @@ impl MesaLayer {
 
     /// Parallel forward over a prompt that also fills a new cache.
     pub fn prefill(&self, rec: &mut Recording, x: &Tensor) -> Result<(Tensor, MesaCache)> {
-        let (b, t) = self.check_input(x)?;
+        let (b, _) = self.check_input(x)?;
         let mut cache = self.cache_in(rec, b)?;
-        let (y, qp, kp, _) = self.parallel(rec, x, &cache.state)?;
-        let hd = self.cfg.heads * self.cfg.head_dim;
-        mops::conv_cache_fill(rec, &qp, &cache.conv, 0)?;
-        mops::conv_cache_fill(rec, &kp, &cache.conv, hd)?;
-        cache.next_pos = t;
+        let (y, _) = self.advance(rec, x, &mut cache)?;
         Ok((y, cache))
+    }
+
+    /// More tokens per sequence after those `cache` holds, `x [B, T, hidden]`, in parallel (as
+    /// [`MesaLayer::prefill`] from an empty cache): the output, and the cache advanced past them.
+    pub fn extend(&self, rec: &mut Recording, cache: &mut MesaCache, x: &Tensor) -> Result<Tensor> {
+        Ok(self.advance(rec, x, cache)?.0)
     }
 
     /// One token per sequence, `x [B, 1, hidden]`; any batch size.
@@ -322,29 +408,16 @@ impl MesaLayer {
         cache: &mut MesaCache,
         x: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        self.step_in_block(rec, cache, x, None)
+        self.step_in(rec, cache, x)
     }
 
-    /// A MesaNet block's mixer half at decode, `h + layer(RMSNorm(h)·w)` with `norm = (w, eps)`
-    /// (the block's `attn_norm`): the norm folds into the input projection and the residual into
-    /// the output projection, so the block costs no dispatch more than the layer's five.
-    pub fn step_block(
-        &self,
-        rec: &mut Recording,
-        cache: &mut MesaCache,
-        h: &Tensor,
-        norm: (&Tensor, f32),
-    ) -> Result<Tensor> {
-        Ok(self.step_in_block(rec, cache, h, Some(norm))?.0)
-    }
-
-    fn step_in_block(
+    fn step_in(
         &self,
         rec: &mut Recording,
         cache: &mut MesaCache,
         x: &Tensor,
-        block_norm: Option<(&Tensor, f32)>,
     ) -> Result<(Tensor, Tensor)> {
+        let block_norm = self.block_norm();
         let (b, t) = self.check_input(x)?;
         if t != 1 || cache.conv.shape()[0] != b {
             return Err(Error::shape(

@@ -36,10 +36,9 @@ enum Ffn {
     },
 }
 
+/// `h + mixer(h)` then `h + ffn(h)`: every mixer carries its own norm and residual (MesaNet's
+/// `attn_norm` is its Mesa layer's block norm).
 struct Block {
-    /// MesaNet's `attn_norm`: the mixer gets RMSNorm(h) and its output is added to h. RAT-style
-    /// layers carry their own norm and residual (None).
-    pre_norm: Option<Tensor>,
     mixer: AnyLayer,
     ffn: Ffn,
 }
@@ -240,11 +239,7 @@ impl Model {
                 fc1: lin("fc1.weight", [cfg.d_ffn, d])?,
                 fc2: lin("fc2.weight", [d, cfg.d_ffn])?,
             };
-            blocks.push(Block {
-                pre_norm: None,
-                mixer,
-                ffn,
-            });
+            blocks.push(Block { mixer, ffn });
         }
         Ok(Model {
             wte,
@@ -302,9 +297,11 @@ impl Model {
                 cg_iters_decode: cfg.cg_steps_decode,
                 solver: cfg.solver,
             };
+            let norm = vec(&format!("{p}attn_norm.weight"))?;
+            let mixer = MesaLayer::load(ctx, mc, ckpt, &format!("{p}attn."), dtype)?
+                .with_block_norm(norm, cfg.norm_eps)?;
             blocks.push(Block {
-                pre_norm: Some(vec(&format!("{p}attn_norm.weight"))?),
-                mixer: AnyLayer::Mesa(MesaLayer::load(ctx, mc, ckpt, &format!("{p}attn."), dtype)?),
+                mixer: AnyLayer::Mesa(mixer),
                 ffn: Ffn::SwiGlu {
                     norm: vec(&format!("{p}mlp_norm.weight"))?,
                     gate_up: {
@@ -461,21 +458,6 @@ impl Model {
         )
     }
 
-    /// The mixer's contribution: its output, plus the residual where the block holds the norm.
-    fn mix(&self, rec: &mut Recording, b: &Block, h: &Tensor, y: Tensor) -> Result<Tensor> {
-        match b.pre_norm {
-            Some(_) => ew::add(rec, h, &y),
-            None => Ok(y),
-        }
-    }
-
-    fn mixer_input(&self, rec: &mut Recording, b: &Block, h: &Tensor) -> Result<Tensor> {
-        match &b.pre_norm {
-            Some(n) => norm::rmsnorm(rec, h, n, self.cfg.norm_eps),
-            None => Ok(h.clone()),
-        }
-    }
-
     /// Logits `[.., V]` of hidden states `h [.., D]`. The head runs in blocks of rows when
     /// the whole `[rows, V]` would pass the binding limit ([`Linear::forward`]): the result is
     /// then only read back or copied, never bound.
@@ -522,15 +504,13 @@ impl Model {
         let mut h = embedding_sharded(rec, &self.wte, ids)?;
         let mut layers = Vec::new();
         for b in &self.blocks {
-            let u = self.mixer_input(rec, b, &h)?;
-            let y = if keep {
-                let (y, c) = b.mixer.prefill(rec, &u)?;
+            h = if keep {
+                let (y, c) = b.mixer.prefill(rec, &h)?;
                 layers.push(c);
                 y
             } else {
-                b.mixer.forward(rec, &u)?
+                b.mixer.forward(rec, &h)?
             };
-            h = self.mix(rec, b, &h, y)?;
             h = self.ffn(rec, &b.ffn, &h)?;
             rec.flush()?;
         }
@@ -721,17 +701,7 @@ impl Model {
     ) -> Result<Tensor> {
         let mut h = embedding_sharded(rec, &self.wte, ids)?;
         for (b, c) in self.blocks.iter().zip(layers.iter_mut()) {
-            h = match (&b.mixer, c, &b.pre_norm) {
-                // MesaNet: the block's norm and residual fold into the layer's projections.
-                (AnyLayer::Mesa(m), AnyCache::Mesa(mc), Some(n)) => {
-                    m.step_block(rec, mc, &h, (n, self.cfg.norm_eps))?
-                }
-                (mixer, c, _) => {
-                    let u = self.mixer_input(rec, b, &h)?;
-                    let y = mixer.step(rec, c, &u)?;
-                    self.mix(rec, b, &h, y)?
-                }
-            };
+            h = b.mixer.step(rec, c, &h)?;
             h = self.ffn(rec, &b.ffn, &h)?;
         }
         self.logits(rec, &h)

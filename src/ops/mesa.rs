@@ -537,7 +537,49 @@ pub fn core_with(
     iters: usize,
     solver: Solver,
 ) -> Result<Solved> {
-    core_impl(rec, inp, state, iters, solver, None)
+    let dims = check(inp, state, iters)?;
+    let gates = pack_gates(rec, inp.g, inp.beta, inp.lamb)?;
+    core_impl(
+        rec,
+        [inp.q, inp.k, inp.v, &gates],
+        state,
+        dims,
+        iters,
+        solver,
+        None,
+    )
+}
+
+/// The core op on inputs from [`seq_prep`]: q, k, v `[B, T, H, D]` and the gates buffer it
+/// filled (`[g | β | λ | ..]`, common/mesa_gates.wgsl). `state` is advanced as in [`core_with`].
+pub fn core_prepared(
+    rec: &mut Recording,
+    [q, k, v]: [&Tensor; 3],
+    gates: &Tensor,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+) -> Result<Solved> {
+    let dims = check_qkv(q, k, v, state, iters)?;
+    let Dims { b, t, h, d } = dims;
+    check_gates("mesa", gates, b * t * h, h * d)?;
+    core_impl(rec, [q, k, v, gates], state, dims, iters, solver, None)
+}
+
+/// A packed gates buffer holds at least `[g (n) | β (n) | λ (λs)]`, f32.
+fn check_gates(op: &'static str, gates: &Tensor, n: usize, lambdas: usize) -> Result<()> {
+    if gates.dtype() != DType::F32 || gates.numel() < 2 * n + lambdas {
+        return Err(Error::shape(
+            op,
+            format!(
+                "need f32 gates of at least {} values (g and β of {n} token-heads, λ); got {:?} {:?}",
+                2 * n + lambdas,
+                gates.dtype(),
+                gates.shape()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// [`core_with`] with the GPU CG kernel at a forced plan (C, S_kk kept), on any schedule: what
@@ -551,26 +593,29 @@ pub fn core_with_plan(
     solver: Solver,
     plan: (usize, bool),
 ) -> Result<Solved> {
-    core_impl(rec, inp, state, iters, solver, Some(plan))
+    let dims = check(inp, state, iters)?;
+    let gates = pack_gates(rec, inp.g, inp.beta, inp.lamb)?;
+    core_impl(
+        rec,
+        [inp.q, inp.k, inp.v, &gates],
+        state,
+        dims,
+        iters,
+        solver,
+        Some(plan),
+    )
 }
 
+/// The chunkwise core on checked inputs and a packed gates buffer.
 fn core_impl(
     rec: &mut Recording,
-    inp: &MesaInputs,
+    [q, k, v, gates]: [&Tensor; 4],
     state: &MesaState,
+    Dims { b, t, h, d }: Dims,
     iters: usize,
     solver: Solver,
     plan: Option<(usize, bool)>,
 ) -> Result<Solved> {
-    let Dims { b, t, h, d } = check(inp, state, iters)?;
-    let MesaInputs {
-        q,
-        k,
-        v,
-        g,
-        beta,
-        lamb,
-    } = *inp;
     let ctx = rec.context().clone();
     let o = ctx.alloc(q.shape(), q.dtype())?;
     let iterations = ctx.alloc(&[b, t, h], DType::F32)?;
@@ -603,7 +648,6 @@ fn core_impl(
         });
     }
     let bh = check_u32("mesa", b * h)?;
-    let gates = pack_gates(rec, g, beta, lamb)?;
     let starts = ctx.alloc(&[b * h, nseg_max, 2, d, d], DType::F32)?;
     let key = |file, entry| {
         KernelKey::new(file, entry, q.dtype())
@@ -647,7 +691,7 @@ fn core_impl(
             (Some(kr), _, _, _) => rec.dispatch(
                 kr,
                 pb,
-                &[k, v, &gates, &starts, &state.kk, &state.kv],
+                &[k, v, gates, &starts, &state.kk, &state.kv],
                 [(d / 4 * (d / 4)).div_ceil(64) as u32, bh, 1],
             )?,
             (None, Some(ku), Some(ks), Some(dec)) => {
@@ -655,7 +699,7 @@ fn core_impl(
                 rec.dispatch(
                     ku,
                     pb,
-                    &[k, v, &gates, &starts, dec],
+                    &[k, v, gates, &starts, dec],
                     [tiles as u32, nseg as u32, bh],
                 )?;
                 let elems = (b * h * 2 * d * d) as u64;
@@ -667,7 +711,7 @@ fn core_impl(
         rec.dispatch(
             &cg.kernel,
             pb,
-            &[q, k, v, &gates, &starts, &o, &iterations],
+            &[q, k, v, gates, &starts, &o, &iterations],
             [nseg as u32, bh, 1],
         )?;
         n0 += nseg;
@@ -803,43 +847,6 @@ fn decode_launch(
     Ok(Solved { o, iterations })
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PrepParams {
-    b: u32,
-    t: u32,
-    c: u32,
-    d: u32,
-    eps: f32,
-    cache_c: u32,
-    cache_at: u32,
-    _p: u32,
-}
-
-fn prep_params(
-    op: &'static str,
-    x: &Tensor,
-    d: usize,
-    eps: f32,
-) -> Result<(PrepParams, usize, usize, usize)> {
-    let s = x.shape();
-    if s.len() != 3 {
-        return Err(Error::shape(op, format!("x must be [B, T, C], got {s:?}")));
-    }
-    let (b, t, c) = (s[0], s[1], s[2]);
-    let p = PrepParams {
-        b: check_u32(op, b)?,
-        t: check_u32(op, t)?,
-        c: check_u32(op, c)?,
-        d: d as u32,
-        eps,
-        cache_c: 0,
-        cache_at: 0,
-        _p: 0,
-    };
-    Ok((p, b, t, c))
-}
-
 fn check_conv_weight(w: &Tensor, c: usize) -> Result<()> {
     if w.shape() != [c, 1, 4] {
         return Err(Error::shape(
@@ -850,54 +857,9 @@ fn check_conv_weight(w: &Tensor, c: usize) -> Result<()> {
     Ok(())
 }
 
-/// Causal depthwise convolution (kernel 4, zero history) then SiLU, over `x [B, T, C]`.
-pub fn short_conv(rec: &mut Recording, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (params, b, t, c) = prep_params("mesa short conv", x, 1, 0.0)?;
-    check_conv_weight(w, c)?;
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(x.shape(), x.dtype())?;
-    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "short_conv", x.dtype()))?;
-    let groups = super::grid_1d(&ctx, "mesa short conv", ((b * t * c) as u64).div_ceil(256))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, w, &y], groups)?;
-    Ok(y)
-}
-
-/// After a prefill over `x [B, T, C]`: channels `first .. first + C` of `cache [B, C', 4]` ← the
-/// last 4 inputs (zeros before the start). A Mesa layer's cache holds q's channels then k's.
-pub fn conv_cache_fill(
-    rec: &mut Recording,
-    x: &Tensor,
-    cache: &Tensor,
-    first: usize,
-) -> Result<()> {
-    let (mut params, b, _, c) = prep_params("mesa conv cache", x, 1, 0.0)?;
-    let cs = cache.shape();
-    if cs.len() != 3 || cs[0] != b || cs[2] != 4 || first + c > cs[1] || cache.dtype() != x.dtype()
-    {
-        return Err(Error::shape(
-            "mesa conv cache",
-            format!(
-                "cache must be [{b}, C', 4] of x's dtype with channels {first} .. {} inside; got {:?} {cs:?}",
-                first + c,
-                cache.dtype()
-            ),
-        ));
-    }
-    params.cache_c = check_u32("mesa conv cache", cs[1])?;
-    params.cache_at = first as u32;
-    let ctx = rec.context().clone();
-    let kernel = ctx.kernel(&KernelKey::new(
-        "mesa_prep.wgsl",
-        "conv_cache_fill",
-        x.dtype(),
-    ))?;
-    let groups = super::grid_1d(&ctx, "mesa conv cache", ((b * c * 4) as u64).div_ceil(256))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, cache], groups)
-}
-
-/// Where a decode step's inputs sit in a Mesa layer's fused projection row (`[B, 1, ld]`):
-/// q at column 0, k at H·D, v at 2·H·D, the gate g (gated layers) at `g_col`, a at `a_col` and
-/// b at `a_col + H`.
+/// Where a Mesa layer's inputs sit in its fused projection rows (`[B, T, ld]`): q at column 0,
+/// k at H·D, v at 2·H·D, the gate g (gated layers) at `g_col`, a at `a_col` and b at
+/// `a_col + H`.
 #[derive(Clone, Copy, Debug)]
 pub struct StepLayout {
     pub heads: usize,
@@ -916,12 +878,18 @@ struct StepParams {
     a_col: u32,
     g_col: u32,
     eps: f32,
-    _p: u32,
+    t: u32,
 }
 
 impl StepLayout {
-    /// The kernel parameters for `proj`, after checking that the layout fits its rows.
-    fn params(&self, op: &'static str, proj: &Tensor, eps: f32) -> Result<(StepParams, usize)> {
+    /// The kernel parameters for `proj [B, T, ld]` (`b` = B, `t` = T), after checking that the
+    /// layout fits its rows; returns them with B and T.
+    fn params(
+        &self,
+        op: &'static str,
+        proj: &Tensor,
+        eps: f32,
+    ) -> Result<(StepParams, usize, usize)> {
         let (h, d) = (self.heads, self.head_dim);
         let s = proj.shape();
         let ld = proj.last_dim();
@@ -930,17 +898,17 @@ impl StepLayout {
             self.a_col + 2 * h,
             self.g_col.map_or(0, |g| g + h * d),
         ];
-        if s.len() != 3 || s[1] != 1 || h == 0 || d == 0 || d > 128 || end.iter().any(|&e| e > ld) {
+        if s.len() != 3 || h == 0 || d == 0 || d > 128 || end.iter().any(|&e| e > ld) {
             return Err(Error::shape(
                 op,
                 format!(
-                    "projection {s:?} must be [B, 1, ld] holding q, k, v ({h} heads of {d}, \
+                    "projection {s:?} must be [B, T, ld] holding q, k, v ({h} heads of {d}, \
                      head dim 1 ..= 128), a at {}, g at {:?}",
                     self.a_col, self.g_col
                 ),
             ));
         }
-        let b = s[0];
+        let (b, t) = (s[0], s[1]);
         let p = StepParams {
             b: check_u32(op, b)?,
             h: h as u32,
@@ -949,16 +917,47 @@ impl StepLayout {
             a_col: check_u32(op, self.a_col)?,
             g_col: self.g_col.map_or(Ok(u32::MAX), |g| check_u32(op, g))?,
             eps,
-            _p: 0,
+            t: check_u32(op, t)?,
         };
-        Ok((p, b))
+        Ok((p, b, t))
+    }
+
+    /// Both conv weights `[H·D, 1, 4]`, a conv cache `[b, 2·H·D, 4]` of the projection's dtype,
+    /// and f32 gates for `n` tokens ([`step_gates`]).
+    fn check_prep(
+        &self,
+        op: &'static str,
+        proj: &Tensor,
+        [q_conv, k_conv]: [&Tensor; 2],
+        conv: &Tensor,
+        gates: &Tensor,
+        (b, n): (usize, usize),
+    ) -> Result<()> {
+        let (h, d) = (self.heads, self.head_dim);
+        super::same_dtype(op, &[proj, q_conv, k_conv, conv])?;
+        check_conv_weight(q_conv, h * d)?;
+        check_conv_weight(k_conv, h * d)?;
+        let want = 2 * n * h + h * d + 2 * h;
+        if conv.shape() != [b, 2 * h * d, 4] || gates.dtype() != DType::F32 || gates.numel() != want
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "need the conv cache [{b}, {}, 4] and f32 gates of {want} values; got {:?} and {:?}",
+                    2 * h * d,
+                    conv.shape(),
+                    gates.shape()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
-/// The gates buffer of decode steps fed by [`step_prep`] for `b` sequences:
-/// `[g (B·H) | β (B·H) | λ (H·D) | a_bias (H) | b_bias (H)]`, f32. The tail (`lamb [H, D]`, `bias
-/// [2H]` = a's then b's) is copied here once; every step writes the head.
-pub fn step_gates(rec: &mut Recording, b: usize, lamb: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// The gates buffer that [`step_prep`] (`n` = B sequences) or [`seq_prep`] (`n` = B·T tokens)
+/// fills: `[g (n·H) | β (n·H) | λ (H·D) | a_bias (H) | b_bias (H)]`, f32. The tail (`lamb
+/// [H, D]`, `bias [2H]` = a's then b's) is copied here once; the prep kernels write the head.
+pub fn step_gates(rec: &mut Recording, n: usize, lamb: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (h, d) = match lamb.shape() {
         &[h, d] => (h, d),
         other => {
@@ -980,57 +979,92 @@ pub fn step_gates(rec: &mut Recording, b: usize, lamb: &Tensor, bias: &Tensor) -
             ),
         ));
     }
-    let n = (b * h) as u64;
+    let nh = (n * h) as u64;
     let gates = rec
         .context()
-        .alloc(&[2 * b * h + h * d + 2 * h], DType::F32)?;
-    rec.copy_region(lamb, 0, &gates, 2 * n, (h * d) as u64)?;
-    rec.copy_region(bias, 0, &gates, 2 * n + (h * d) as u64, 2 * h as u64)?;
+        .alloc(&[2 * n * h + h * d + 2 * h], DType::F32)?;
+    rec.copy_region(lamb, 0, &gates, 2 * nh, (h * d) as u64)?;
+    rec.copy_region(bias, 0, &gates, 2 * nh + (h * d) as u64, 2 * h as u64)?;
     Ok(gates)
 }
 
 /// A decode step's inputs from the fused projection `proj [B, 1, ld]` ([`StepLayout`]), in one
 /// dispatch (shaders/mesa_step.wgsl): q and k through the short conv (cache `conv [B, 2·H·D, 4]`,
 /// q's channels then k's, updated in place) and SiLU, L2-normalised per head; v; and the gates
-/// written into `gates` ([`step_gates`]). Returns q, k, v `[B, 1, H, D]`.
+/// written into `gates` ([`step_gates`] for B). Returns q, k, v `[B, 1, H, D]`.
 pub fn step_prep(
     rec: &mut Recording,
     proj: &Tensor,
+    layout: StepLayout,
+    conv_w: [&Tensor; 2],
+    conv: &Tensor,
+    gates: &Tensor,
+) -> Result<[Tensor; 3]> {
+    let op = "mesa step";
+    let (params, b, t) = layout.params(op, proj, 1e-6)?;
+    if t != 1 {
+        return Err(Error::shape(
+            op,
+            format!("one token per sequence expected, got T = {t} (seq_prep takes a block)"),
+        ));
+    }
+    layout.check_prep(op, proj, conv_w, conv, gates, (b, b))?;
+    prep_launch(
+        rec,
+        "mesa_step_prep",
+        proj,
+        params,
+        layout,
+        conv_w,
+        conv,
+        gates,
+    )
+}
+
+/// [`step_prep`] for a block of T tokens per sequence, `proj [B, T, ld]` (the parallel path):
+/// the convolution reads the block's earlier tokens and, before its start, the inputs `conv`
+/// holds (zeros for new sequences), and leaves `conv` as it is ([`conv_advance`] moves it on).
+/// `gates`: [`step_gates`] for B·T. Returns q, k, v `[B, T, H, D]`, one dispatch.
+pub fn seq_prep(
+    rec: &mut Recording,
+    proj: &Tensor,
+    layout: StepLayout,
+    conv_w: [&Tensor; 2],
+    conv: &Tensor,
+    gates: &Tensor,
+) -> Result<[Tensor; 3]> {
+    let op = "mesa prep";
+    let (params, b, t) = layout.params(op, proj, 1e-6)?;
+    layout.check_prep(op, proj, conv_w, conv, gates, (b, b * t))?;
+    // CPU adapters: an invocation per (token, head), no barriers (shaders/mesa_step.wgsl).
+    let entry = if rec.context().cpu_schedules() {
+        "mesa_seq_prep_rows"
+    } else {
+        "mesa_seq_prep"
+    };
+    prep_launch(rec, entry, proj, params, layout, conv_w, conv, gates)
+}
+
+#[allow(clippy::too_many_arguments)] // the kernel's bindings, each checked by its caller
+fn prep_launch(
+    rec: &mut Recording,
+    entry: &'static str,
+    proj: &Tensor,
+    params: StepParams,
     layout: StepLayout,
     [q_conv, k_conv]: [&Tensor; 2],
     conv: &Tensor,
     gates: &Tensor,
 ) -> Result<[Tensor; 3]> {
-    let op = "mesa step";
-    let (params, b) = layout.params(op, proj, 1e-6)?;
+    let s = proj.shape();
     let (h, d) = (layout.heads, layout.head_dim);
-    super::same_dtype(op, &[proj, q_conv, k_conv, conv])?;
-    check_conv_weight(q_conv, h * d)?;
-    check_conv_weight(k_conv, h * d)?;
-    if conv.shape() != [b, 2 * h * d, 4]
-        || gates.dtype() != DType::F32
-        || gates.numel() != 2 * b * h + h * d + 2 * h
-    {
-        return Err(Error::shape(
-            op,
-            format!(
-                "need the conv cache [{b}, {}, 4] and f32 gates of {} values; got {:?} and {:?}",
-                2 * h * d,
-                2 * b * h + h * d + 2 * h,
-                conv.shape(),
-                gates.shape()
-            ),
-        ));
-    }
     let ctx = rec.context().clone();
-    let out = || ctx.alloc(&[b, 1, h, d], proj.dtype());
+    let out = || ctx.alloc(&[s[0], s[1], h, d], proj.dtype());
     let (q, k, v) = (out()?, out()?, out()?);
-    let kernel = ctx.kernel(&KernelKey::new(
-        "mesa_step.wgsl",
-        "mesa_step_prep",
-        proj.dtype(),
-    ))?;
-    let groups = super::grid_1d(&ctx, op, (b * h) as u64)?;
+    let kernel = ctx.kernel(&KernelKey::new("mesa_step.wgsl", entry, proj.dtype()))?;
+    let n = (s[0] * s[1] * h) as u64;
+    let per_group = if entry.ends_with("_rows") { 64 } else { 1 };
+    let groups = super::grid_1d(&ctx, entry, n.div_ceil(per_group))?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
@@ -1040,9 +1074,37 @@ pub fn step_prep(
     Ok([q, k, v])
 }
 
-/// The output projection's input after a decode step's solve `o [B, 1, H, D]`: per-head RMSNorm
-/// with `o_norm [D]` (epsilon `eps`), times silu(g) read in place from `proj` on gated layers
-/// ([`StepLayout::g_col`]). One dispatch (shaders/mesa_step.wgsl); returns `[B, 1, H·D]`.
+/// After [`seq_prep`] of `proj [B, T, ld]`: the conv cache `[B, 2·H·D, 4]` ← the last 4
+/// pre-activation q and k inputs (older entries shifted in where T < 4). One dispatch.
+pub fn conv_advance(
+    rec: &mut Recording,
+    proj: &Tensor,
+    layout: StepLayout,
+    conv: &Tensor,
+) -> Result<()> {
+    let op = "mesa conv cache";
+    let (params, b, _) = layout.params(op, proj, 0.0)?;
+    let c2 = 2 * layout.heads * layout.head_dim;
+    super::same_dtype(op, &[proj, conv])?;
+    if conv.shape() != [b, c2, 4] {
+        return Err(Error::shape(
+            op,
+            format!("cache must be [{b}, {c2}, 4], got {:?}", conv.shape()),
+        ));
+    }
+    let ctx = rec.context().clone();
+    let kernel = ctx.kernel(&KernelKey::new(
+        "mesa_step.wgsl",
+        "mesa_conv_advance",
+        proj.dtype(),
+    ))?;
+    let groups = super::grid_1d(&ctx, op, ((b * c2) as u64).div_ceil(64))?;
+    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[proj, conv], groups)
+}
+
+/// The output projection's input after a solve's `o [B, T, H, D]`: per-head RMSNorm with
+/// `o_norm [D]` (epsilon `eps`), times silu(g) read in place from `proj [B, T, ld]` on gated
+/// layers ([`StepLayout::g_col`]). One dispatch (shaders/mesa_step.wgsl); returns `[B, T, H·D]`.
 pub fn step_out(
     rec: &mut Recording,
     o: &Tensor,
@@ -1051,28 +1113,32 @@ pub fn step_out(
     proj: &Tensor,
     layout: StepLayout,
 ) -> Result<Tensor> {
-    let op = "mesa step output";
-    let (params, b) = layout.params(op, proj, eps)?;
+    let op = "mesa output";
+    let (mut params, b, t) = layout.params(op, proj, eps)?;
     let (h, d) = (layout.heads, layout.head_dim);
     super::same_dtype(op, &[o, o_norm, proj])?;
-    if o.shape() != [b, 1, h, d] || o_norm.shape() != [d] {
+    if o.shape() != [b, t, h, d] || o_norm.shape() != [d] {
         return Err(Error::shape(
             op,
             format!(
-                "need o [{b}, 1, {h}, {d}] and o_norm [{d}]; got {:?} and {:?}",
+                "need o [{b}, {t}, {h}, {d}] and o_norm [{d}]; got {:?} and {:?}",
                 o.shape(),
                 o_norm.shape()
             ),
         ));
     }
+    // The kernel walks rows: B·T of them.
+    params.b = check_u32(op, b * t)?;
     let ctx = rec.context().clone();
-    let y = ctx.alloc(&[b, 1, h * d], o.dtype())?;
-    let kernel = ctx.kernel(&KernelKey::new(
-        "mesa_step.wgsl",
-        "mesa_step_out",
-        o.dtype(),
-    ))?;
-    let groups = super::grid_1d(&ctx, op, (b * h) as u64)?;
+    let y = ctx.alloc(&[b, t, h * d], o.dtype())?;
+    // CPU adapters: an invocation per (token, head), no barriers (shaders/mesa_step.wgsl).
+    let (entry, per_group) = if ctx.cpu_schedules() {
+        ("mesa_step_out_rows", 64)
+    } else {
+        ("mesa_step_out", 1)
+    };
+    let kernel = ctx.kernel(&KernelKey::new("mesa_step.wgsl", entry, o.dtype()))?;
+    let groups = super::grid_1d(&ctx, op, ((b * t * h) as u64).div_ceil(per_group))?;
     rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
@@ -1092,35 +1158,14 @@ pub fn decode_step_prepared(
     iters: usize,
     solver: Solver,
 ) -> Result<Solved> {
-    let s = q.shape();
     let dims = check_qkv(q, k, v, state, iters)?;
-    let Dims { b, h, d, .. } = dims;
-    if s[1] != 1 || gates.dtype() != DType::F32 || gates.numel() < 2 * b * h + h * d {
+    let Dims { b, t, h, d } = dims;
+    if t != 1 {
         return Err(Error::shape(
             "mesa decode",
-            format!(
-                "need q [B, 1, H, D] and f32 gates of at least {} values; got {s:?} and {:?}",
-                2 * b * h + h * d,
-                gates.shape()
-            ),
+            format!("q must be [B, 1, H, D], got {:?}", q.shape()),
         ));
     }
+    check_gates("mesa decode", gates, b * h, h * d)?;
     decode_launch(rec, [q, k, v, gates], state, dims, iters, solver)
-}
-
-/// `x / sqrt(Σ x² + eps)` over every `d` consecutive values of `x [B, T, C]` (per head).
-pub fn l2norm(rec: &mut Recording, x: &Tensor, d: usize, eps: f32) -> Result<Tensor> {
-    let (params, b, t, c) = prep_params("l2norm", x, d, eps)?;
-    if d == 0 || c % d != 0 {
-        return Err(Error::shape(
-            "l2norm",
-            format!("head dim {d} does not divide {c} channels"),
-        ));
-    }
-    let ctx = rec.context().clone();
-    let y = ctx.alloc(x.shape(), x.dtype())?;
-    let kernel = ctx.kernel(&KernelKey::new("mesa_prep.wgsl", "l2norm", x.dtype()))?;
-    let groups = super::grid_1d(&ctx, "l2norm", ((b * t * c / d) as u64).div_ceil(256))?;
-    rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x, &y], groups)?;
-    Ok(y)
 }

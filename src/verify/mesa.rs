@@ -247,28 +247,40 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
             all.push(if long { c.long() } else { c });
         }
     }
-    // The layer step's kernels around the solve: 3 heads of 30 (no vec4 alignment) and 2 of
-    // 128, a conv history already in the cache, gated and not.
-    for (b, h, d, gated) in [(2, 3, 30, true), (1, 2, 128, false)] {
+    // The layer's kernels around the solve: 3 heads of 30 (no vec4 alignment) and 2 of 128, a
+    // conv history already in the cache, gated and not; one token (a decode step's kernel) and
+    // blocks of 2 (shorter than the conv: part of each window, and of the new cache, comes from
+    // the old cache) and 7 tokens (the parallel path's).
+    for (b, t, h, d, gated) in [
+        (2, 1, 3, 30, true),
+        (1, 1, 2, 128, false),
+        (2, 2, 3, 30, false),
+        (3, 7, 3, 30, true),
+        (1, 7, 2, 128, false),
+    ] {
         let name = format!(
-            "b{b} h{h} d{d} step prep + output{}",
+            "b{b} t{t} h{h} d{d} {} + output{}",
+            if t == 1 { "step prep" } else { "block prep" },
             if gated { " gated" } else { "" }
         );
-        let c = StepKernels::random(b, h, d, gated, dtype);
+        let c = StepKernels::random(b, t, h, d, gated, dtype);
         all.push(Case::new("mesa_decode", name, dtype, c));
     }
     all
 }
 
-/// A Mesa layer step's prep and output kernels (`ops::mesa::step_prep`, `step_out`, with the
-/// gates buffer of `step_gates`) on a projection row wider than the blocks they read. Outputs: q,
-/// k, v, the updated conv cache, the output norm (and gate), the gates buffer.
+/// A Mesa layer's prep and output kernels on projection rows wider than the blocks they read:
+/// a decode step's (`ops::mesa::step_prep`, T = 1) or a block's (`seq_prep` then
+/// `conv_advance`), and `step_out`, with the gates buffer of `step_gates`. Outputs: q, k, v, the
+/// updated conv cache, the output norm (and gate), the gates buffer. The reference runs the
+/// tokens one at a time (what a decode step does).
 struct StepKernels {
     layout: mops::StepLayout,
     b: usize,
+    t: usize,
     dtype: DType,
-    /// In the storage dtype's values: `[B, 1, ld]`, q's and k's conv weights `[H·D, 1, 4]`, the
-    /// conv cache `[B, 2·H·D, 4]`, the solve's output `[B, 1, H, D]`, o_norm's weight `[D]`.
+    /// In the storage dtype's values: `[B, T, ld]`, q's and k's conv weights `[H·D, 1, 4]`, the
+    /// conv cache `[B, 2·H·D, 4]`, the solve's output `[B, T, H, D]`, o_norm's weight `[D]`.
     proj: Vec<f32>,
     conv_w: [Vec<f32>; 2],
     conv: Vec<f32>,
@@ -280,7 +292,7 @@ struct StepKernels {
 }
 
 impl StepKernels {
-    fn random(b: usize, h: usize, d: usize, gated: bool, dtype: DType) -> StepKernels {
+    fn random(b: usize, t: usize, h: usize, d: usize, gated: bool, dtype: DType) -> StepKernels {
         let hd = h * d;
         let ld = 4 * hd + 2 * h + 3;
         let st = |v: Vec<f32>| stored(&v, dtype);
@@ -292,53 +304,62 @@ impl StepKernels {
                 g_col: gated.then_some(3 * hd),
             },
             b,
+            t,
             dtype,
-            proj: st(rand(b * ld, 1, 1.5)),
+            proj: st(rand(b * t * ld, 1, 1.5)),
             conv_w: [st(rand(hd * 4, 2, 0.8)), st(rand(hd * 4, 3, 0.8))],
             conv: st(rand(b * 2 * hd * 4, 4, 1.0)),
-            o: st(rand(b * hd, 7, 1.0)),
+            o: st(rand(b * t * hd, 7, 1.0)),
             o_norm: st(rand(d, 8, 1.0)),
             lamb: rand(hd, 5, 1.0),
             bias: rand(2 * h, 6, 1.0),
         }
     }
     fn ld(&self) -> usize {
-        self.proj.len() / self.b
+        self.proj.len() / (self.b * self.t)
     }
 }
 
 impl Check for StepKernels {
     fn gpu(&self, ctx: &Context) -> Result<Vec<Tensor>> {
-        let (b, dt) = (self.b, self.dtype);
+        let (b, t, dt) = (self.b, self.t, self.dtype);
         let (h, d) = (self.layout.heads, self.layout.head_dim);
         let hd = h * d;
-        let proj = ctx.upload(&self.proj, &[b, 1, self.ld()], dt)?;
+        let proj = ctx.upload(&self.proj, &[b, t, self.ld()], dt)?;
         let conv = ctx.upload(&self.conv, &[b, 2 * hd, 4], dt)?;
         let qw = ctx.upload(&self.conv_w[0], &[hd, 1, 4], dt)?;
         let kw = ctx.upload(&self.conv_w[1], &[hd, 1, 4], dt)?;
-        let o = ctx.upload(&self.o, &[b, 1, h, d], dt)?;
+        let o = ctx.upload(&self.o, &[b, t, h, d], dt)?;
         let o_norm = ctx.upload(&self.o_norm, &[d], dt)?;
         let lamb = ctx.upload(&self.lamb, &[h, d], DType::F32)?;
         let bias = ctx.upload(&self.bias, &[2 * h], DType::F32)?;
         ctx.run(|rec| {
-            let gates = mops::step_gates(rec, b, &lamb, &bias)?;
-            let [q, k, v] = mops::step_prep(rec, &proj, self.layout, [&qw, &kw], &conv, &gates)?;
+            let gates = mops::step_gates(rec, b * t, &lamb, &bias)?;
+            let conv_w = [&qw, &kw];
+            let [q, k, v] = if t == 1 {
+                mops::step_prep(rec, &proj, self.layout, conv_w, &conv, &gates)?
+            } else {
+                let qkv = mops::seq_prep(rec, &proj, self.layout, conv_w, &conv, &gates)?;
+                mops::conv_advance(rec, &proj, self.layout, &conv)?;
+                qkv
+            };
             let y = mops::step_out(rec, &o, &o_norm, 1e-5, &proj, self.layout)?;
             Ok(vec![q, k, v, conv, y, gates])
         })
     }
     fn reference(&self) -> Vec<f64> {
-        let (b, l) = (self.b, self.layout);
+        let (b, tn, l) = (self.b, self.t, self.layout);
         let (h, d, ld) = (l.heads, l.head_dim, self.ld());
         let hd = h * d;
+        let n = b * tn * h;
         let f = |x: f32| x as f64;
         let silu = |x: f64| x / (1.0 + (-x).exp());
         let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
         let (mut q, mut k, mut v, mut y) = (vec![], vec![], vec![], vec![]);
         let mut conv: Vec<f64> = self.conv.iter().copied().map(f).collect();
-        let mut gates = vec![0.0; 2 * b * h];
-        for bi in 0..b {
-            let row = &self.proj[bi * ld..(bi + 1) * ld];
+        let mut gates = vec![0.0; 2 * n];
+        for (r, row) in self.proj.chunks(ld).enumerate() {
+            let bi = r / tn;
             for hh in 0..h {
                 // q's channels, then k's: shift in the token, convolve, SiLU, L2 norm.
                 for (which, out) in [&mut q, &mut k].into_iter().enumerate() {
@@ -362,9 +383,9 @@ impl Check for StepKernels {
                 );
                 let a = f(row[l.a_col + hh]) + f(self.bias[hh]);
                 let bb = f(row[l.a_col + h + hh]) + f(self.bias[h + hh]);
-                gates[bi * h + hh] = sigmoid(a).ln();
-                gates[b * h + bi * h + hh] = sigmoid(bb);
-                let oh = &self.o[(bi * h + hh) * d..(bi * h + hh + 1) * d];
+                gates[r * h + hh] = sigmoid(a).ln();
+                gates[n + r * h + hh] = sigmoid(bb);
+                let oh = &self.o[(r * h + hh) * d..(r * h + hh + 1) * d];
                 let r =
                     1.0 / (oh.iter().map(|&x| f(x) * f(x)).sum::<f64>() / d as f64 + 1e-5).sqrt();
                 y.extend((0..d).map(|i| {
