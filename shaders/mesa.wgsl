@@ -163,6 +163,7 @@ fn mesa_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
 const WG: u32 = 256u;
 const MAX_EPI: u32 = 8u;   // columns per invocation: C·D ≤ 2048 (ops/mesa.rs chooses C so)
+const MAX_S: u32 = 16u;    // positions s per invocation in the C × C scores: C² / WG, C ≤ 64
 // Row stride of the [C][D] matrices in workgroup memory: D + 1 puts the invocations of a row,
 // which walk positions s at the same column, on different banks.
 override RS: u32 = DIM + 1u;
@@ -171,6 +172,10 @@ override CC: u32 = CH * CH;
 // DIM² when the chunk's S_kk is kept in workgroup memory for the whole solve (where the device
 // grants enough: ops/mesa.rs), else 1 and every iteration reads it from the states buffer.
 override SKK: u32 = 1u;
+// Positions s per invocation in the C × C scores, and columns per invocation: the loops' trip
+// counts, constants once the pipeline is made (unrolled without guards to spare).
+override NS: u32 = (CH * CH + WG - 1u) / WG;
+override NE: u32 = (DIM * CH + WG - 1u) / WG;
 
 var<workgroup> pw: array<f32, CD>;   // the CG direction p (later x), [C][D]
 var<workgroup> kw: array<f32, CD>;   // the chunk's keys (later values), [C][D]
@@ -185,6 +190,11 @@ var<workgroup> n_running: u32;
 var<private> cx: array<f32, MAX_EPI>;
 var<private> cr: array<f32, MAX_EPI>;
 var<private> ca: array<f32, MAX_EPI>;
+var<private> cs: array<f32, MAX_S>;
+
+// The products below walk the shared dimension outermost, each value of the row read once into a
+// register and used for all of the invocation's columns (loads per multiply-add ≈ 1 + 1/columns,
+// not 2); each sum still adds its terms in the same order, so results are unchanged to the bit.
 
 // Sum over the IPR invocations of row `row` (all of them call this).
 fn row_sum(val: f32, lid: u32, row: u32, ipr: u32) -> f32 {
@@ -198,14 +208,60 @@ fn row_sum(val: f32, lid: u32, row: u32, ipr: u32) -> f32 {
     return s;
 }
 
-// ww[t][s] = M[t][s] · (p_t · kw[s]) for the invocation's share of (t, s).
+// ww[t][s] = M[t][s] · (p_t · kw[s]) for the invocation's share of (t, s): s = col, col + ipr, …
 fn decayed_scores(row: u32, col: u32, ipr: u32) {
-    for (var s = col; s < CH; s += ipr) {
-        var d = 0.0;
-        for (var i = 0u; i < DIM; i++) {
-            d += pw[row * RS + i] * kw[s * RS + i];
+    for (var m = 0u; m < NS; m++) {
+        cs[m] = 0.0;
+    }
+    for (var i = 0u; i < DIM; i++) {
+        let pv = pw[row * RS + i];
+        for (var m = 0u; m < NS; m++) {
+            let s = col + m * ipr;
+            if (s < CH) {
+                cs[m] += pv * kw[s * RS + i];
+            }
         }
-        ww[row * CH + s] = mw[row * CH + s] * d;
+    }
+    for (var m = 0u; m < NS; m++) {
+        let s = col + m * ipr;
+        if (s < CH) {
+            ww[row * CH + s] = mw[row * CH + s] * cs[m];
+        }
+    }
+}
+
+// ca[m] = e_t · Σ_i p_t[i] · S[i][j] + Σ_s ww[t][s] · kw[s][j] for the invocation's columns
+// j = col + m·ipr, S the D × D matrix at `base` of the states buffer (or the cached S_kk).
+fn row_times_state(row: u32, col: u32, ipr: u32, et: f32, base: u32, cached: bool) {
+    for (var m = 0u; m < NE; m++) {
+        ca[m] = 0.0;
+    }
+    for (var i = 0u; i < DIM; i++) {
+        let pv = pw[row * RS + i];
+        for (var m = 0u; m < NE; m++) {
+            let j = col + m * ipr;
+            if (j < DIM) {
+                var sv = 0.0;
+                if (cached) {
+                    sv = skk_at(base, i, j);
+                } else {
+                    sv = starts[base + i * DIM + j];
+                }
+                ca[m] += pv * sv;
+            }
+        }
+    }
+    for (var m = 0u; m < NE; m++) {
+        ca[m] *= et;
+    }
+    for (var s = 0u; s < CH; s++) {
+        let wv = ww[row * CH + s];
+        for (var m = 0u; m < NE; m++) {
+            let j = col + m * ipr;
+            if (j < DIM) {
+                ca[m] += wv * kw[s * RS + j];
+            }
+        }
     }
 }
 
@@ -221,22 +277,14 @@ fn skk_at(sbase: u32, i: u32, j: u32) -> f32 {
 fn apply_rows(row: u32, col: u32, ipr: u32, et: f32, sbase: u32, hh: u32) -> f32 {
     decayed_scores(row, col, ipr);
     workgroupBarrier();
+    row_times_state(row, col, ipr, et, sbase, true);
     var pa = 0.0;
-    for (var m = 0u; m < MAX_EPI; m++) {
+    for (var m = 0u; m < NE; m++) {
         let j = col + m * ipr;
         if (j < DIM) {
-            var acc = 0.0;
-            for (var i = 0u; i < DIM; i++) {
-                acc += pw[row * RS + i] * skk_at(sbase, i, j);
-            }
-            acc *= et;
-            for (var s = 0u; s < CH; s++) {
-                acc += ww[row * CH + s] * kw[s * RS + j];
-            }
             let pj = pw[row * RS + j];
-            acc += lambda_at(hh * DIM + j) * pj;
-            ca[m] = acc;
-            pa += pj * acc;
+            ca[m] += lambda_at(hh * DIM + j) * pj;
+            pa += pj * ca[m];
         }
     }
     workgroupBarrier();
@@ -296,7 +344,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     // The start: x0 = 0 (reference), or the Jacobi guess q / diag(H_t + Λ) (paper) and
     // r = q − (H_t + Λ) x0.
     var rr = 0.0;
-    for (var m = 0u; m < MAX_EPI; m++) {
+    for (var m = 0u; m < NE; m++) {
         let j = col + m * ipr;
         if (j < DIM) {
             var qv = 0.0;
@@ -320,11 +368,11 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     workgroupBarrier();
     if (cg_paper()) {
         apply_rows(row, col, ipr, et, sbase, hh);
-        for (var m = 0u; m < MAX_EPI; m++) {
+        for (var m = 0u; m < NE; m++) {
             cr[m] -= ca[m];
         }
     }
-    for (var m = 0u; m < MAX_EPI; m++) {
+    for (var m = 0u; m < NE; m++) {
         let j = col + m * ipr;
         if (j < DIM) {
             pw[row * RS + j] = cr[m];
@@ -361,7 +409,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             going = false;
         }
         var rn = 0.0;
-        for (var m = 0u; m < MAX_EPI; m++) {
+        for (var m = 0u; m < NE; m++) {
             let j = col + m * ipr;
             if (j < DIM) {
                 cx[m] += alpha * pw[row * RS + j];
@@ -372,7 +420,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let delta_new = row_sum(rn, lid, row, ipr);
         if (going) {
             let conj = delta_new / (delta + cg_guard());
-            for (var m = 0u; m < MAX_EPI; m++) {
+            for (var m = 0u; m < NE; m++) {
                 let j = col + m * ipr;
                 if (j < DIM) {
                     pw[row * RS + j] = cr[m] + conj * pw[row * RS + j];
@@ -389,7 +437,7 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
 
     // o_t = e_t · S_kv[n]ᵀ x_t + Σ_{s ≤ t} M[t][s] (x_t·k_s) v_s
-    for (var m = 0u; m < MAX_EPI; m++) {
+    for (var m = 0u; m < NE; m++) {
         let j = col + m * ipr;
         if (j < DIM) {
             pw[row * RS + j] = cx[m];
@@ -407,20 +455,12 @@ fn mesa_cg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         kw[s * RS + u % DIM] = vv;
     }
     workgroupBarrier();
-    let kvbase = sbase + DIM * DIM;
+    row_times_state(row, col, ipr, et, sbase + DIM * DIM, false);
     if (valid) {
-        for (var m = 0u; m < MAX_EPI; m++) {
+        for (var m = 0u; m < NE; m++) {
             let j = col + m * ipr;
             if (j < DIM) {
-                var acc = 0.0;
-                for (var i = 0u; i < DIM; i++) {
-                    acc += pw[row * RS + i] * starts[kvbase + i * DIM + j];
-                }
-                acc *= et;
-                for (var s = 0u; s < CH; s++) {
-                    acc += ww[row * CH + s] * kw[s * RS + j];
-                }
-                o[vec_index(b, tr, hh, j)] = ST(acc);
+                o[vec_index(b, tr, hh, j)] = ST(ca[m]);
             }
         }
     }
