@@ -798,9 +798,10 @@ fn tune(
     println!("|---|---|---|---|---|");
     let gemm_shapes = tune::gemm_shapes(&ctx, quick);
     let attention_shapes = tune::attention_shapes(&ctx, quick);
+    let rat_shapes = tune::rat_shapes(&ctx, quick);
     let cg_shapes = tune::cg_shapes(&ctx, quick);
     let bar = indicatif::ProgressBar::new(
-        (gemm_shapes.len() + attention_shapes.len() + cg_shapes.len()) as u64,
+        (gemm_shapes.len() + attention_shapes.len() + rat_shapes.len() + cg_shapes.len()) as u64,
     );
     let mut reasons = std::collections::BTreeMap::new();
     let mut report = |family: &str, class: &str, c: &tune::Choice| {
@@ -830,6 +831,10 @@ fn tune(
         samples,
         |class, c| report("attention", class, c),
     )?);
+    tuning.save(&path, &info)?;
+    tuning.extend(tune::tune_rat(&ctx, &rat_shapes, samples, |class, c| {
+        report("rat_attention", class, c)
+    })?);
     tuning.save(&path, &info)?;
     tuning.extend(tune::tune_mesa(&ctx, &cg_shapes, samples, |class, c| {
         report("mesa_cg", class, c)

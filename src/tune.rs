@@ -252,6 +252,12 @@ pub fn attention_class(t: usize, dh: usize, dtype: DType) -> String {
     format!("t{} dh{dh} {}", bucket(t), dtype_name(dtype))
 }
 
+/// RAT's inter-chunk attention's shape class: chunks per sequence (its keys; bucketed), head dim
+/// and dtype.
+pub fn rat_attention_class(chunks: usize, dh: usize, dtype: DType) -> String {
+    format!("c{} dh{dh} {}", bucket(chunks), dtype_name(dtype))
+}
+
 /// The Mesa CG's shape class: head dim and dtype (the plan's workgroup memory and the state
 /// reads it saves depend on these, not on T).
 pub fn mesa_class(d: usize, dtype: DType) -> String {
@@ -280,6 +286,33 @@ pub fn attention_variant(ctx: &Context, dtype: DType, t: usize, dh: usize) -> Fw
         })
         .filter(|v| v.usable(ctx, dtype, dh).is_ok())
         .unwrap_or_else(|| attn::default_fwd_variant(ctx, dtype, dh))
+}
+
+/// RAT's GPU inter-chunk attention kernel over `chunks` chunk finals of head dim `dh`: the tuned
+/// fa2 variant for its class where it can run here, else the flash forward's default fa2 plan
+/// (the largest key tile the workgroup memory holds, subgroup sums where there are subgroups).
+pub fn rat_attention_variant(ctx: &Context, dtype: DType, chunks: usize, dh: usize) -> FwdVariant {
+    ctx.tuning()
+        .and_then(|tu| {
+            tu.get(
+                "rat_attention",
+                &rat_attention_class(chunks, dh, ctx.resolve_dtype(dtype)),
+            )
+            .and_then(|c| FwdVariant::parse(&c.choice))
+        })
+        .filter(|v| matches!(v, FwdVariant::Fa2 { .. }) && v.usable(ctx, dtype, dh).is_ok())
+        .unwrap_or_else(|| {
+            let (kt, sg) = attn::fa2_plan(ctx, dh);
+            FwdVariant::Fa2 { kt, sg }
+        })
+}
+
+/// The fa2 variants RAT's inter-chunk attention is tuned among.
+pub fn rat_attention_variants() -> Vec<FwdVariant> {
+    FwdVariant::all()
+        .into_iter()
+        .filter(|v| matches!(v, FwdVariant::Fa2 { .. }))
+        .collect()
 }
 
 /// The GPU GEMM tile for a product: the tuned choice for its shape class, else the default.
@@ -407,6 +440,16 @@ pub fn check_fwd_variant(ctx: &Context, v: FwdVariant) -> std::result::Result<()
     check_forced(
         ctx,
         |family| family.starts_with("attention"),
+        &crate::verify::fwd_variant_label(v),
+    )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Runs the check cases that force one of RAT's inter-chunk attention kernels.
+pub fn check_rat_variant(ctx: &Context, v: FwdVariant) -> std::result::Result<(), String> {
+    check_forced(
+        ctx,
+        |family| family == "rat_attention",
         &crate::verify::fwd_variant_label(v),
     )
 }
@@ -707,6 +750,97 @@ pub fn tune_mesa(
         }
         let class = mesa_class(d, dtype);
         settle(&mut tuning, "mesa_cg", class, choice, &mut progress);
+    }
+    Ok(tuning)
+}
+
+/// A RAT inter-chunk attention shape `chunkwise tune` times: `t` tokens in chunks of `chunk`,
+/// `heads` heads of `dh` (one query group per head).
+#[derive(Clone, Copy, Debug)]
+pub struct RatShape {
+    pub t: usize,
+    pub chunk: usize,
+    pub heads: usize,
+    pub dh: usize,
+    pub dtype: DType,
+}
+
+/// The RAT shapes tuned by default: chunks of 16 (the paper's L) over 4096 and 16384 tokens (256
+/// and 1024 chunk finals), 4 heads of 64 and 2 of 128, f32 and, where the adapter has it, f16.
+/// `quick`: 4 heads of 64 over 1024 tokens, f32.
+pub fn rat_shapes(ctx: &Context, quick: bool) -> Vec<RatShape> {
+    let one = |t, heads, dh, dtype| RatShape {
+        t,
+        chunk: 16,
+        heads,
+        dh,
+        dtype,
+    };
+    if quick {
+        return vec![one(1024, 4, 64, DType::F32)];
+    }
+    let mut out = vec![];
+    for &dtype in tuned_dtypes(ctx, false) {
+        for (heads, dh) in [(4, 64), (2, 128)] {
+            for t in [4096, 16384] {
+                out.push(one(t, heads, dh, dtype));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Tunes RAT's GPU inter-chunk attention kernel on `ctx` at `shapes`: each fa2 variant is
+/// checked once (its forced check cases), then timed at each shape where it can run.
+pub fn tune_rat(
+    ctx: &Context,
+    shapes: &[RatShape],
+    samples: usize,
+    mut progress: impl FnMut(&str, &Choice),
+) -> Result<Tuning> {
+    use crate::ops::rat::{inter_chunk_attention_with, Heads};
+    let variants = rat_attention_variants();
+    let mut rejected = BTreeMap::new();
+    for &v in &variants {
+        if let Err(why) = check_rat_variant(ctx, v) {
+            rejected.insert(v.name(), why);
+        }
+    }
+    let mut tuning = Tuning::default();
+    for &RatShape {
+        t,
+        chunk,
+        heads,
+        dh,
+        dtype,
+    } in shapes
+    {
+        let mut choice = Choice {
+            choice: String::new(),
+            shape: format!("t{t} L{chunk} {heads}x{dh} {dtype:?}"),
+            ms: BTreeMap::new(),
+            rejected: rejected.clone(),
+        };
+        // As many query groups as heads: q, k and v are one [1, T, H·dh] tensor.
+        let hd = Heads::new(heads * dh, heads, heads)?;
+        // Plain values (see tune_gemm): the kernels' work does not depend on them.
+        let x = ctx.upload(&vec![0.25; t * heads * dh], &[1, t, heads * dh], dtype)?;
+        for &v in &variants {
+            if choice.rejected.contains_key(&v.name()) {
+                continue;
+            }
+            if let Err(why) = v.usable(ctx, dtype, dh) {
+                choice.rejected.insert(v.name(), why);
+                continue;
+            }
+            let timed = time_median(ctx, samples, |rec| {
+                inter_chunk_attention_with(rec, &x, &x, &x, hd, chunk, None, Some(v)).map(drop)
+            });
+            record_timing(&mut choice, v.name(), timed)?;
+        }
+        let class = rat_attention_class(t.div_ceil(chunk), dh, dtype);
+        settle(&mut tuning, "rat_attention", class, choice, &mut progress);
     }
     Ok(tuning)
 }

@@ -296,3 +296,85 @@ fn attention_kernels_are_checked_timed_and_the_tuned_kernel_is_followed() {
         tune::attention_variant(&ctx, DType::F32, 5000, 32)
     );
 }
+
+#[test]
+fn rat_attention_kernels_are_checked_timed_and_the_tuned_kernel_is_followed() {
+    use chunkwise::ops::attention::FwdVariant;
+    use chunkwise::ops::rat::{inter_chunk_attention, inter_chunk_attention_with, Heads};
+    let ctx = fresh_ctx(None);
+    // 100 tokens in chunks of 7: 15 chunk finals, not a multiple of any key tile.
+    let shapes = [tune::RatShape {
+        t: 100,
+        chunk: 7,
+        heads: 2,
+        dh: 32,
+        dtype: DType::F32,
+    }];
+    let mut tuning = tune::tune_rat(&ctx, &shapes, 1, |_, _| {}).unwrap();
+    let class = tune::rat_attention_class(15, 32, DType::F32);
+    let c = tuning
+        .get("rat_attention", &class)
+        .expect("the tuned class")
+        .clone();
+    // The six fa2 variants: each timed where it can run, else rejected with why.
+    let variants = tune::rat_attention_variants();
+    assert_eq!(variants.len(), 6);
+    for v in &variants {
+        let timed = c.ms.contains_key(&v.name());
+        assert!(timed != c.rejected.contains_key(&v.name()), "{v:?}: {c:?}");
+        if v.usable(&ctx, DType::F32, 32).is_ok() {
+            assert!(timed, "{v:?}: {c:?}");
+        }
+    }
+    assert!(variants.contains(&FwdVariant::parse(&c.choice).unwrap()));
+
+    // A cache naming fa2-kt4 with workgroup-memory sums (not the default here, which sums by
+    // subgroups where there are some) is followed for its class.
+    let forced = FwdVariant::Fa2 { kt: 4, sg: false };
+    tuning.insert(
+        "rat_attention",
+        &class,
+        tune::Choice {
+            choice: forced.name(),
+            ..c.clone()
+        },
+    );
+    let path = tmp("rat_attention.json");
+    let _ = std::fs::remove_file(&path);
+    tuning.save(&path, ctx.adapter_info()).unwrap();
+    let tuned = fresh_ctx(Some(path));
+    assert_eq!(
+        tune::rat_attention_variant(&tuned, DType::F32, 15, 32),
+        forced
+    );
+    let x = tuned
+        .upload(&vec![0.25; 100 * 64], &[1, 100, 64], DType::F32)
+        .unwrap();
+    let hd = Heads::new(64, 2, 2).unwrap();
+    let files = |c: &Context| -> Vec<String> {
+        c.compiled_kernels()
+            .into_iter()
+            .map(|k| k.file.to_string())
+            .filter(|f| f.starts_with("rat_attention"))
+            .collect()
+    };
+    tuned
+        .run(|rec| inter_chunk_attention(rec, &x, &x, &x, hd, 7, None))
+        .unwrap();
+    assert_eq!(files(&tuned), ["rat_attention_fa2.wgsl"]);
+    // Another class (300 chunks round to 512) takes the default rule.
+    assert_eq!(
+        tune::rat_attention_variant(&tuned, DType::F32, 300, 32),
+        tune::rat_attention_variant(&ctx, DType::F32, 300, 32)
+    );
+    // Attention's blocked kernel is not RAT's: forcing it is a named error.
+    let err = tuned
+        .run(|rec| {
+            inter_chunk_attention_with(rec, &x, &x, &x, hd, 7, None, Some(FwdVariant::Blocked))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, chunkwise::Error::InvalidArgument { .. }),
+        "{err}"
+    );
+}

@@ -78,12 +78,14 @@ pub fn forward_rule(ctx: &crate::Context) -> String {
     let (kt64, sg) = fa2_plan(ctx, 64);
     let (kt128, _) = fa2_plan(ctx, 128);
     let tuned = ctx.tuning().map_or(0, |t| t.classes("attention"));
+    let rat = ctx.tuning().map_or(0, |t| t.classes("rat_attention"));
     format!(
         "attention: the tuned kernel per T, dh, dtype class ({tuned} classes tuned) of fa2 (key \
          tiles 16/8/4, scores summed through workgroup memory or subgroups), blocked, coop16, \
          coop8; untuned: attention_fa2{0} (4 lanes per query, scores summed by {1}), key tiles of \
-         {kt64} at dh 64, {kt128} at dh 128 (from {2} B of workgroup memory); RAT: \
-         rat_attention_fa2{0}; {GPU_KEYS_PER_PASS} keys per pass",
+         {kt64} at dh 64, {kt128} at dh 128 (from {2} B of workgroup memory); RAT: the tuned fa2 \
+         variant per chunks, dh, dtype class ({rat} classes tuned), untuned \
+         rat_attention_fa2{0} at the same key tiles; {GPU_KEYS_PER_PASS} keys per pass",
         if sg { "_sg" } else { "" },
         if sg {
             "subgroup shuffles"
@@ -183,7 +185,7 @@ impl FwdVariant {
     }
 
     /// [`FwdVariant::usable`] as the typed error a forced launch returns.
-    fn check(self, ctx: &crate::Context, dtype: DType, dh: usize) -> Result<()> {
+    pub(crate) fn check(self, ctx: &crate::Context, dtype: DType, dh: usize) -> Result<()> {
         check_head_dim("attention", dh)?;
         let what = format!("the {} attention forward in {dtype:?}", self.name());
         let have = ctx.limits().max_compute_workgroup_storage_size as usize;

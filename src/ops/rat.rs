@@ -6,7 +6,7 @@ use crate::kernels::KernelKey;
 use crate::record::Recording;
 use crate::tensor::{DType, Tensor};
 
-use super::attention::check_head_dim;
+use super::attention::{check_head_dim, FwdVariant};
 use super::{check_u32, grid_1d, same_dtype};
 
 #[repr(C)]
@@ -305,6 +305,25 @@ pub fn inter_chunk_attention(
     chunk: usize,
     scale: Option<f32>,
 ) -> Result<Tensor> {
+    inter_chunk_attention_with(rec, qr, kr, sv, heads, chunk, scale, None)
+}
+
+/// [`inter_chunk_attention`] with the GPU kernel forced to one of the fa2 variants (key tiles
+/// of 16, 8 or 4, scores summed through workgroup memory or subgroups), on any schedule: what
+/// the variant's check cases and `chunkwise tune` run. Unforced, GPU schedules take the tuned
+/// variant ([`crate::tune::rat_attention_variant`]). The blocked and tensor-core forms exist for
+/// attention only: forcing one is an error.
+#[allow(clippy::too_many_arguments)]
+pub fn inter_chunk_attention_with(
+    rec: &mut Recording,
+    qr: &Tensor,
+    kr: &Tensor,
+    sv: &Tensor,
+    heads: Heads,
+    chunk: usize,
+    scale: Option<f32>,
+    variant: Option<FwdVariant>,
+) -> Result<Tensor> {
     let dtype = same_dtype("rat attention", &[qr, kr, sv])?;
     let s = kr.shape();
     if s.len() != 3
@@ -364,8 +383,20 @@ pub fn inter_chunk_attention(
     let (kc, vc) = (ctx.alloc(&finals, dtype)?, ctx.alloc(&finals, dtype)?);
     chunk_gather(rec, kr, &kc, heads, chunk)?;
     chunk_gather(rec, sv, &vc, heads, chunk)?;
-    if !ctx.cpu_schedules() {
-        fa2_attention(rec, [qr, kr, sv, &kc, &vc, &o], params, heads.dh)?;
+    if variant.is_some() || !ctx.cpu_schedules() {
+        let v = variant
+            .unwrap_or_else(|| crate::tune::rat_attention_variant(&ctx, dtype, chunks, heads.dh));
+        let FwdVariant::Fa2 { kt, sg } = v else {
+            return Err(Error::invalid(
+                "rat attention",
+                format!(
+                    "{} is an attention kernel; RAT's inter-chunk attention runs the fa2 variants",
+                    v.name()
+                ),
+            ));
+        };
+        v.check(&ctx, dtype, heads.dh)?;
+        fa2_attention(rec, [qr, kr, sv, &kc, &vc, &o], params, heads.dh, (kt, sg))?;
         return Ok(o);
     }
     let schedule = crate::ops::attention::FlashSchedule::for_head_dim(&ctx, heads.dh);
@@ -397,8 +428,9 @@ fn fa2_attention(
     bufs: [&Tensor; 6],
     params: AttnParams,
     dh: usize,
+    (kt, sg): (usize, bool),
 ) -> Result<()> {
-    use crate::ops::attention::{fa2_plan, GPU_KEYS_PER_PASS};
+    use crate::ops::attention::GPU_KEYS_PER_PASS;
     let ctx = rec.context().clone();
     let dtype = bufs[0].dtype();
     let (b, t, h, l) = (
@@ -408,7 +440,6 @@ fn fa2_attention(
         params.l as usize,
     );
     let chunks = params.chunks as usize;
-    let (kt, sg) = fa2_plan(&ctx, dh);
     let file = if sg {
         "rat_attention_fa2_sg.wgsl"
     } else {

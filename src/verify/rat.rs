@@ -38,8 +38,27 @@ pub(super) fn cases(dtype: DType) -> Vec<Case> {
         (dims(2, 33, 2, 1, 64, 1), false),
         (dims(1, 4096, 2, 1, 64, 4), true),
     ] {
-        let c = Case::new("rat_attention", shape(&s), dtype, Attention { s, dtype });
+        let c = Attention {
+            s,
+            dtype,
+            variant: None,
+        };
+        let c = Case::new("rat_attention", shape(&s), dtype, c);
         all.push(if long { c.long() } else { c });
+    }
+    // Every GPU kernel, forced (`chunkwise tune` checks a variant with these cases before timing
+    // it): T not a multiple of the chunk, chunks not a multiple of the key tile, grouped queries,
+    // head dims 60 and 128.
+    for variant in crate::tune::rat_attention_variants() {
+        for s in [dims(1, 100, 2, 2, 60, 7), dims(2, 65, 2, 1, 128, 4)] {
+            let label = format!("{} {}", shape(&s), super::fwd_variant_label(variant));
+            let c = Attention {
+                s,
+                dtype,
+                variant: Some(variant),
+            };
+            all.push(Case::new("rat_attention", label, dtype, c));
+        }
     }
     // One decode token: continuing the running state, or starting a chunk.
     for (s, reset, long) in [
@@ -123,6 +142,8 @@ impl Check for Scan {
 struct Attention {
     s: RatDims,
     dtype: DType,
+    /// Forces this GPU kernel (`ops::rat::inter_chunk_attention_with`).
+    variant: Option<crate::ops::attention::FwdVariant>,
 }
 
 impl Attention {
@@ -146,8 +167,10 @@ impl Check for Attention {
         let qt = ctx.upload(&q, &[s.b, s.t, dg], self.dtype)?;
         let kt = ctx.upload(&k, &[s.b, s.t, d], self.dtype)?;
         let vt = ctx.upload(&v, &[s.b, s.t, d], self.dtype)?;
-        let o = ctx
-            .run(|rec| rops::inter_chunk_attention(rec, &qt, &kt, &vt, heads(s)?, s.chunk, None))?;
+        let hs = heads(s)?;
+        let o = ctx.run(|rec| {
+            rops::inter_chunk_attention_with(rec, &qt, &kt, &vt, hs, s.chunk, None, self.variant)
+        })?;
         Ok(vec![o])
     }
     fn reference(&self) -> Vec<f64> {
