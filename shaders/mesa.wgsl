@@ -104,7 +104,8 @@ fn mesa_chunk_updates(@builtin(workgroup_id) wid: vec3<u32>,
         ua[lid] = a;
         ub[lid] = bv;
         workgroupBarrier();
-        for (var u = 0u; u < US; u++) {
+        // Rows past the chunk's CH positions are zeros (CH = 8 at D = 128): not multiplied.
+        for (var u = 0u; u < min(US, CH); u++) {
             let ai = ua[u * 16u + ty];
             let bj = ub[u * 16u + tx];
             acc[0] += ai.x * bj;

@@ -62,10 +62,14 @@ fn decode_step(bh: u32, lid: u32) {
     let bt = gate_beta(bh);
     let kj = f32(k[bh * DIM + j]);
     let vj = f32(v[bh * DIM + j]);
+    // The diagonal taken on the way: reading col[j] after, at an index no loop fixes, would make
+    // compilers keep `col` in local memory rather than registers.
+    var diag = 0.0;
     for (var i = 0u; i < DIM; i++) {
         let ki = f32(k[bh * DIM + i]);
         let skk = gamma * state_kk[base + i * DIM + j] + bt * ki * kj;
         col[i] = skk;
+        diag = select(diag, skk, i == j);
         if (live) {
             state_kk[base + i * DIM + j] = skk;
             state_kv[base + i * DIM + j] = gamma * state_kv[base + i * DIM + j] + bt * ki * vj;
@@ -74,7 +78,7 @@ fn decode_step(bh: u32, lid: u32) {
     storageBarrier();
     let lam = lambda_at(hh * DIM + j);
     let qj = select(0.0, f32(q[bh * DIM + j]), live);
-    var x = qj / (col[j] + lam + cg_guard());
+    var x = qj / (diag + lam + cg_guard());
     if (live) {
         pv[j] = x;
     }

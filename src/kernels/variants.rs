@@ -73,7 +73,7 @@ const ROW_WG: Param = p("WG", 32.0, 256.0, &[32.0, 256.0]);
 const MAP_WG: Param = p("WG", 64.0, 256.0, &[64.0, 256.0]);
 const GEMV: &[Param] = &[
     p("MR", 1.0, 16.0, &[1.0, 5.0, 16.0]),
-    p("ROWS", 8.0, 8.0, &[8.0]),
+    p("ROWS", 4.0, 32.0, &[4.0, 8.0, 32.0]),
 ];
 // Keys per workgroup-memory tile of the GPU flash kernels (`ops::attention::fa2_plan`).
 const FA2_KT: Param = p("KT", 4.0, 16.0, &[4.0, 8.0, 16.0]);

@@ -698,7 +698,15 @@ pub(crate) fn gemm_impl(
             (false, true) => ("gemv_sg.wgsl", "gemv_sg"),
             (false, false) => ("gemv.wgsl", "gemv_wg"),
         };
-        let rows_per_group = 8;
+        // gemv_sg: four rows of W per subgroup, each load of x serving all four, so a 64-lane
+        // workgroup takes four per subgroup: 8 rows at 32 lanes (NVIDIA, Apple), 4 at 64 (AMD's
+        // wave64), 32 at 8 (llvmpipe). gemv_wg: 8, in passes of up to 16 / MR rows.
+        let rows_per_group = if ctx.subgroups_enabled() {
+            let lanes = ctx.adapter_info().subgroup_min_size.clamp(1, 64) as usize;
+            (4 * 64 / lanes).clamp(4, 32)
+        } else {
+            8
+        };
         let kernel = ctx.kernel(
             &KernelKey::new(file, entry, dtype)
                 .with("MR", rows_x as f64)
