@@ -232,16 +232,20 @@ impl MesaLayer {
 
     fn check_input(&self, x: &Tensor) -> Result<(usize, usize)> {
         let s = x.shape();
-        if s.len() != 3 || s[2] != self.cfg.hidden {
+        if s.len() != 3 || s[2] != self.cfg.hidden || s[0] == 0 || s[1] == 0 {
             return Err(Error::shape(
                 "mesa layer",
-                format!("input must be [B, T, {}], got {s:?}", self.cfg.hidden),
+                format!(
+                    "input must be [B, T, {}] with at least one sequence and token, got {s:?}",
+                    self.cfg.hidden
+                ),
             ));
         }
         Ok((s[0], s[1]))
     }
 
-    /// `x [B, T, hidden]` (its projection within one binding) from `cache`, which it advances:
+    /// `x [B, T, hidden]` (its projection within one binding) from the states and conv inputs
+    /// given, which it advances in place:
     /// one product for every input projection, one kernel for the conv + SiLU + L2 norms +
     /// gates (and one moving the conv cache on), the chunkwise core, one kernel for the output
     /// norm (and gate), the output projection; a block norm and residual fold into the products.
