@@ -76,103 +76,53 @@ fn write_gates(i: u32, row: u32, hh: u32, n: u32) {
     gates[n + i] = sigmoid(f32(proj[row + p.a_col + p.h + hh]) + gates[bias + p.h + hh]);
 }
 
-// Shifts one channel's cache left, appends x, and returns SiLU of the convolution.
-fn conv_silu(w_tap: u32, slot: u32, x: f32, is_k: bool) -> f32 {
-    var acc = 0.0;
-    for (var i = 0u; i < KW; i++) {
-        var val = x;
-        if (i + 1u < KW) {
-            val = f32(conv[slot + i + 1u]);
-        }
-        conv[slot + i] = ST(val);
-        var w = 0.0;
-        if (is_k) {
-            w = f32(k_conv[w_tap + i]);
-        } else {
-            w = f32(q_conv[w_tap + i]);
-        }
-        acc += w * val;
-    }
-    return silu(acc);
-}
-
-@compute @workgroup_size(WG)
-fn mesa_step_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let bh = flat_group(wid, nwg);
-    if (bh >= p.b * p.h) {
-        return;
-    }
-    let bi = bh / p.h;
-    let hh = bh % p.h;
-    let hd = p.h * p.d;
-    let row = bi * p.ld;
-    var ss = vec2<f32>(0.0);
-    for (var i = lid; i < p.d; i += WG) {
-        let ch = hh * p.d + i;
-        let yq = conv_silu(ch * KW, (bi * 2u * hd + ch) * KW, f32(proj[row + ch]), false);
-        let yk = conv_silu(ch * KW, (bi * 2u * hd + hd + ch) * KW, f32(proj[row + hd + ch]), true);
-        qa[i] = yq;
-        ka[i] = yk;
-        ss += vec2<f32>(yq * yq, yk * yk);
-        v_out[bh * p.d + i] = proj[row + 2u * hd + ch];
-    }
-    let inv = inverseSqrt(sum_all(ss, lid) + p.eps);
-    for (var i = lid; i < p.d; i += WG) {
-        q_out[bh * p.d + i] = ST(qa[i] * inv.x);
-        k_out[bh * p.d + i] = ST(ka[i] * inv.y);
-    }
-    if (lid == 0u) {
-        write_gates(bh, row, hh, p.b * p.h);
-    }
-}
-
-// SiLU of the convolution of channel `col` (of the projection row; the same channel of the conv
-// cache) at token `ti` of sequence `bi`: tap i sees the input at block time ti + i − 3, which
-// before the block's start is cache slot ti + i + 1.
-fn conv_seq_silu(bi: u32, ti: u32, col: u32, w_tap: u32, is_k: bool) -> f32 {
+// SiLU of the convolution of q's (or, `is_k`, k's) channel `ch` at token `ti` of sequence `bi`:
+// tap i sees the input at block time ti + i − 3, which before the block's start is conv cache
+// slot ti + i + 1 (q's channels, then k's, as in the projection row). `shift` (a decode step,
+// T = 1): the cache moves left and takes the token last, tap by tap (slot i + 1 is read before
+// it is written).
+fn conv_act(bi: u32, ti: u32, ch: u32, is_k: bool, shift: bool) -> f32 {
+    let col = select(ch, p.h * p.d + ch, is_k);
+    let slot = (bi * 2u * p.h * p.d + col) * KW;
     var acc = 0.0;
     for (var i = 0u; i < KW; i++) {
         var val = 0.0;
         if (ti + i + 1u >= KW) {
             val = f32(proj[(bi * p.t + ti + i + 1u - KW) * p.ld + col]);
         } else {
-            val = f32(conv[(bi * 2u * p.h * p.d + col) * KW + ti + i + 1u]);
+            val = f32(conv[slot + ti + i + 1u]);
+        }
+        if (shift) {
+            conv[slot + i] = ST(val);
         }
         var w = 0.0;
         if (is_k) {
-            w = f32(k_conv[w_tap + i]);
+            w = f32(k_conv[ch * KW + i]);
         } else {
-            w = f32(q_conv[w_tap + i]);
+            w = f32(q_conv[ch * KW + i]);
         }
         acc += w * val;
     }
     return silu(acc);
 }
 
-@compute @workgroup_size(WG)
-fn mesa_seq_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = flat_group(wid, nwg); // (token, head), token = sequence · T + time
-    let n = p.b * p.t * p.h;
-    if (i >= n) {
-        return;
-    }
+// Token-head `i` of n (token = sequence · T + time) by the workgroup: conv + SiLU of its q and k
+// channels, their L2 norms, v copied out, the gates.
+fn prep_head(i: u32, n: u32, lid: u32, shift: bool) {
     let r = i / p.h;
     let hh = i % p.h;
     let bi = r / p.t;
     let ti = r % p.t;
-    let hd = p.h * p.d;
     let row = r * p.ld;
     var ss = vec2<f32>(0.0);
     for (var j = lid; j < p.d; j += WG) {
         let ch = hh * p.d + j;
-        let yq = conv_seq_silu(bi, ti, ch, ch * KW, false);
-        let yk = conv_seq_silu(bi, ti, hd + ch, ch * KW, true);
+        let yq = conv_act(bi, ti, ch, false, shift);
+        let yk = conv_act(bi, ti, ch, true, shift);
         qa[j] = yq;
         ka[j] = yk;
         ss += vec2<f32>(yq * yq, yk * yk);
-        v_out[i * p.d + j] = proj[row + 2u * hd + ch];
+        v_out[i * p.d + j] = proj[row + 2u * p.h * p.d + ch];
     }
     let inv = inverseSqrt(sum_all(ss, lid) + p.eps);
     for (var j = lid; j < p.d; j += WG) {
@@ -181,6 +131,24 @@ fn mesa_seq_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     if (lid == 0u) {
         write_gates(i, row, hh, n);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mesa_step_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_group(wid, nwg);
+    if (i < p.b * p.h) {
+        prep_head(i, p.b * p.h, lid, true);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mesa_seq_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_group(wid, nwg);
+    if (i < p.b * p.t * p.h) {
+        prep_head(i, p.b * p.t * p.h, lid, false);
     }
 }
 
@@ -204,8 +172,8 @@ fn mesa_seq_prep_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     var ss = vec2<f32>(0.0);
     for (var j = 0u; j < p.d; j++) {
         let ch = hh * p.d + j;
-        let yq = conv_seq_silu(bi, ti, ch, ch * KW, false);
-        let yk = conv_seq_silu(bi, ti, hd + ch, ch * KW, true);
+        let yq = conv_act(bi, ti, ch, false, false);
+        let yk = conv_act(bi, ti, ch, true, false);
         row_q[j] = yq;
         row_k[j] = yk;
         ss += vec2<f32>(yq * yq, yk * yk);

@@ -445,6 +445,49 @@ pub fn check_fwd_variant(ctx: &Context, v: FwdVariant) -> std::result::Result<()
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+/// The variants whose check fails here, with why (never timed).
+fn checked_variants(
+    variants: &[FwdVariant],
+    check: impl Fn(FwdVariant) -> std::result::Result<(), String>,
+) -> BTreeMap<String, String> {
+    variants
+        .iter()
+        .filter_map(|&v| check(v).err().map(|why| (v.name(), why)))
+        .collect()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// A flash family's choice at one shape: each variant neither rejected by its check nor
+/// unusable at (dtype, head dim) here, timed running `run`.
+fn time_variants(
+    ctx: &Context,
+    (variants, rejected): (&[FwdVariant], &BTreeMap<String, String>),
+    shape: String,
+    samples: usize,
+    (dtype, dh): (DType, usize),
+    run: impl Fn(&mut crate::Recording, FwdVariant) -> Result<()>,
+) -> Result<Choice> {
+    let mut choice = Choice {
+        choice: String::new(),
+        shape,
+        ms: BTreeMap::new(),
+        rejected: rejected.clone(),
+    };
+    for &v in variants {
+        if choice.rejected.contains_key(&v.name()) {
+            continue;
+        }
+        if let Err(why) = v.usable(ctx, dtype, dh) {
+            choice.rejected.insert(v.name(), why);
+            continue;
+        }
+        let timed = time_median(ctx, samples, |rec| run(rec, v));
+        record_timing(&mut choice, v.name(), timed)?;
+    }
+    Ok(choice)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs the check cases that force one of RAT's inter-chunk attention kernels.
 pub fn check_rat_variant(ctx: &Context, v: FwdVariant) -> std::result::Result<(), String> {
     check_forced(
@@ -621,12 +664,7 @@ pub fn tune_attention(
     mut progress: impl FnMut(&str, &Choice),
 ) -> Result<Tuning> {
     let variants = FwdVariant::all();
-    let mut rejected = BTreeMap::new();
-    for &v in &variants {
-        if let Err(why) = check_fwd_variant(ctx, v) {
-            rejected.insert(v.name(), why);
-        }
-    }
+    let rejected = checked_variants(&variants, |v| check_fwd_variant(ctx, v));
     let mut tuning = Tuning::default();
     for &AttentionShape {
         t,
@@ -635,27 +673,17 @@ pub fn tune_attention(
         dtype,
     } in shapes
     {
-        let mut choice = Choice {
-            choice: String::new(),
-            shape: format!("t{t} {heads}x{dh} causal {dtype:?}"),
-            ms: BTreeMap::new(),
-            rejected: rejected.clone(),
-        };
         // Plain values (see tune_gemm); a uniform softmax does the work any other would.
         let x = ctx.upload(&vec![0.25; t * heads * dh], &[1, t, heads * dh], dtype)?;
-        for &v in &variants {
-            if choice.rejected.contains_key(&v.name()) {
-                continue;
-            }
-            if let Err(why) = v.usable(ctx, dtype, dh) {
-                choice.rejected.insert(v.name(), why);
-                continue;
-            }
-            let timed = time_median(ctx, samples, |rec| {
-                attn::attention_with(rec, &x, &x, &x, heads, None, None, Some(v)).map(drop)
-            });
-            record_timing(&mut choice, v.name(), timed)?;
-        }
+        let shape = format!("t{t} {heads}x{dh} causal {dtype:?}");
+        let choice = time_variants(
+            ctx,
+            (&variants, &rejected),
+            shape,
+            samples,
+            (dtype, dh),
+            |rec, v| attn::attention_with(rec, &x, &x, &x, heads, None, None, Some(v)).map(drop),
+        )?;
         let class = attention_class(t, dh, dtype);
         settle(&mut tuning, "attention", class, choice, &mut progress);
     }
@@ -801,12 +829,7 @@ pub fn tune_rat(
 ) -> Result<Tuning> {
     use crate::ops::rat::{inter_chunk_attention_with, Heads};
     let variants = rat_attention_variants();
-    let mut rejected = BTreeMap::new();
-    for &v in &variants {
-        if let Err(why) = check_rat_variant(ctx, v) {
-            rejected.insert(v.name(), why);
-        }
-    }
+    let rejected = checked_variants(&variants, |v| check_rat_variant(ctx, v));
     let mut tuning = Tuning::default();
     for &RatShape {
         t,
@@ -816,29 +839,21 @@ pub fn tune_rat(
         dtype,
     } in shapes
     {
-        let mut choice = Choice {
-            choice: String::new(),
-            shape: format!("t{t} L{chunk} {heads}x{dh} {dtype:?}"),
-            ms: BTreeMap::new(),
-            rejected: rejected.clone(),
-        };
         // As many query groups as heads: q, k and v are one [1, T, H·dh] tensor.
         let hd = Heads::new(heads * dh, heads, heads)?;
         // Plain values (see tune_gemm): the kernels' work does not depend on them.
         let x = ctx.upload(&vec![0.25; t * heads * dh], &[1, t, heads * dh], dtype)?;
-        for &v in &variants {
-            if choice.rejected.contains_key(&v.name()) {
-                continue;
-            }
-            if let Err(why) = v.usable(ctx, dtype, dh) {
-                choice.rejected.insert(v.name(), why);
-                continue;
-            }
-            let timed = time_median(ctx, samples, |rec| {
+        let shape = format!("t{t} L{chunk} {heads}x{dh} {dtype:?}");
+        let choice = time_variants(
+            ctx,
+            (&variants, &rejected),
+            shape,
+            samples,
+            (dtype, dh),
+            |rec, v| {
                 inter_chunk_attention_with(rec, &x, &x, &x, hd, chunk, None, Some(v)).map(drop)
-            });
-            record_timing(&mut choice, v.name(), timed)?;
-        }
+            },
+        )?;
         let class = rat_attention_class(t.div_ceil(chunk), dh, dtype);
         settle(&mut tuning, "rat_attention", class, choice, &mut progress);
     }

@@ -1093,19 +1093,34 @@ fn bad_layer_inputs_are_named_errors() {
     // An empty block, a cache of other sequences, a block norm of the wrong width.
     let c = ctx();
     let layer = random_layer_on(c, 45, 3, true);
-    let x = c.upload(&rand(2 * 5 * 45, 3, 1.0), &[2, 5, 45], DType::F32).unwrap();
+    let x = c
+        .upload(&rand(2 * 5 * 45, 3, 1.0), &[2, 5, 45], DType::F32)
+        .unwrap();
     let (_, mut cache) = c.run(|rec| layer.prefill(rec, &x)).unwrap();
     if let Ok(empty) = c.alloc(&[2, 0, 45], DType::F32) {
         let e = c.run(|rec| layer.forward(rec, &empty)).unwrap_err();
         assert!(matches!(e, Error::Shape { .. }), "{e}");
-        let e = c.run(|rec| layer.extend(rec, &mut cache, &empty)).unwrap_err();
+        let e = c
+            .run(|rec| layer.extend(rec, &mut cache, &empty))
+            .unwrap_err();
         assert!(e.to_string().contains("at least one"), "{e}");
     }
-    let one = c.upload(&rand(5 * 45, 4, 1.0), &[1, 5, 45], DType::F32).unwrap();
-    let e = c.run(|rec| layer.extend(rec, &mut cache, &one)).unwrap_err();
+    let one = c
+        .upload(&rand(5 * 45, 4, 1.0), &[1, 5, 45], DType::F32)
+        .unwrap();
+    let e = c
+        .run(|rec| layer.extend(rec, &mut cache, &one))
+        .unwrap_err();
     assert!(e.to_string().contains("the cache holds 2 sequences"), "{e}");
-    assert_eq!(cache.position(), 5, "a refused block leaves the cache where it was");
+    assert_eq!(
+        cache.position(),
+        5,
+        "a refused block leaves the cache where it was"
+    );
     let w = c.upload(&[1.0; 44], &[44], DType::F32).unwrap();
-    let e = random_layer_on(c, 45, 3, true).with_block_norm(w, 1e-6).err().unwrap();
+    let e = random_layer_on(c, 45, 3, true)
+        .with_block_norm(w, 1e-6)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("weight must be [45]"), "{e}");
 }

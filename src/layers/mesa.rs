@@ -222,10 +222,6 @@ impl MesaLayer {
         Ok(self)
     }
 
-    fn block_norm(&self) -> Option<(&Tensor, f32)> {
-        self.block_norm.as_ref().map(|(w, eps)| (w, *eps))
-    }
-
     pub fn config(&self) -> &MesaConfig {
         &self.cfg
     }
@@ -256,15 +252,7 @@ impl MesaLayer {
         (state, conv): (&MesaState, &Tensor),
     ) -> Result<(Tensor, Tensor)> {
         let (b, t) = self.check_input(x)?;
-        let block_norm = self.block_norm();
-        let proj = self.w_in.forward_fused(
-            rec,
-            x,
-            Fused {
-                norm: block_norm,
-                ..Fused::default()
-            },
-        )?;
+        let proj = self.input(rec, x)?;
         let gates = mops::step_gates(rec, b * t, &self.lamb, &self.gate_bias)?;
         let conv_w = [&self.q_conv, &self.k_conv];
         let [q, k, v] = mops::seq_prep(rec, &proj, self.layout, conv_w, conv, &gates)?;
@@ -277,19 +265,30 @@ impl MesaLayer {
             self.cfg.cg_iters_prefill,
             self.cfg.solver,
         )?;
-        let on = mops::step_out(
-            rec,
-            &solved.o,
-            &self.o_norm,
-            self.cfg.norm_eps,
-            &proj,
-            self.layout,
-        )?;
-        let residual = Fused {
-            residual: block_norm.map(|_| x),
+        Ok((self.output(rec, &solved.o, &proj, x)?, solved.iterations))
+    }
+
+    /// Every input projection in one product `[.., 4·H·D + 2·H]` (`layout`), the block norm
+    /// folded in where the layer has one.
+    fn input(&self, rec: &mut Recording, x: &Tensor) -> Result<Tensor> {
+        let norm = Fused {
+            norm: self.block_norm.as_ref().map(|(w, eps)| (w, *eps)),
             ..Fused::default()
         };
-        Ok((self.o.forward_fused(rec, &on, residual)?, solved.iterations))
+        self.w_in.forward_fused(rec, x, norm)
+    }
+
+    /// The output projection of the solve's `o`: per-head RMSNorm (× silu(g) read from `proj`)
+    /// in one kernel, then the product, with the block's residual `x` folded in where the layer
+    /// has a block norm.
+    fn output(&self, rec: &mut Recording, o: &Tensor, proj: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.norm_eps;
+        let on = mops::step_out(rec, o, &self.o_norm, eps, proj, self.layout)?;
+        let residual = Fused {
+            residual: self.block_norm.as_ref().map(|_| x),
+            ..Fused::default()
+        };
+        self.o.forward_fused(rec, &on, residual)
     }
 
     /// [`MesaLayer::advance_block`] over any `x [B, T, hidden]`: in pieces whose projection
@@ -421,7 +420,6 @@ impl MesaLayer {
         cache: &mut MesaCache,
         x: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let block_norm = self.block_norm();
         let (b, t) = self.check_input(x)?;
         if t != 1 || cache.conv.shape()[0] != b {
             return Err(Error::shape(
@@ -436,14 +434,7 @@ impl MesaLayer {
         // Five dispatches: every input projection in one product, the conv step + SiLU + L2
         // norms + gates in one kernel, the CG solve, the output norm (and gate) in one kernel,
         // the output projection.
-        let proj = self.w_in.forward_fused(
-            rec,
-            x,
-            Fused {
-                norm: block_norm,
-                ..Fused::default()
-            },
-        )?;
+        let proj = self.input(rec, x)?;
         let conv_w = [&self.q_conv, &self.k_conv];
         let [q, k, v] =
             mops::step_prep(rec, &proj, self.layout, conv_w, &cache.conv, &cache.gates)?;
@@ -455,20 +446,8 @@ impl MesaLayer {
             self.cfg.cg_iters_decode,
             self.cfg.solver,
         )?;
-        let on = mops::step_out(
-            rec,
-            &solved.o,
-            &self.o_norm,
-            self.cfg.norm_eps,
-            &proj,
-            self.layout,
-        )?;
         cache.next_pos += 1;
-        let residual = Fused {
-            residual: block_norm.map(|_| x),
-            ..Fused::default()
-        };
-        Ok((self.o.forward_fused(rec, &on, residual)?, solved.iterations))
+        Ok((self.output(rec, &solved.o, &proj, x)?, solved.iterations))
     }
 }
 

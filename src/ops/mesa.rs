@@ -537,17 +537,22 @@ pub fn core_with(
     iters: usize,
     solver: Solver,
 ) -> Result<Solved> {
+    core_unpacked(rec, inp, state, iters, solver, None)
+}
+
+/// The core op on separate g, β, λ tensors: checked, packed into one gates buffer, run.
+fn core_unpacked(
+    rec: &mut Recording,
+    inp: &MesaInputs,
+    state: &MesaState,
+    iters: usize,
+    solver: Solver,
+    plan: Option<(usize, bool)>,
+) -> Result<Solved> {
     let dims = check(inp, state, iters)?;
     let gates = pack_gates(rec, inp.g, inp.beta, inp.lamb)?;
-    core_impl(
-        rec,
-        [inp.q, inp.k, inp.v, &gates],
-        state,
-        dims,
-        iters,
-        solver,
-        None,
-    )
+    let qkv_gates = [inp.q, inp.k, inp.v, &gates];
+    core_impl(rec, qkv_gates, state, dims, iters, solver, plan)
 }
 
 /// The core op on inputs from [`seq_prep`]: q, k, v `[B, T, H, D]` and the gates buffer it
@@ -593,17 +598,7 @@ pub fn core_with_plan(
     solver: Solver,
     plan: (usize, bool),
 ) -> Result<Solved> {
-    let dims = check(inp, state, iters)?;
-    let gates = pack_gates(rec, inp.g, inp.beta, inp.lamb)?;
-    core_impl(
-        rec,
-        [inp.q, inp.k, inp.v, &gates],
-        state,
-        dims,
-        iters,
-        solver,
-        Some(plan),
-    )
+    core_unpacked(rec, inp, state, iters, solver, Some(plan))
 }
 
 /// The chunkwise core on checked inputs and a packed gates buffer.
