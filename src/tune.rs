@@ -276,31 +276,34 @@ pub fn mesa_plan(ctx: &Context, d: usize, dtype: DType) -> Option<(usize, bool)>
 /// The GPU flash forward's kernel for `t` tokens of head dim `dh`: the tuned choice for its
 /// class where it can run here, else the default rule ([`attn::default_fwd_variant`]).
 pub fn attention_variant(ctx: &Context, dtype: DType, t: usize, dh: usize) -> FwdVariant {
+    let class = attention_class(t, dh, ctx.resolve_dtype(dtype));
+    tuned_variant(ctx, "attention", &class, (dtype, dh))
+        .unwrap_or_else(|| attn::default_fwd_variant(ctx, dtype, dh))
+}
+
+/// A flash family's tuned variant for `class`, where the cache has one this device can run at
+/// (dtype, head dim).
+fn tuned_variant(
+    ctx: &Context,
+    family: &str,
+    class: &str,
+    (dtype, dh): (DType, usize),
+) -> Option<FwdVariant> {
     ctx.tuning()
         .and_then(|tu| {
-            tu.get(
-                "attention",
-                &attention_class(t, dh, ctx.resolve_dtype(dtype)),
-            )
-            .and_then(|c| FwdVariant::parse(&c.choice))
+            tu.get(family, class)
+                .and_then(|c| FwdVariant::parse(&c.choice))
         })
         .filter(|v| v.usable(ctx, dtype, dh).is_ok())
-        .unwrap_or_else(|| attn::default_fwd_variant(ctx, dtype, dh))
 }
 
 /// RAT's GPU inter-chunk attention kernel over `chunks` chunk finals of head dim `dh`: the tuned
 /// fa2 variant for its class where it can run here, else the flash forward's default fa2 plan
 /// (the largest key tile the workgroup memory holds, subgroup sums where there are subgroups).
 pub fn rat_attention_variant(ctx: &Context, dtype: DType, chunks: usize, dh: usize) -> FwdVariant {
-    ctx.tuning()
-        .and_then(|tu| {
-            tu.get(
-                "rat_attention",
-                &rat_attention_class(chunks, dh, ctx.resolve_dtype(dtype)),
-            )
-            .and_then(|c| FwdVariant::parse(&c.choice))
-        })
-        .filter(|v| matches!(v, FwdVariant::Fa2 { .. }) && v.usable(ctx, dtype, dh).is_ok())
+    let class = rat_attention_class(chunks, dh, ctx.resolve_dtype(dtype));
+    tuned_variant(ctx, "rat_attention", &class, (dtype, dh))
+        .filter(|v| matches!(v, FwdVariant::Fa2 { .. }))
         .unwrap_or_else(|| {
             let (kt, sg) = attn::fa2_plan(ctx, dh);
             FwdVariant::Fa2 { kt, sg }

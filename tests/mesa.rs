@@ -938,14 +938,7 @@ fn a_prompt_in_pieces_gives_the_outputs_and_cache_of_one_prefill_on_every_schedu
         let one_piece = rec.stats().dispatches;
 
         for (limit_rows, label) in [(t, "sequence groups"), (10, "token blocks")] {
-            let small = Context::new_blocking().unwrap();
-            if !c.cpu_schedules() {
-                small.set_schedule(chunkwise::Schedule::Gpu);
-            }
-            small.set_subgroup_kernels(c.subgroups_enabled());
-            // The projection's row: 4·H·D + 2·H f32 values.
-            let row = ((4 * hidden + 2 * heads) * 4) as u64;
-            small.set_binding_limit(Some(limit_rows as u64 * row));
+            let small = limited_like(c, limit_rows, hidden, heads);
             let layer = random_layer_on(&small, hidden, heads, true);
             let xs = small.upload(&x, &[b, t, hidden], DType::F32).unwrap();
             let (ys, split) = small.run(|rec| layer.prefill(rec, &xs)).unwrap();
@@ -1018,12 +1011,7 @@ fn a_block_norm_folded_into_the_layer_equals_norm_layer_and_residual() {
             })
             .unwrap();
         let (got, mut folded) = c.run(|rec| block.prefill(rec, &xs)).unwrap();
-        let want64: Vec<f64> = c
-            .download(&want)
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let want64: Vec<f64> = f64s(c, &want);
         assert_close(
             &c.download(&got).unwrap(),
             &want64,
@@ -1040,12 +1028,7 @@ fn a_block_norm_folded_into_the_layer_equals_norm_layer_and_residual() {
                 })
                 .unwrap();
             let got = c.run(|rec| block.step(rec, &mut folded, &xi)).unwrap();
-            let want: Vec<f64> = c
-                .download(&want)
-                .unwrap()
-                .into_iter()
-                .map(f64::from)
-                .collect();
+            let want: Vec<f64> = f64s(c, &want);
             assert_close(
                 &c.download(&got).unwrap(),
                 &want,
@@ -1054,12 +1037,7 @@ fn a_block_norm_folded_into_the_layer_equals_norm_layer_and_residual() {
             );
         }
         // In token blocks of 8 (a lowered binding limit), the residual read per block.
-        let small = Context::new_blocking().unwrap();
-        if !c.cpu_schedules() {
-            small.set_schedule(chunkwise::Schedule::Gpu);
-        }
-        small.set_subgroup_kernels(c.subgroups_enabled());
-        small.set_binding_limit(Some(8 * ((4 * hidden + 2 * heads) * 4) as u64));
+        let small = limited_like(c, 8, hidden, heads);
         let block = random_layer_on(&small, hidden, heads, true)
             .with_block_norm(small.upload(&w, &[hidden], DType::F32).unwrap(), eps)
             .unwrap();
@@ -1073,12 +1051,7 @@ fn a_block_norm_folded_into_the_layer_equals_norm_layer_and_residual() {
                 ew::add(rec, &whole, &y)
             })
             .unwrap();
-        let want: Vec<f64> = c
-            .download(&want)
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let want: Vec<f64> = f64s(c, &want);
         assert_close(
             &small.download(&got).unwrap(),
             &want,
@@ -1123,4 +1096,21 @@ fn bad_layer_inputs_are_named_errors() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("weight must be [45]"), "{e}");
+}
+
+/// A new context on the test adapter with `c`'s schedule and subgroup setting and a binding
+/// limit of `rows` rows of a gated Mesa layer's fused projection (4·H·D + 2·H f32 values).
+fn limited_like(c: &Context, rows: usize, hidden: usize, heads: usize) -> Context {
+    let small = Context::new_blocking().unwrap();
+    if !c.cpu_schedules() {
+        small.set_schedule(chunkwise::Schedule::Gpu);
+    }
+    small.set_subgroup_kernels(c.subgroups_enabled());
+    small.set_binding_limit(Some((rows * (4 * hidden + 2 * heads) * 4) as u64));
+    small
+}
+
+/// A tensor's values, widened for `assert_close`.
+fn f64s(c: &Context, t: &chunkwise::Tensor) -> Vec<f64> {
+    c.download(t).unwrap().into_iter().map(f64::from).collect()
 }
